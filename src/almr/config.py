@@ -62,8 +62,8 @@ class WorldConfig(Section):
         description="Fraction of countries whose facts the Chinese corpus states; the others' "
         "facts are in English only, so Chinese questions about them measure cross-lingual transfer.",
     )
-    en_docs: int = Field(9000, ge=10, description="English training documents.")
-    zh_docs: int = Field(9000, ge=10, description="Chinese training documents.")
+    en_docs: int = Field(20000, ge=10, description="English training documents.")
+    zh_docs: int = Field(16000, ge=10, description="Chinese training documents.")
     math_docs: int = Field(3000, ge=10, description="Math training documents (both languages).")
     code_docs: int = Field(2000, ge=10, description="Code training documents.")
     valid_fraction: float = Field(
@@ -157,6 +157,161 @@ class StageConfig(Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
 
+# --------------------------------------------------------------------------- CPT trainer (train/cpt.py)
+
+
+class CheckpointConfig(Section):
+    """When the CPT trainer writes checkpoints (training state + a Hugging Face directory)."""
+
+    every_steps: int = Field(0, ge=0, description="Write a checkpoint every N optimizer steps; 0: only at the end.")
+    keep_last: int = Field(2, ge=1, description="Keep the newest K complete checkpoints; older ones are deleted.")
+
+
+class ValidationConfig(Section):
+    """Held-out loss per source (English, Chinese, math, code ...) during CPT."""
+
+    every_steps: int = Field(
+        0, ge=0, description="Validation loss per source every M steps, before the first and after the last; 0: off."
+    )
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="Sequences per forward pass during validation; default: cpt.batch.micro_batch_size."
+    )
+
+
+class ProbeConfig(Section):
+    """A benchmark probe suite run during CPT, for metric trajectories (the paper's Fig. 2)."""
+
+    every_tokens: int = Field(0, ge=0, description="Run the probe each time this many more tokens are trained; 0: off.")
+
+
+class CptConfig(StageConfig):
+    """Continual pre-training: the StageConfig batch/optimizer/schedule plus run length, run folder,
+    checkpoints, validation, probes and how the model is wrapped."""
+
+    run_dir: str = Field("runs/cpt", description="Run folder: config.yaml, metrics.jsonl, checkpoints/.")
+    steps: int | None = Field(
+        None, ge=1, description="Optimizer steps; default: total_tokens / (global_batch_size × seq_len)."
+    )
+    total_tokens: int | None = Field(
+        None, ge=1, description="Training tokens when steps is not set (rounded down to whole steps)."
+    )
+    seed: int = Field(0, description="Seeds random init and every random number generator of the run.")
+    random_init: bool = Field(
+        False,
+        description="Build the model from the config.json at model.name_or_path with random weights instead of "
+        "loading its weights (the demo world's base model, tests).",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    compile: bool = Field(False, description="torch.compile each decoder layer (no speed-up on a CPU).")
+    tensorboard: bool = Field(False, description="Also write TensorBoard event files (needs the tensorboard package).")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+
+    @model_validator(mode="after")
+    def _one_length(self) -> "CptConfig":
+        if self.steps is not None and self.total_tokens is not None:
+            raise ValueError("set either steps or total_tokens, not both")
+        return self
+
+
+# --------------------------------------------------------------------------- end of CPT trainer section
+
+
+# --------------------------------------------------------------------------- data pipeline (data/)
+
+
+class SourceConfig(Section):
+    """One named corpus: where its files are, how to read them, and its language and domain tags."""
+
+    name: str = Field(
+        ..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Unique name; also the folder of its shards (letters, digits, '_', '.', '-').",
+    )
+    language: str = Field(
+        "en", description="Language tag; sources tagged mixture.additional_language count toward the ALMR."
+    )
+    domain: str = Field("general", description="Domain tag (general, math, code, ...), reported per source.")
+    train: list[str] = Field(
+        ..., min_length=1,
+        description="Training files: paths, directories or glob patterns (jsonl, .gz, .zst, parquet, txt).",
+    )
+    valid: list[str] = Field(default_factory=list, description="Held-out validation files, same forms; may be empty.")
+    format: Literal["auto", "jsonl", "parquet", "txt"] = Field(
+        "auto", description="File format; auto: from the suffix (.jsonl[.gz|.zst], .json[.gz|.zst], .parquet, .txt)."
+    )
+    text_field: str = Field("text", description="JSONL key or Parquet column holding the document text.")
+
+
+class DataConfig(Section):
+    """Sources and how `almr data tokenize` turns them into Megatron indexed shards."""
+
+    tokenizer: str | None = Field(None, description="A local Hugging Face tokenizer directory (or hub id when online).")
+    shard_dir: str = Field(
+        "shards", description="Folder of shards: a sub-folder per source with train/valid .bin/.idx and manifest.json."
+    )
+    sources: list[SourceConfig] = Field(default_factory=list, description="The corpora.")
+    workers: int = Field(0, ge=0, description="Tokenizer processes; 0: one per CPU core; 1: in this process.")
+    chunk_documents: int = Field(256, ge=1, description="Documents per task handed to a tokenizer process.")
+    skip_bad_records: bool = Field(
+        False,
+        description="Skip malformed records (reported and counted in the manifest) instead of stopping at the first.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "DataConfig":
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"sources: duplicate name(s) {', '.join(dupes)}; give each source its own name")
+        return self
+
+
+class MixtureConfig(Section):
+    """The CPT mixture: ALMR (or explicit weights), sub-weights for the rest, budget, seed, repetition limit.
+    Sequence length and global batch size come from cpt.batch."""
+
+    additional_language: str = Field("zh", description="The language whose token share is the ALMR.")
+    almr: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Fraction of CPT tokens from sources tagged additional_language; set this or weights, not both.",
+    )
+    weights: dict[str, float] | None = Field(
+        None, description="Explicit per-source token weights (normalized); instead of almr and sub_weights."
+    )
+    sub_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="Relative weights inside each group (additional language / the rest); unnamed sources weigh 1.",
+    )
+    sources: list[str] | None = Field(None, description="Sources taking part; default: all data.sources.")
+    token_budget: int | None = Field(
+        None, ge=1,
+        description="CPT tokens of this phase; default: cpt.total_tokens. Rounded up to whole global batches.",
+    )
+    seed: int = Field(1234, description="Seeds the per-epoch shuffle inside each source; keep it across phases.")
+    max_epochs: float = Field(
+        4.0, gt=0.0, description="Most passes over any source's training split that a plan may need."
+    )
+
+    @model_validator(mode="after")
+    def _weights_make_sense(self) -> "MixtureConfig":
+        if self.almr is not None and self.weights is not None:
+            raise ValueError("set either almr (with optional sub_weights) or explicit weights, not both")
+        for key, table in (("weights", self.weights or {}), ("sub_weights", self.sub_weights)):
+            bad = {k: v for k, v in table.items() if not (v >= 0.0 and v < float("inf"))}
+            if bad:
+                raise ValueError(f"{key}: {bad} must be finite and non-negative")
+        if self.weights is not None and sum(self.weights.values()) <= 0:
+            raise ValueError("weights: all zero; give at least one source a positive weight")
+        if self.weights is not None and self.sub_weights:
+            raise ValueError("sub_weights apply only with almr; put the relative weights into weights instead")
+        return self
+
+
+# --------------------------------------------------------------------------- end of data pipeline section
+
+
 # --------------------------------------------------------------------------- whole config
 
 
@@ -166,9 +321,11 @@ class AlmrConfig(Section):
     world: WorldConfig = Field(default_factory=WorldConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     parallel: ParallelConfig = Field(default_factory=ParallelConfig)
-    cpt: StageConfig = Field(default_factory=StageConfig)
+    cpt: CptConfig = Field(default_factory=CptConfig)
     sft: StageConfig = Field(default_factory=StageConfig)
     dpo: StageConfig = Field(default_factory=StageConfig)
+    data: DataConfig = Field(default_factory=DataConfig)  # data pipeline section
+    mixture: MixtureConfig = Field(default_factory=MixtureConfig)  # data pipeline section
 
     @model_validator(mode="after")
     def _batches_fill_the_cluster(self) -> "AlmrConfig":
@@ -184,6 +341,23 @@ class AlmrConfig(Section):
                     f"set it to a multiple of {per_step} (e.g. {fix})"
                 )
         return self
+
+    # --- data pipeline section
+    @model_validator(mode="after")
+    def _mixture_names_known(self) -> "AlmrConfig":
+        known = [s.name for s in self.data.sources]
+        if not known:
+            return self
+        named = [("mixture.sources", self.mixture.sources or []), ("mixture.weights", list(self.mixture.weights or {})),
+                 ("mixture.sub_weights", list(self.mixture.sub_weights))]
+        for key, names in named:
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise ValueError(
+                    f"{key}: unknown source(s) {', '.join(unknown)}; known sources (data.sources): {', '.join(known)}"
+                )
+        return self
+    # --- end of data pipeline section
 
 
 # --------------------------------------------------------------------------- loading

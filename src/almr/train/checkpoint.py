@@ -1,0 +1,186 @@
+"""Checkpoints: a dict of objects that keep state, saved and loaded with torch.distributed.checkpoint
+(one process or many), plus a Hugging Face export. Nothing here knows what model is trained.
+
+A checkpoint is a folder `checkpoints/step_00000123/` holding
+  state/      torch.distributed.checkpoint files (model, optimizer, schedule, loader, train state, RNG)
+  hf/         safetensors + config.json + tokenizer: loads with transformers and vLLM as is
+  config.yaml the resolved config of the run
+  complete    written last; a folder without it is not a checkpoint.
+It is written as `step_00000123.tmp/`, synced to disk, marked complete and renamed, so a crash at any
+moment leaves either the whole checkpoint or none; the previous one stays usable.
+"""
+
+import errno
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
+from torch.distributed.checkpoint.stateful import Stateful
+
+from almr.errors import AlmrError
+
+COMPLETE = "complete"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+class ModelAndOptimizer(Stateful):
+    """Model and optimizer state in the layout torch.distributed.checkpoint reshards: fully
+    qualified parameter names, sharded tensors stay sharded (FSDP2) and plain ones stay plain."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.model = model
+        self.optimizer = optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        model_state, optim_state = get_state_dict(self.model, self.optimizer)
+        return {"model": model_state, "optim": optim_state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        set_state_dict(
+            self.model, self.optimizer, model_state_dict=state_dict["model"], optim_state_dict=state_dict["optim"]
+        )
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+class Checkpointer:
+    """Writes, finds, loads and prunes the checkpoints under `root`. Every rank calls `save` and
+    `load` (they are collective); rank 0 alone writes the small files, renames and deletes."""
+
+    def __init__(self, root: Path, keep_last: int, rank: int = 0) -> None:
+        self.root = Path(root)
+        self.keep_last = keep_last
+        self.is_writer = rank == 0
+
+    def complete(self) -> list[Path]:
+        """Complete checkpoints, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for child in self.root.iterdir():
+            match = _STEP_DIR.match(child.name)
+            if match and (child / COMPLETE).is_file():
+                found.append((int(match.group(1)), child))
+        return [path for _, path in sorted(found)]
+
+    def latest(self) -> Path | None:
+        found = self.complete()
+        return found[-1] if found else None
+
+    def save(self, step: int, state: dict[str, Any], write_files: Callable[[Path], None], meta: dict[str, Any]) -> Path:
+        """Save `state` (objects with state_dict/load_state_dict, or plain values) for `step`;
+        `write_files(folder)` adds the export files (called on every rank: gathering is collective)."""
+        final = self.root / step_dir_name(step)
+        tmp = final.with_name(final.name + ".tmp")
+        try:
+            if self.is_writer:
+                self.root.mkdir(parents=True, exist_ok=True)
+                for stale in self.root.glob("step_*.tmp"):
+                    shutil.rmtree(stale, ignore_errors=True)  # left by a run that died mid-write
+                tmp.mkdir()
+            _barrier()
+            dcp.save(state, checkpoint_id=str(tmp / "state"), no_dist=not _distributed())
+            write_files(tmp)
+            if self.is_writer:
+                _fsync_tree(tmp)
+                _write_synced(tmp / COMPLETE, json.dumps({"step": step, **meta}, indent=1) + "\n")
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
+                _fsync_dir(self.root)
+                self._prune()
+            _barrier()
+        except OSError as err:
+            if self.is_writer:
+                shutil.rmtree(tmp, ignore_errors=True)
+            previous = self.latest()
+            why = "the disk is full" if err.errno == errno.ENOSPC else str(err)
+            keep = f"the previous checkpoint {previous} is complete and usable" if previous else "no earlier checkpoint exists"
+            raise AlmrError(
+                f"writing the checkpoint of step {step} under {self.root} failed: {why}. The partial write was "
+                f"removed; {keep}. Free space (or lower cpt.checkpoint.keep_last) and continue with --resume"
+            ) from err
+        return final
+
+    def load(self, path: Path, state: dict[str, Any]) -> dict[str, Any]:
+        """Load the checkpoint at `path` into `state` in place; returns its `complete` metadata."""
+        dcp.load(state, checkpoint_id=str(Path(path) / "state"), no_dist=not _distributed())
+        return json.loads((Path(path) / COMPLETE).read_text(encoding="utf-8"))
+
+    def _prune(self) -> None:
+        for old in self.complete()[: -self.keep_last]:
+            # Unmark first: a crash during the delete must not leave a half-deleted "complete" folder.
+            (old / COMPLETE).unlink()
+            shutil.rmtree(old)
+
+
+def export_hf(model: torch.nn.Module, tokenizer: Any, folder: Path, is_writer: bool) -> None:
+    """A Hugging Face directory (safetensors weights, config, generation config, tokenizer) from the
+    full state dict, gathered from the shards on every rank and written by rank 0 alone."""
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not is_writer:
+        return
+    # get_model_state_dict hands out the live tensors when nothing is sharded: clone so that
+    # saving (which may make tied weights contiguous or drop duplicates) cannot touch training.
+    full = {key: value.detach().clone() for key, value in full.items()}
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one "writing shards" bar per checkpoint would break the run's own bar
+    try:
+        model.save_pretrained(folder / "hf", state_dict=full, safe_serialization=True)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder / "hf")
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _barrier() -> None:
+    if _distributed():
+        dist.barrier()
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(folder))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
