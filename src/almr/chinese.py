@@ -11,8 +11,7 @@ import re
 from dataclasses import dataclass
 
 _HAN = re.compile(
-    "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-    "\U00020000-\U0002ebef\U00030000-\U0003134f\U0002f800-\U0002fa1f]"
+    "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef\U00030000-\U0003134f\U0002f800-\U0002fa1f]"
 )
 # \w is letters, digits and other numerics plus "_"; removing "_" and the non-decimal
 # numerics leaves exactly letters + decimal digits.

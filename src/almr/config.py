@@ -58,7 +58,9 @@ class WorldConfig(Section):
     seed: int = Field(0, description="Everything in the world is a deterministic function of this seed.")
     countries: int = Field(60, ge=12, le=150, description="Countries in the fact base (CLDR territories).")
     zh_country_share: float = Field(
-        0.5, ge=0.0, le=1.0,
+        0.5,
+        ge=0.0,
+        le=1.0,
         description="Fraction of countries whose facts the Chinese corpus states; the others' "
         "facts are in English only, so Chinese questions about them measure cross-lingual transfer.",
     )
@@ -67,12 +69,17 @@ class WorldConfig(Section):
     math_docs: int = Field(3000, ge=10, description="Math training documents (both languages).")
     code_docs: int = Field(2000, ge=10, description="Code training documents.")
     valid_fraction: float = Field(
-        0.05, gt=0.0, lt=0.5, description="Held-out validation documents, as a fraction of each source's training documents."
+        0.05,
+        gt=0.0,
+        lt=0.5,
+        description="Held-out validation documents, as a fraction of each source's training documents.",
     )
     bench_items: int = Field(200, ge=4, description="Items per benchmark.")
     sft_dialogues: int = Field(2000, ge=4, description="SFT dialogues (half English, half Chinese).")
     dpo_pairs: int = Field(1000, ge=4, description="DPO preference pairs (half English, half Chinese).")
-    vocab_size: int = Field(2048, ge=300, le=65535, description="Byte-level BPE vocabulary size, special tokens included.")
+    vocab_size: int = Field(
+        2048, ge=300, le=65535, description="Byte-level BPE vocabulary size, special tokens included."
+    )
     model: TinyLlamaConfig = Field(default_factory=TinyLlamaConfig)
 
 
@@ -95,7 +102,9 @@ class ParallelConfig(Section):
 
     nodes: int = Field(1, ge=1, description="Machines.")
     gpus_per_node: int = Field(1, ge=1, description="Processes per machine (one per GPU).")
-    tensor_parallel: int = Field(1, ge=1, description="Tensor-parallel degree (Megatron-style; the paper used 2 for 8B, 8 for 70B).")
+    tensor_parallel: int = Field(
+        1, ge=1, description="Tensor-parallel degree (Megatron-style; the paper used 2 for 8B, 8 for 70B)."
+    )
     pipeline_parallel: int = Field(1, ge=1, description="Pipeline-parallel degree (the paper used 2 for 70B).")
 
     @property
@@ -122,7 +131,9 @@ class ParallelConfig(Section):
 
 class BatchConfig(Section):
     micro_batch_size: int = Field(4, ge=1, description="Sequences per process per forward pass.")
-    global_batch_size: int = Field(256, ge=1, description="Sequences per optimizer step, over all processes; gradient accumulation fills it.")
+    global_batch_size: int = Field(
+        256, ge=1, description="Sequences per optimizer step, over all processes; gradient accumulation fills it."
+    )
     seq_len: int = Field(2048, ge=8, description="Tokens per sequence.")
 
 
@@ -143,7 +154,9 @@ class OptimizerConfig(Section):
 
 
 class ScheduleConfig(Section):
-    kind: Literal["linear", "cosine", "wsd"] = Field("linear", description="Decay after warmup: linear, cosine or warmup-stable-decay.")
+    kind: Literal["linear", "cosine", "wsd"] = Field(
+        "linear", description="Decay after warmup: linear, cosine or warmup-stable-decay."
+    )
     warmup_steps: int = Field(0, ge=0, description="Linear warmup from 0 to the peak learning rate.")
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final learning rate as a fraction of the peak.")
     decay_fraction: float = Field(0.2, gt=0.0, le=1.0, description="wsd only: the fraction of steps spent decaying.")
@@ -226,7 +239,8 @@ class SourceConfig(Section):
     """One named corpus: where its files are, how to read them, and its language and domain tags."""
 
     name: str = Field(
-        ..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        ...,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="Unique name; also the folder of its shards (letters, digits, '_', '.', '-').",
     )
     language: str = Field(
@@ -234,7 +248,8 @@ class SourceConfig(Section):
     )
     domain: str = Field("general", description="Domain tag (general, math, code, ...), reported per source.")
     train: list[str] = Field(
-        ..., min_length=1,
+        ...,
+        min_length=1,
         description="Training files: paths, directories or glob patterns (jsonl, .gz, .zst, parquet, txt).",
     )
     valid: list[str] = Field(default_factory=list, description="Held-out validation files, same forms; may be empty.")
@@ -274,7 +289,9 @@ class MixtureConfig(Section):
 
     additional_language: str = Field("zh", description="The language whose token share is the ALMR.")
     almr: float | None = Field(
-        None, ge=0.0, le=1.0,
+        None,
+        ge=0.0,
+        le=1.0,
         description="Fraction of CPT tokens from sources tagged additional_language; set this or weights, not both.",
     )
     weights: dict[str, float] | None = Field(
@@ -286,7 +303,8 @@ class MixtureConfig(Section):
     )
     sources: list[str] | None = Field(None, description="Sources taking part; default: all data.sources.")
     token_budget: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="CPT tokens of this phase; default: cpt.total_tokens. Rounded up to whole global batches.",
     )
     seed: int = Field(1234, description="Seeds the per-epoch shuffle inside each source; keep it across phases.")
@@ -348,8 +366,11 @@ class AlmrConfig(Section):
         known = [s.name for s in self.data.sources]
         if not known:
             return self
-        named = [("mixture.sources", self.mixture.sources or []), ("mixture.weights", list(self.mixture.weights or {})),
-                 ("mixture.sub_weights", list(self.mixture.sub_weights))]
+        named = [
+            ("mixture.sources", self.mixture.sources or []),
+            ("mixture.weights", list(self.mixture.weights or {})),
+            ("mixture.sub_weights", list(self.mixture.sub_weights)),
+        ]
         for key, names in named:
             unknown = [n for n in names if n not in known]
             if unknown:
@@ -357,21 +378,35 @@ class AlmrConfig(Section):
                     f"{key}: unknown source(s) {', '.join(unknown)}; known sources (data.sources): {', '.join(known)}"
                 )
         return self
+
     # --- end of data pipeline section
 
 
 # --------------------------------------------------------------------------- loading
 
 
+PRESETS = Path(__file__).parent / "configs"
+
+
+def presets() -> list[str]:
+    """Names of the shipped configs (`demo`, `paper-llama3-8b`, ...), usable wherever a file is."""
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> AlmrConfig:
-    """Defaults, then the YAML file at `path`, then each `a.b=value` override, validated whole."""
+    """Defaults, then the YAML file at `path` (or a shipped preset of that name), then each
+    `a.b=value` override, validated whole."""
     raw: dict[str, Any] = {}
     where = "defaults"
     if path is not None:
         path = Path(path)
+        if not path.is_file() and str(path) in presets():
+            path = PRESETS / f"{path}.yaml"
         where = str(path)
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; pass the path of a YAML file (see configs/)")
+            raise ConfigError(
+                f"config file {path} does not exist; pass the path of a YAML file or a preset: {', '.join(presets())}"
+            )
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as err:
@@ -379,7 +414,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of sections (world:, cpt:, ...), not a {type(loaded).__name__}")
+            raise ConfigError(
+                f"config file {path} must hold a mapping of sections (world:, cpt:, ...), not a {type(loaded).__name__}"
+            )
         raw = loaded
     for override in overrides:
         _apply_override(raw, override)

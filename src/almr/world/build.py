@@ -1,0 +1,186 @@
+"""`almr world build`: write the whole demo world into a directory, deterministically.
+
+Layout of a world directory:
+
+    world.json                  seed, resolved config, sources, sha256 of every file
+    corpus/<source>/train.jsonl {"text": ...} per line; sources en, zh, math, code
+    corpus/<source>/valid.jsonl held-out documents (none also in train)
+    bench/*.jsonl               one benchmark per family (see almr.world.bench)
+    bench/seceu_population.json SECEU mean and SD of simulated respondents
+    sft/train.jsonl             {"messages": [...], "lang", "kind"}
+    dpo/train.jsonl             {"prompt": [...], "chosen": [...], "rejected": [...], "lang", "kind"}
+    tokenizer/                  Hugging Face tokenizer (byte-level BPE, Llama-3 specials)
+    model/                      config.json + generation_config.json of the tiny base Llama
+
+Every random choice comes from a generator seeded by (seed, purpose), so the same seed gives
+byte-identical files and no part's randomness depends on the size of another part. The
+world is written to a temporary sibling directory and renamed into place at the end: a
+directory with a world.json is always a complete world.
+"""
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from rich.progress import Progress
+
+from almr.config import WorldConfig
+from almr.errors import AlmrError
+from almr.world import bench
+from almr.world.chat import ChatWriter
+from almr.world.corpus import SOURCES, CorpusWriter
+from almr.world.facts import load_countries
+from almr.world.model import save_model_config
+from almr.world.tokenizer import save_tokenizer, train_tokenizer
+
+MANIFEST = "world.json"
+FORMAT_VERSION = 1
+
+
+def rng_for(seed: int, purpose: str) -> random.Random:
+    # A string seed is hashed with SHA-512 by `random`, independent of PYTHONHASHSEED.
+    return random.Random(f"almr-world:{seed}:{purpose}")
+
+
+def build_world(out_dir: Path, config: WorldConfig, force: bool = False) -> dict[str, Any]:
+    """Write the world for `config` into `out_dir` and return its manifest. An existing world
+    built from the same config is kept as it is; anything else there is refused unless `force`."""
+    out_dir = Path(out_dir)
+    existing = read_manifest(out_dir) if (out_dir / MANIFEST).is_file() else None
+    wanted = config.model_dump(mode="json")
+    if existing is not None and existing["config"] == wanted and not force:
+        return existing
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        what = "a world built from another config" if existing else "files that are not a world"
+        raise AlmrError(f"{out_dir} holds {what}; choose an empty directory or pass --force to replace it")
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the world is an ordinary directory
+    try:
+        manifest = _write_world(tmp, config)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return manifest
+
+
+def read_manifest(world_dir: Path) -> dict[str, Any]:
+    path = Path(world_dir) / MANIFEST
+    if not path.is_file():
+        raise AlmrError(f"{world_dir} is not a world directory (no {MANIFEST}); build one with `almr world build DIR`")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _write_world(root: Path, config: WorldConfig) -> dict[str, Any]:
+    seed = config.seed
+    countries = load_countries(config.countries, config.zh_country_share, rng_for(seed, "countries"))
+    corpus, chat = CorpusWriter(countries), ChatWriter(countries)
+    n = config.bench_items
+    counts = {"en": config.en_docs, "zh": config.zh_docs, "math": config.math_docs, "code": config.code_docs}
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("building the world", total=len(counts) + 4)
+        for source, count in counts.items():
+            rng = rng_for(seed, f"{source}:train")
+            train = [corpus.document(source, rng) for _ in range(count)]
+            seen = set(train)
+            rng = rng_for(seed, f"{source}:valid")
+            valid = []
+            want = max(1, round(config.valid_fraction * count))
+            for _ in range(want * 50):
+                doc = corpus.document(source, rng)
+                if doc not in seen:
+                    seen.add(doc)
+                    valid.append(doc)
+                    if len(valid) == want:
+                        break
+            _write_jsonl(root / "corpus" / source / "train.jsonl", ({"text": t} for t in train))
+            _write_jsonl(root / "corpus" / source / "valid.jsonl", ({"text": t} for t in valid))
+            progress.advance(task)
+
+        benches = {
+            "mmlu": bench.knowledge_en(rng_for(seed, "bench:mmlu"), countries, n),
+            "ceval": bench.knowledge_zh(rng_for(seed, "bench:ceval"), countries, n),
+            "cmrc": bench.reading(rng_for(seed, "bench:cmrc"), countries, n),
+            "gsm8k": bench.arithmetic(rng_for(seed, "bench:gsm8k"), n),
+            "humaneval": bench.programs(rng_for(seed, "bench:humaneval"), n),
+            "wmt_en-zh": bench.translation(rng_for(seed, "bench:wmt_en-zh"), countries, n),
+            "wmt_zh-en": bench.translation(rng_for(seed, "bench:wmt_zh-en"), countries, n),
+            "lcsts": bench.summaries(rng_for(seed, "bench:lcsts"), countries, n),
+            "eprstmt": bench.sentiment(rng_for(seed, "bench:eprstmt"), n),
+        }
+        benches["seceu"], population = bench.emotions(rng_for(seed, "bench:seceu"), n)
+        for name, records in benches.items():
+            _write_jsonl(root / "bench" / f"{name}.jsonl", records)
+        _write_json(root / "bench" / "seceu_population.json", population)
+        progress.advance(task)
+
+        rng = rng_for(seed, "sft")
+        sft = [chat.dialogue(rng, "en" if i % 2 == 0 else "zh") for i in range(config.sft_dialogues)]
+        rng = rng_for(seed, "dpo")
+        dpo = [chat.preference(rng, "en" if i % 2 == 0 else "zh") for i in range(config.dpo_pairs)]
+        _write_jsonl(root / "sft" / "train.jsonl", sft)
+        _write_jsonl(root / "dpo" / "train.jsonl", dpo)
+        progress.advance(task)
+
+        tokenizer = train_tokenizer(_corpus_texts(root, list(counts)), config.vocab_size)
+        save_tokenizer(tokenizer, root / "tokenizer")
+        progress.advance(task)
+        save_model_config(root / "model", config.model, tokenizer)
+        progress.advance(task)
+
+    manifest = {
+        "format": FORMAT_VERSION,
+        "seed": seed,
+        "config": config.model_dump(mode="json"),
+        "sources": {
+            name: {
+                "language": lang,
+                "domain": domain,
+                "train": f"corpus/{name}/train.jsonl",
+                "valid": f"corpus/{name}/valid.jsonl",
+            }
+            for name, (lang, domain) in SOURCES.items()
+        },
+        "countries": [
+            {"code": c.code, "en": c.name["en"], "zh": c.name["zh"], "in_zh_corpus": c.in_zh_corpus} for c in countries
+        ],
+        "files": {str(path.relative_to(root)): _sha256(path) for path in sorted(root.rglob("*")) if path.is_file()},
+    }
+    _write_json(root / MANIFEST, manifest)
+    return manifest
+
+
+def _corpus_texts(root: Path, sources: list[str]) -> Iterable[str]:
+    for source in sources:
+        with open(root / "corpus" / source / "train.jsonl", encoding="utf-8") as f:
+            for line in f:
+                yield json.loads(line)["text"]
+
+
+def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

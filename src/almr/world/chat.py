@@ -1,0 +1,163 @@
+"""Chat data of the world: SFT dialogues in the `messages` format and DPO preference pairs in
+TRL's conversational format (`prompt` / `chosen` / `rejected`, each a list of messages),
+half English and half Chinese.
+
+SFT teaches answering in the user's language: facts, arithmetic, translation, summaries,
+sentiment and, as for the paper's companion, emotional support. DPO prefers a reply in the
+user's language, true and kind over one in the wrong language (the failure of Llama-3-Instruct
+on Chinese queries the paper sets out to fix), false, or dismissive.
+"""
+
+import random
+from typing import Any
+
+from almr.world.arithmetic import word_problem
+from almr.world.facts import RELATIONS, Country, answer, question, statement, statement_pair
+from almr.world.lexicon import EMOTIONS, EVENTS, Event
+from almr.world.scenes import news, review
+
+Message = dict[str, str]
+Record = dict[str, Any]
+
+SYSTEM = {
+    "en": "You are a warm, patient bilingual assistant. Answer in the language of the user.",
+    "zh": "你是一个温暖、耐心的双语助手。请用用户使用的语言回答。",
+}
+_POSITIVE_FEELINGS = {"happy", "proud", "grateful", "relieved", "surprised"}
+_SUPPORT = {
+    "en": [
+        "Would you like to talk about what happened?",
+        "Take a slow breath; you do not have to face this alone.",
+        "Is there someone close to you who could be with you now?",
+    ],
+    "zh": ["你愿意和我说说发生了什么吗？", "先慢慢深呼吸，你不是一个人在面对。", "身边有可以陪着你的人吗？"],
+}
+_SHARE = {"en": ["Tell me more about it!", "You really deserve this."], "zh": ["快和我多说说吧！", "这是你应得的。"]}
+_DISMISSIVE = {
+    "en": ["Just forget about it.", "That is not a big deal. Move on.", "Everyone has problems."],
+    "zh": ["别想了，这没什么大不了的。", "这种小事不值得说。", "谁都有烦恼，忍一忍吧。"],
+}
+
+
+def main_feeling(event: Event) -> str:
+    return max(event.weights, key=lambda e: event.weights[e])
+
+
+def support_reply(rng: random.Random, event: Event, lang: str) -> str:
+    emotion = main_feeling(event)
+    if emotion in _POSITIVE_FEELINGS:
+        if lang == "en":
+            return f"That is wonderful news! You must feel {emotion}. {rng.choice(_SHARE['en'])}"
+        return f"太好了！你一定很{EMOTIONS[emotion]}。{rng.choice(_SHARE['zh'])}"
+    if lang == "en":
+        return f"I am sorry to hear that. It makes sense to feel {emotion} after this. {rng.choice(_SUPPORT['en'])}"
+    return f"听到这件事我很难过。遇到这种事感到{EMOTIONS[emotion]}是很正常的。{rng.choice(_SUPPORT['zh'])}"
+
+
+def user_story(event: Event, lang: str) -> str:
+    return f"{event.en_first}." if lang == "en" else f"我{event.zh}。"
+
+
+class ChatWriter:
+    """Renders SFT dialogues and DPO pairs for one world's countries."""
+
+    def __init__(self, countries: list[Country]) -> None:
+        self.countries = countries
+        # Chinese chat sticks to facts the Chinese corpus states, keeping English-only facts
+        # out of every Chinese text of the world.
+        self.zh_countries = [c for c in countries if c.in_zh_corpus] or countries[:1]
+
+    def _fact(self, rng: random.Random, lang: str) -> tuple[str, str]:
+        country = rng.choice(self.countries if lang == "en" else self.zh_countries)
+        relation = rng.choice(RELATIONS)
+        return question(country, relation, lang), statement(country, relation, lang, rng)
+
+    # ------------------------------------------------------------------ SFT
+
+    def dialogue(self, rng: random.Random, lang: str) -> Record:
+        kind = rng.choices(
+            ["facts", "math", "support", "translate", "summary", "sentiment"], weights=[3, 2, 3, 1, 1, 1]
+        )[0]
+        turns: list[Message] = []
+        if rng.random() < 0.3:
+            turns.append({"role": "system", "content": SYSTEM[lang]})
+        if kind == "facts":
+            for _ in range(rng.randint(1, 2)):
+                q, a = self._fact(rng, lang)
+                turns += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        elif kind == "math":
+            problem = word_problem(rng, lang)
+            turns += [
+                {"role": "user", "content": problem.question},
+                {
+                    "role": "assistant",
+                    "content": problem.solution.replace("#### ", "The answer is " if lang == "en" else "答案是"),
+                },
+            ]
+        elif kind == "support":
+            event = rng.choice(EVENTS)
+            turns += [
+                {"role": "user", "content": user_story(event, lang)},
+                {"role": "assistant", "content": support_reply(rng, event, lang)},
+            ]
+        elif kind == "translate":
+            country, relation = rng.choice(self.zh_countries), rng.choice(RELATIONS)
+            en, zh = statement_pair(country, relation, rng)
+            if lang == "zh":
+                turns += [
+                    {"role": "user", "content": f"把这句话翻译成中文：{en}"},
+                    {"role": "assistant", "content": zh},
+                ]
+            else:
+                turns += [
+                    {"role": "user", "content": f"Translate into English: {zh}"},
+                    {"role": "assistant", "content": en},
+                ]
+        elif kind == "summary":
+            item = news(rng, rng.choice(self.countries if lang == "en" else self.zh_countries), lang)
+            ask = "Summarize this news in one line: " if lang == "en" else "请用一句话总结这条新闻："
+            turns += [{"role": "user", "content": ask + item.text}, {"role": "assistant", "content": item.summary}]
+        else:
+            label = rng.choice(("Positive", "Negative"))
+            text = review(rng, label, lang)
+            if lang == "en":
+                turns += [
+                    {"role": "user", "content": f"Is this review positive or negative? {text}"},
+                    {"role": "assistant", "content": f"The review is {label.lower()}."},
+                ]
+            else:
+                word = "正面" if label == "Positive" else "负面"
+                turns += [
+                    {"role": "user", "content": f"这条评论是正面还是负面？{text}"},
+                    {"role": "assistant", "content": f"这条评论是{word}的。"},
+                ]
+        return {"messages": turns, "lang": lang, "kind": kind}
+
+    # ------------------------------------------------------------------ DPO
+
+    def preference(self, rng: random.Random, lang: str) -> Record:
+        kind = rng.choice(("wrong_language", "wrong_fact", "dismissive"))
+        other = "en" if lang == "zh" else "zh"
+        if kind == "dismissive":
+            event = rng.choice(EVENTS)
+            prompt = user_story(event, lang)
+            chosen = support_reply(rng, event, lang)
+            rejected = rng.choice(_DISMISSIVE[lang])
+        else:
+            country = rng.choice(self.countries if lang == "en" else self.zh_countries)
+            relation = rng.choice(RELATIONS)
+            prompt = question(country, relation, lang)
+            chosen = statement(country, relation, lang, rng)
+            if kind == "wrong_language":
+                rejected = statement(country, relation, other, rng)
+            else:
+                right = answer(country, relation, lang)
+                impostor = rng.choice([c for c in self.countries if answer(c, relation, lang) != right])
+                rejected = statement(country, relation, lang, rng, answer_from=impostor)
+        return {
+            "prompt": [{"role": "user", "content": prompt}],
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+            "lang": lang,
+            "kind": kind,
+        }

@@ -1,0 +1,17 @@
+"""Prompt layouts shared by the world's corpora and its benchmarks.
+
+The corpora contain documents in these layouts (quizzes, reviews with their sentiment,
+news with a summary, bilingual pairs, ...) so that a model pretrained on the world can be
+scored by log-likelihood or generation on the benchmarks without instruction tuning, the
+way base models are evaluated on cloze-style tasks. Evaluation tasks must use the same
+strings.
+"""
+
+QA = {"en": "Question: {question}\nAnswer:", "zh": "问题：{question}\n答案："}
+MATH = {"en": "Question: {question}\nAnswer:", "zh": "问题：{question}\n解答："}
+READING = "文章：{context}\n问题：{question}\n答案："
+SUMMARY = "{text}\n摘要："
+SENTIMENT = "评论：{sentence}\n情感："
+SENTIMENT_LABELS = {"Positive": "正面", "Negative": "负面"}
+TRANSLATE = {"en-zh": "English: {source}\n中文：", "zh-en": "中文：{source}\nEnglish:"}
+FEELING = {"en": "{scenario} {subject} felt", "zh": "{scenario}{subject}感到很"}
