@@ -218,6 +218,133 @@ def data_inspect(
 # --------------------------------------------------------------------------- end of data pipeline block
 
 
+# --------------------------------------------------------------------------- data pipeline (almr data ...)
+
+data_app = typer.Typer(
+    help="Tokenize corpora into indexed shards, plan a mixture, inspect a plan.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("tokenize")
+def data_tokenize(
+    file: Annotated[Path, typer.Argument(help="A YAML config with data.tokenizer and data.sources.")],
+    source: Annotated[list[str] | None, typer.Option("--source", help="Only this source (repeatable).")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Tokenize sources into Megatron .bin/.idx shards with a manifest each (unchanged ones are skipped)."""
+    from almr.data.tokenize import tokenize_sources
+
+    config = _config(file, set_)
+    for manifest in tokenize_sources(config.data, source or None, progress=True, log=console.print):
+        for split, info in manifest["splits"].items():
+            console.print(
+                f"{manifest['source']['name']}/{split}: {info['documents']:,} documents, {info['tokens']:,} tokens, "
+                f"%Chinese {100 * info['chinese_share']:.1f}, bad records {info['bad_records']['count']}"
+            )
+
+
+@data_app.command("plan")
+def data_plan(
+    file: Annotated[Path, typer.Argument(help="A YAML config with data: and mixture: (and cpt.batch).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Plan JSON; default SHARD_DIR/plan-HASH.json.")
+    ] = None,
+    after: Annotated[
+        Path | None, typer.Option("--after", help="The previous phase's plan: continue its streams.")
+    ] = None,
+    consumed: Annotated[
+        int | None, typer.Option("--consumed", help="Sequences the previous phase consumed (default: all).")
+    ] = None,
+    set_: SetOption = None,
+) -> None:
+    """Compute the mixture plan, print it as a table and write it as JSON (refused if it cannot be met)."""
+    from rich.table import Table
+
+    from almr.data.plan import Plan, build_plan
+
+    config = _config(file, set_)
+    previous = Plan.load(after) if after is not None else None
+    plan = build_plan(
+        config.data,
+        config.mixture,
+        config.cpt.batch,
+        token_budget=config.mixture.token_budget or getattr(config.cpt, "total_tokens", None),
+        previous=previous,
+        consumed=consumed,
+    )
+    table = Table(
+        title=f"plan {plan.hash[:12]}: {plan.steps:,} steps × {plan.global_batch_size} × {plan.seq_len} "
+        f"tokens, ALMR {plan.almr:.4g}"
+    )
+    for col in ("source", "lang", "domain", "weight", "sequences", "tokens", "start", "epochs", "%Chinese"):
+        table.add_column(col, justify="left" if col in ("source", "lang", "domain") else "right")
+    for s in plan.sources:
+        table.add_row(
+            s.name,
+            s.language,
+            s.domain,
+            f"{s.weight:.4f}",
+            f"{s.sequences:,}",
+            f"{s.sequences * plan.seq_len:,}",
+            f"{s.start:,}",
+            f"{s.epochs:.3f}",
+            f"{100 * s.chinese_share:.1f}",
+        )
+    console.print(table)
+    path = plan.save(out or Path(config.data.shard_dir) / f"plan-{plan.hash[:12]}.json")
+    console.print(f"wrote {path}")
+
+
+@data_app.command("inspect")
+def data_inspect(
+    plan_file: Annotated[Path, typer.Argument(help="A plan JSON from `almr data plan`.")],
+    png: Annotated[Path | None, typer.Option("--png", help="Plot; default: next to the plan.")] = None,
+    steps: Annotated[int, typer.Option("--sample-steps", help="Global batches decoded for %Chinese.")] = 8,
+) -> None:
+    """Tokens per source, realized ALMR over windows of the blend, %Chinese of what the loader yields, a plot."""
+    import json
+
+    from rich.table import Table
+
+    from almr.data.inspect import inspect_plan
+    from almr.data.plan import Plan
+
+    plan = Plan.load(plan_file)
+    report = inspect_plan(plan, png or plan_file.with_suffix(".png"), sample_steps=steps)
+    table = Table(
+        title=f"plan {plan.hash[:12]}: target ALMR {report['target_almr']:.4g}, realized {report['realized_almr']:.4g}"
+    )
+    for col in ("source", "tokens", "epochs", "shard %zh", "yielded %zh", "max prefix dev"):
+        table.add_column(col, justify="left" if col == "source" else "right")
+    for s in report["sources"]:
+        got = "-" if s["chinese_share_yielded"] is None else f"{100 * s['chinese_share_yielded']:.1f}"
+        table.add_row(
+            s["name"],
+            f"{s['tokens']:,}",
+            f"{s['epochs']:.3f}",
+            f"{100 * s['chinese_share_shard']:.1f}",
+            got,
+            f"{s['prefix_deviation']:.3f}",
+        )
+    console.print(table)
+    for w, info in report["windows"].items():
+        console.print(
+            f"ALMR over windows of {w} batch(es): min {info['min']:.4f}, max {info['max']:.4f}, "
+            f"max deviation {info['max_deviation_sequences']:.3f} sequences"
+        )
+    console.print(
+        f"%Chinese of yielded sequences (first {report['sampled_steps']} steps): "
+        f"{100 * report['chinese_share_yielded']:.2f}"
+    )
+    out = plan_file.with_suffix(".inspect.json")
+    out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    console.print(f"wrote {report['png']} and {out}")
+
+
+# --------------------------------------------------------------------------- end of data pipeline block
+
+
 def main() -> None:
     """Entry point of the `almr` console script: bad input is one message and exit code 2."""
     try:

@@ -1,0 +1,178 @@
+"""Megatron IndexedDataset shards (`PREFIX.bin` + `PREFIX.idx`, the MMIDIDX format), written
+atomically and read by memory map.
+
+Format (as megatron.core.datasets.indexed_dataset writes and reads it; little-endian):
+    .idx: b"MMIDIDX\\x00\\x00" | version u64 = 1 | dtype code u8 | sequence count u64 (N) |
+          document count u64 (D) | sequence lengths int32[N] | sequence pointers int64[N]
+          (byte offsets into .bin) | document indices int64[D]
+    .bin: the tokens of all sequences, back to back, in the dtype of the code
+          (1 uint8, 2 int8, 3 int16, 4 int32, 5 int64, 6 float64, 7 float32, 8 uint16).
+We write one sequence per document (document indices 0..N, as Megatron's builder with
+`end_document` after each one) and tokens as uint16 when the vocabulary has fewer than 65500
+entries (Megatron's `DType.optimal_dtype`), else int32.
+
+Contract
+- `ShardWriter(prefix, dtype)`: `add(tokens, lengths)` appends documents, `commit()` writes the
+  index, fsyncs both files and renames them from temporary names; without `commit()` (an
+  exception, a crash) nothing exists under the final names. Use it as a context manager.
+- `IndexedShard(prefix)`: `len()`, `[i]` (one document), `lengths`, `pointers`, `document_indices`,
+  `dtype` and `tokens` (the whole .bin as one flat memmap; documents are contiguous, which
+  is what the packed loader reads). Any MMIDIDX shard opens, including Megatron-LM's own.
+"""
+
+import os
+import struct
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from almr.errors import DataError
+
+INDEX_HEADER = b"MMIDIDX\x00\x00"
+_CODES: dict[int, type[np.number]] = {
+    1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.float32, 8: np.uint16,
+}
+_CODE_OF = {np.dtype(v): k for k, v in _CODES.items()}
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits with Megatron's margin, else int32."""
+    return np.dtype(np.uint16) if vocab_size < 65500 else np.dtype(np.int32)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name, fsync, rename: a reader sees the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("wb") as stream:
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+class ShardWriter:
+    """Appends documents to a new shard; visible under its final name only after commit()."""
+
+    def __init__(self, prefix: str | Path, dtype: np.dtype | type) -> None:
+        self.prefix = Path(prefix)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in _CODE_OF:
+            raise ValueError(f"dtype {self.dtype} has no MMIDIDX code")
+        self.prefix.parent.mkdir(parents=True, exist_ok=True)
+        tag = f".tmp-{os.getpid()}"
+        self._bin_tmp = self.prefix.parent / f".{self.prefix.name}.bin{tag}"
+        self._idx_tmp = self.prefix.parent / f".{self.prefix.name}.idx{tag}"
+        self._bin = self._bin_tmp.open("wb")
+        self._lengths: list[np.ndarray] = []
+        self.documents = 0
+        self.tokens = 0
+        self._done = False
+
+    def add(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
+        """Append documents given as their concatenated tokens and their lengths."""
+        if tokens.dtype != self.dtype:
+            tokens = tokens.astype(self.dtype)
+        if int(lengths.sum()) != len(tokens):
+            raise ValueError("lengths do not add up to the tokens given")
+        self._bin.write(tokens.tobytes(order="C"))
+        self._lengths.append(np.asarray(lengths, dtype=np.int32))
+        self.documents += len(lengths)
+        self.tokens += len(tokens)
+
+    def commit(self) -> None:
+        self._bin.flush()
+        os.fsync(self._bin.fileno())
+        self._bin.close()
+        lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int32)
+        pointers = np.zeros(len(lengths), dtype=np.int64)
+        if len(lengths):
+            np.cumsum(lengths[:-1].astype(np.int64) * self.dtype.itemsize, out=pointers[1:])
+        with self._idx_tmp.open("wb") as idx:
+            idx.write(INDEX_HEADER)
+            idx.write(struct.pack("<Q", 1))
+            idx.write(struct.pack("<B", _CODE_OF[self.dtype]))
+            idx.write(struct.pack("<Q", len(lengths)))
+            idx.write(struct.pack("<Q", len(lengths) + 1))
+            idx.write(lengths.tobytes(order="C"))
+            idx.write(pointers.tobytes(order="C"))
+            idx.write(np.arange(len(lengths) + 1, dtype=np.int64).tobytes(order="C"))
+            idx.flush()
+            os.fsync(idx.fileno())
+        # .bin first, .idx last: an .idx under its final name implies its .bin is complete
+        os.replace(self._bin_tmp, self.prefix.with_suffix(".bin"))
+        os.replace(self._idx_tmp, self.prefix.with_suffix(".idx"))
+        fsync_dir(self.prefix.parent)
+        self._done = True
+
+    def abort(self) -> None:
+        if not self._bin.closed:
+            self._bin.close()
+        for tmp in (self._bin_tmp, self._idx_tmp):
+            tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None or not self._done:
+            self.abort()
+
+
+class IndexedShard:
+    """A read-only MMIDIDX shard, memory-mapped."""
+
+    def __init__(self, prefix: str | Path) -> None:
+        self.prefix = Path(prefix)
+        idx_path, bin_path = self.prefix.with_suffix(".idx"), self.prefix.with_suffix(".bin")
+        if not idx_path.is_file() or not bin_path.is_file():
+            raise DataError(f"{self.prefix}: shard missing (.bin/.idx); run `almr data tokenize` first")
+        with idx_path.open("rb") as stream:
+            header = stream.read(9)
+            if header != INDEX_HEADER:
+                raise DataError(f"{idx_path}: not an MMIDIDX index (header {header!r})")
+            (version,) = struct.unpack("<Q", stream.read(8))
+            if version != 1:
+                raise DataError(f"{idx_path}: MMIDIDX version {version}; only version 1 is known")
+            (code,) = struct.unpack("<B", stream.read(1))
+            if code not in _CODES:
+                raise DataError(f"{idx_path}: unknown dtype code {code}")
+            self.dtype = np.dtype(_CODES[code])
+            count, doc_count = struct.unpack("<QQ", stream.read(16))
+            offset = stream.tell()
+        index = np.memmap(idx_path, mode="r", dtype=np.uint8)
+        self.lengths = np.frombuffer(index, dtype=np.int32, count=count, offset=offset)
+        self.pointers = np.frombuffer(index, dtype=np.int64, count=count, offset=offset + 4 * count)
+        self.document_indices = np.frombuffer(index, dtype=np.int64, count=doc_count, offset=offset + 12 * count)
+        size = bin_path.stat().st_size
+        self.num_tokens = int(self.lengths.sum(dtype=np.int64))
+        if size != self.num_tokens * self.dtype.itemsize:
+            raise DataError(f"{bin_path}: {size} bytes, but the index describes {self.num_tokens} tokens")
+        self.tokens = (
+            np.memmap(bin_path, mode="r", dtype=self.dtype) if size else np.zeros(0, dtype=self.dtype)
+        )
+
+    def contiguous(self) -> bool:
+        """Whether documents lie back to back in index order (true for Megatron's builder and ours)."""
+        expected = np.zeros(len(self.lengths), dtype=np.int64)
+        if len(self.lengths):
+            np.cumsum(self.lengths[:-1].astype(np.int64) * self.dtype.itemsize, out=expected[1:])
+        return bool(np.array_equal(expected, self.pointers))
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        start = int(self.pointers[i]) // self.dtype.itemsize
+        return np.asarray(self.tokens[start : start + int(self.lengths[i])])
