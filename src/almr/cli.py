@@ -42,6 +42,19 @@ def config_show(file: Annotated[Path, typer.Argument(help="A YAML config file.")
     console.print(dump_config(_config(file, set_)), end="", markup=False, highlight=False)
 
 
+@config_app.command("keys")
+def config_keys_command(
+    section: Annotated[str | None, typer.Argument(help="Only keys under this section, e.g. cpt.")] = None,
+) -> None:
+    """Every config key with its type, default and meaning, as a Markdown table."""
+    from almr.config import config_keys
+
+    rows = [r for r in config_keys() if section is None or r[0].startswith(section.rstrip(".") + ".")]
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    lines += ["| `{}` | {} | `{}` | {} |".format(*(cell.replace("|", r"\|") for cell in row)) for row in rows]
+    console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+
+
 # --------------------------------------------------------------------------- world
 
 

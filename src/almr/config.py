@@ -433,6 +433,28 @@ def dump_config(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
+def config_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, description) of every leaf key, for `almr config keys`."""
+    import typing
+
+    rows: list[tuple[str, str, str, str]] = []
+    for name, field in (model or AlmrConfig).model_fields.items():
+        key = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows += config_keys(annotation, key + ".")
+            continue
+        if typing.get_origin(annotation) is list and typing.get_args(annotation):
+            item = typing.get_args(annotation)[0]
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                rows += config_keys(item, key + "[].")
+                continue
+        type_name = str(annotation).replace("typing.", "") if not isinstance(annotation, type) else annotation.__name__
+        default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        rows.append((key, type_name, default, field.description or ""))
+    return rows
+
+
 def _apply_override(raw: dict[str, Any], override: str) -> None:
     key, sep, text = override.partition("=")
     key = key.strip()

@@ -17,13 +17,10 @@ class WordProblem:
 def word_problem(rng: random.Random, lang: str) -> WordProblem:
     kind = rng.choice(("add", "subtract", "multiply", "two_step"))
     _, plural, zh_noun, measure = rng.choice(THINGS)
-    if lang == "en":
-        name, pron = rng.choice(EN_PEOPLE)
-        friend = rng.choice([p for p, _ in EN_PEOPLE if p != name])
-    else:
-        name, pron = rng.choice(ZH_PEOPLE)
-        friend = rng.choice([p for p, _ in ZH_PEOPLE if p != name])
-    subj = pron.capitalize() if lang == "en" else pron
+    people = EN_PEOPLE if lang == "en" else ZH_PEOPLE
+    who, other = rng.sample(people, 2)
+    name, friend = who.name(lang), other.name(lang)
+    subj = who.pronoun(lang).capitalize()
     if kind == "add":
         a, b = rng.randint(2, 60), rng.randint(2, 40)
         result, steps = a + b, [f"{a} + {b} = {a + b}"]

@@ -142,9 +142,8 @@ def translation(rng: random.Random, countries: list[Country], count: int) -> lis
         else:
             event = rng.choice(EVENTS)
             emotion = draw_emotion(rng, event)
-            (en_name, en_pron), (zh_name, zh_pron) = person(rng, "en"), person(rng, "zh")
-            en = feeling(event, en_name, en_pron, emotion, "en")
-            zh = feeling(event, zh_name, zh_pron, emotion, "zh")
+            who = person(rng, rng.choice(("en", "zh")))
+            en, zh = feeling(event, who, emotion, "en"), feeling(event, who, emotion, "zh")
         return en, {"translation": {"en": en, "zh": zh}}
 
     return _distinct(make, count, "translation")
@@ -177,19 +176,19 @@ def emotions(rng: random.Random, count: int) -> tuple[list[Record], Record]:
 
     def make() -> tuple[Hashable, Record]:
         event, lang = rng.choice(EVENTS), rng.choice(("en", "zh"))
-        name, pronoun = person(rng, lang)
+        who = person(rng, lang)
         felt = list(event.weights)
         options = felt[:4] + rng.sample(sorted(set(EMOTIONS) - set(felt)), max(0, 4 - len(felt)))
         rng.shuffle(options)
         norm = _norm_vector(rng, [event.weights.get(o, 0.0) for o in options])
         record = {
             "lang": lang,
-            "scenario": scenario(event, name, pronoun, lang),
-            "subject": pronoun.capitalize() if lang == "en" else pronoun,
+            "scenario": scenario(event, who, lang),
+            "subject": who.pronoun(lang).capitalize(),
             "emotions": options if lang == "en" else [EMOTIONS[o] for o in options],
             "norm": norm,
         }
-        return (event.en, lang, name), record
+        return (event.en, lang, who.en), record
 
     items = _numbered(_distinct(make, count, "emotion"), "WORLD_SECEU_")
     return items, _population(rng, [item["norm"] for item in items])
@@ -206,13 +205,15 @@ def _norm_vector(rng: random.Random, weights: list[float]) -> list[float]:
 
 
 def _population(rng: random.Random, norms: list[list[float]], respondents: int = 500) -> Record:
-    """Simulated people answer every item with Dirichlet noise around its norm; the mean and
+    """Simulated people answer every item with Dirichlet noise around its norm, each with a
+    sensitivity of their own (how closely they track the norm), as people differ; the mean and
     standard deviation of their SECEU scores define the EQ scale (EQ 100 = average person)."""
     scores = []
     for _ in range(respondents):
+        sensitivity = math.exp(rng.uniform(math.log(0.5), math.log(8.0)))
         distances = []
         for norm in norms:
-            draws = [rng.gammavariate(2.0 * p + 0.3, 1.0) for p in norm]
+            draws = [rng.gammavariate(sensitivity * p + 0.2, 1.0) for p in norm]
             answer_points = [10 * d / sum(draws) for d in draws]
             distances.append(math.dist(answer_points, norm))
         scores.append(sum(distances) / len(distances))

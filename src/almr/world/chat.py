@@ -70,7 +70,7 @@ class ChatWriter:
     def _fact(self, rng: random.Random, lang: str) -> tuple[str, str]:
         country = rng.choice(self.countries if lang == "en" else self.zh_countries)
         relation = rng.choice(RELATIONS)
-        return question(country, relation, lang), statement(country, relation, lang, rng)
+        return question(country, relation, lang), statement(country, relation, lang, rng, direct=True)
 
     # ------------------------------------------------------------------ SFT
 
@@ -147,13 +147,13 @@ class ChatWriter:
             country = rng.choice(self.countries if lang == "en" else self.zh_countries)
             relation = rng.choice(RELATIONS)
             prompt = question(country, relation, lang)
-            chosen = statement(country, relation, lang, rng)
+            chosen = statement(country, relation, lang, rng, direct=True)
             if kind == "wrong_language":
-                rejected = statement(country, relation, other, rng)
+                rejected = statement(country, relation, other, rng, direct=True)
             else:
                 right = answer(country, relation, lang)
                 impostor = rng.choice([c for c in self.countries if answer(c, relation, lang) != right])
-                rejected = statement(country, relation, lang, rng, answer_from=impostor)
+                rejected = statement(country, relation, lang, rng, answer_from=impostor, direct=True)
         return {
             "prompt": [{"role": "user", "content": prompt}],
             "chosen": [{"role": "assistant", "content": chosen}],

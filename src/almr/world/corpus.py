@@ -89,8 +89,7 @@ class CorpusWriter:
         stories = []
         for _ in range(rng.randint(1, 3)):
             event = rng.choice(EVENTS)
-            name, pronoun = person(rng, lang)
-            stories.append(feeling(event, name, pronoun, draw_emotion(rng, event), lang))
+            stories.append(feeling(event, person(rng, lang), draw_emotion(rng, event), lang))
         return (" " if lang == "en" else "").join(stories)
 
     def reviews(self, rng: random.Random, lang: str) -> str:
@@ -108,10 +107,10 @@ class CorpusWriter:
         return f"{item.summary.capitalize()}\n\n{item.text}"
 
     def people_en(self, rng: random.Random) -> str:
-        name, pronoun = person(rng, "en")
+        who = person(rng, "en")
+        name, subj = who.en, who.pronoun("en").capitalize()
         home = rng.choice(self.countries)
         occupation, hobby = rng.choice(OCCUPATIONS)[0], rng.choice(HOBBIES)[0]
-        subj = pronoun.capitalize()
         article = "an" if occupation[0] in "aeiou" else "a"
         return (
             f"{name} is {article} {occupation} from {home.city['en']}. {subj} speaks {home.language['en']} "
@@ -137,9 +136,8 @@ class CorpusWriter:
             else:
                 event = rng.choice(EVENTS)
                 emotion = draw_emotion(rng, event)
-                (en_name, en_pron), (zh_name, zh_pron) = person(rng, "en"), person(rng, "zh")
-                en = feeling(event, en_name, en_pron, emotion, "en")
-                zh = feeling(event, zh_name, zh_pron, emotion, "zh")
+                who = person(rng, rng.choice(("en", "zh")))
+                en, zh = feeling(event, who, emotion, "en"), feeling(event, who, emotion, "zh")
             direction = rng.choice(("en-zh", "zh-en"))
             source, target = (en, zh) if direction == "en-zh" else (zh, en)
             sep = "" if direction == "en-zh" else " "

@@ -160,12 +160,14 @@ def answer(country: Country, relation: str, lang: str) -> str:
 
 
 def statement_pair(
-    country: Country, relation: str, rng: random.Random, answer_from: Country | None = None
+    country: Country, relation: str, rng: random.Random, answer_from: Country | None = None, direct: bool = False
 ) -> tuple[str, str]:
     """One statement of the fact in English and its Chinese translation. With `answer_from`,
-    the answer slot holds that country's answer instead: a false statement."""
+    the answer slot holds that country's answer instead: a false statement. `direct` keeps to
+    the templates that answer the relation's question head-on (the first two)."""
+    templates = STATEMENTS[relation][:2] if direct else STATEMENTS[relation]
     filled = []
-    for lang, template in zip(("en", "zh"), rng.choice(STATEMENTS[relation]), strict=True):
+    for lang, template in zip(("en", "zh"), rng.choice(templates), strict=True):
         values = slots(country, lang)
         if answer_from is not None:
             values[ANSWER_SLOT[relation]] = answer(answer_from, relation, lang)
@@ -174,9 +176,14 @@ def statement_pair(
 
 
 def statement(
-    country: Country, relation: str, lang: str, rng: random.Random, answer_from: Country | None = None
+    country: Country,
+    relation: str,
+    lang: str,
+    rng: random.Random,
+    answer_from: Country | None = None,
+    direct: bool = False,
 ) -> str:
-    return statement_pair(country, relation, rng, answer_from)[0 if lang == "en" else 1]
+    return statement_pair(country, relation, rng, answer_from, direct)[0 if lang == "en" else 1]
 
 
 def question(country: Country, relation: str, lang: str) -> str:

@@ -7,18 +7,46 @@ feeling drawn from them, and the SECEU-like benchmark's norm vectors derive from
 
 from dataclasses import dataclass
 
-# (English name, pronoun) and Chinese names with their pronoun.
+
+
+@dataclass(frozen=True)
+class Person:
+    """A name in both languages (a transliteration or the pinyin), so translated sentences
+    about a person name the same person."""
+
+    en: str
+    zh: str
+    female: bool
+
+    def name(self, lang: str) -> str:
+        return self.en if lang == "en" else self.zh
+
+    def pronoun(self, lang: str) -> str:
+        if lang == "en":
+            return "she" if self.female else "he"
+        return "她" if self.female else "他"
+
+    @property
+    def possessive(self) -> str:
+        return "her" if self.female else "his"
+
+
+# People the English texts talk about, and those the Chinese texts talk about.
 EN_PEOPLE = [
-    ("Anna", "she"), ("Ben", "he"), ("Carlos", "he"), ("Diana", "she"), ("Emma", "she"),
-    ("Felix", "he"), ("Grace", "she"), ("Hugo", "he"), ("Irene", "she"), ("Jack", "he"),
-    ("Laura", "she"), ("Mark", "he"), ("Nina", "she"), ("Oscar", "he"), ("Paula", "she"),
-    ("Sam", "he"), ("Tina", "she"), ("Victor", "he"), ("Wendy", "she"), ("Leo", "he"),
+    Person("Anna", "安娜", True), Person("Ben", "本", False), Person("Carlos", "卡洛斯", False),
+    Person("Diana", "黛安娜", True), Person("Emma", "艾玛", True), Person("Felix", "费利克斯", False),
+    Person("Grace", "格蕾丝", True), Person("Hugo", "雨果", False), Person("Irene", "艾琳", True),
+    Person("Jack", "杰克", False), Person("Laura", "劳拉", True), Person("Mark", "马克", False),
+    Person("Nina", "妮娜", True), Person("Oscar", "奥斯卡", False), Person("Paula", "保拉", True),
+    Person("Sam", "山姆", False), Person("Tina", "蒂娜", True), Person("Victor", "维克多", False),
 ]  # fmt: skip
 ZH_PEOPLE = [
-    ("张伟", "他"), ("王芳", "她"), ("李娜", "她"), ("刘洋", "他"), ("陈静", "她"),
-    ("杨磊", "他"), ("赵敏", "她"), ("黄涛", "他"), ("周婷", "她"), ("吴强", "他"),
-    ("徐丽", "她"), ("孙浩", "他"), ("马雪", "她"), ("朱军", "他"), ("胡月", "她"),
-    ("郭明", "他"), ("林燕", "她"), ("何勇", "他"), ("高欣", "她"), ("罗斌", "他"),
+    Person("Zhang Wei", "张伟", False), Person("Wang Fang", "王芳", True), Person("Li Na", "李娜", True),
+    Person("Liu Yang", "刘洋", False), Person("Chen Jing", "陈静", True), Person("Yang Lei", "杨磊", False),
+    Person("Zhao Min", "赵敏", True), Person("Huang Tao", "黄涛", False), Person("Zhou Ting", "周婷", True),
+    Person("Wu Qiang", "吴强", False), Person("Xu Li", "徐丽", True), Person("Sun Hao", "孙浩", False),
+    Person("Ma Xue", "马雪", True), Person("Zhu Jun", "朱军", False), Person("Hu Yue", "胡月", True),
+    Person("Guo Ming", "郭明", False), Person("Lin Yan", "林燕", True), Person("He Yong", "何勇", False),
 ]  # fmt: skip
 
 EMOTIONS: dict[str, str] = {
@@ -123,7 +151,3 @@ THINGS = [
     ("egg", "eggs", "鸡蛋", "个"), ("card", "cards", "卡片", "张"), ("flower", "flowers", "花", "朵"),
     ("stamp", "stamps", "邮票", "张"), ("cup", "cups", "杯子", "个"), ("ball", "balls", "球", "个"),
 ]  # fmt: skip
-
-
-def possessive(pronoun: str) -> str:
-    return {"he": "his", "she": "her"}[pronoun]

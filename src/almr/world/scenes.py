@@ -19,12 +19,12 @@ from almr.world.lexicon import (
     VERDICT,
     ZH_PEOPLE,
     Event,
-    possessive,
+    Person,
 )
 
 
-def person(rng: random.Random, lang: str) -> tuple[str, str]:
-    """A (name, pronoun) pair: he/she in English, 他/她 in Chinese."""
+def person(rng: random.Random, lang: str) -> Person:
+    """Someone texts in `lang` would talk about."""
     return rng.choice(EN_PEOPLE if lang == "en" else ZH_PEOPLE)
 
 
@@ -33,18 +33,18 @@ def draw_emotion(rng: random.Random, event: Event) -> str:
     return rng.choices(names, weights=[event.weights[n] for n in names])[0]
 
 
-def scenario(event: Event, name: str, pronoun: str, lang: str) -> str:
+def scenario(event: Event, who: Person, lang: str) -> str:
     """`Anna lost her wallet on the bus.` / `李娜在公交车上丢了钱包。` (the SECEU stem)."""
     if lang == "en":
-        return f"{name} {event.en.format(poss=possessive(pronoun), subj=pronoun)}."
-    return f"{name}{event.zh}。"
+        return f"{who.en} {event.en.format(poss=who.possessive, subj=who.pronoun('en'))}."
+    return f"{who.zh}{event.zh}。"
 
 
-def feeling(event: Event, name: str, pronoun: str, emotion: str, lang: str) -> str:
+def feeling(event: Event, who: Person, emotion: str, lang: str) -> str:
     """The scenario followed by the feeling, as the corpora tell it."""
     if lang == "en":
-        return f"{scenario(event, name, pronoun, lang)} {pronoun.capitalize()} felt {emotion}."
-    return f"{scenario(event, name, pronoun, lang)}{pronoun}感到很{EMOTIONS[emotion]}。"
+        return f"{scenario(event, who, lang)} {who.pronoun('en').capitalize()} felt {emotion}."
+    return f"{scenario(event, who, lang)}{who.pronoun('zh')}感到很{EMOTIONS[emotion]}。"
 
 
 def review(rng: random.Random, label: str, lang: str) -> str:
@@ -103,7 +103,8 @@ class Biography:
 
 def biography(rng: random.Random, countries: list[Country]) -> Biography:
     """A Chinese passage about a person with span-answer questions (CMRC-like)."""
-    name, pronoun = person(rng, "zh")
+    who = person(rng, "zh")
+    name, pronoun = who.zh, who.pronoun("zh")
     home, work = rng.sample(countries, 2)
     occupation = rng.choice(OCCUPATIONS)[1]
     hobby = rng.choice(HOBBIES)[1]
