@@ -122,3 +122,14 @@ def test_cli_config_show_prints_resolved_yaml(monkeypatch, capsys) -> None:
     assert code == 0
     out = capsys.readouterr().out
     assert "seed: 9" in out and "tensor_parallel: 8" in out and "global_batch_size: 1024" in out
+
+
+def test_cli_config_keys_lists_every_leaf_with_default(monkeypatch, capsys) -> None:
+    from almr.config import config_keys
+
+    keys = {row[0]: row for row in config_keys()}
+    assert keys["cpt.batch.global_batch_size"][2] == "256"
+    assert keys["world.model.hidden_size"][2] == "128"
+    assert run_cli(monkeypatch, "config", "keys", "world") == 0
+    out = capsys.readouterr().out
+    assert "| `world.seed` | int | `0` |" in out and "cpt." not in out

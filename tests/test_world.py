@@ -33,6 +33,21 @@ def test_same_seed_same_bytes_other_seed_differs(small_world: Path, tmp_path: Pa
     assert "corpus/en/train.jsonl" in differing and "bench/mmlu.jsonl" in differing
 
 
+def test_bytes_do_not_depend_on_the_hash_seed(small_world: Path, tmp_path: Path) -> None:
+    """Set iteration order of strings changes with PYTHONHASHSEED; the world must not."""
+    import os
+    import subprocess
+
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[2]); from conftest import SMALL_WORLD; "
+        "from almr.world.build import build_world; build_world(sys.argv[1], SMALL_WORLD)"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = tmp_path / "hashed"
+    subprocess.run([sys.executable, "-c", script, str(out), str(Path(__file__).parent)], check=True, env=env)
+    assert tree_bytes(out) == tree_bytes(small_world)
+
+
 def test_manifest_lists_every_file_with_its_hash(small_world: Path) -> None:
     import hashlib
 
