@@ -1,5 +1,6 @@
 """The LR schedule: known values at the warmup and decay boundaries, and its invariants."""
 
+import itertools
 import math
 
 import pytest
@@ -64,5 +65,5 @@ def test_factor_stays_between_zero_and_peak_and_never_rises_after_warmup(
     values = [lr_factor(i, total, s) for i in range(total)]
     assert all(0 < v <= 1 + 1e-12 or (v >= 0 and floor == 0) for v in values)
     after = values[s.warmup_steps :]
-    assert all(b <= a + 1e-12 for a, b in zip(after, after[1:], strict=False))
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(after))
     assert values[-1] == pytest.approx(floor if total - s.warmup_steps > 1 else 1.0)

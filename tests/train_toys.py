@@ -12,7 +12,7 @@ SOURCES = ("en", "zh", "math", "code")
 
 
 def make_model_dir(path: Path, vocab: int = 256, hidden: int = 64, layers: int = 2, seq_len: int = 64) -> Path:
-    """A Llama config.json plus a word-level tokenizer (token i is written `t{i}`), no weights."""
+    """A Llama config.json plus a word-level tokenizer (token i ≥ 3 is written `t{i}`), no weights."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, PreTrainedTokenizerFast
 
@@ -22,20 +22,21 @@ def make_model_dir(path: Path, vocab: int = 256, hidden: int = 64, layers: int =
         bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
     )  # fmt: skip
     config.save_pretrained(path)
-    core = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
+    words = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"t{i}": i for i in range(3, vocab)}}
+    core = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="t0", bos_token="t1", eos_token="t2")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
     tokenizer.save_pretrained(path)
     return path
 
 
 def toy_sequence(index: int, seq_len: int, vocab: int, seed: int = 0) -> tuple[torch.Tensor, int]:
-    """Sequence `index` of the stream: an arithmetic progression mod (vocab − 8) whose stride is
-    set by its source, so the next token is learnable from the two before it."""
+    """Sequence `index` of the stream: each source counts through its own band of 40 token ids with
+    its own stride, so the next token is learnable from the current one (ids 8 … 167)."""
     rng = np.random.default_rng([seed, index])
     source = int(rng.integers(len(SOURCES)))
-    start = int(rng.integers(vocab - 8))
-    tokens = (start + (source + 1) * np.arange(seq_len + 1)) % (vocab - 8) + 8
+    start = int(rng.integers(40))
+    tokens = 8 + 40 * source + (start + (source + 1) * np.arange(seq_len + 1)) % 40
     return torch.from_numpy(tokens.astype(np.int64)), source
 
 
@@ -69,7 +70,9 @@ class ToyLoader:
         self.consumed_sequences = int(state["consumed_sequences"])
 
 
-def toy_validation(per_source: int, seq_len: int, vocab: int, seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def toy_validation(
+    per_source: int, seq_len: int, vocab: int, seed: int = 0
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Held-out sequences per source, drawn from a stream index range training never reaches."""
     by_source: dict[str, list[torch.Tensor]] = {name: [] for name in SOURCES}
     index = 10**9

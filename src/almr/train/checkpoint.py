@@ -10,12 +10,14 @@ It is written as `step_00000123.tmp/`, synced to disk, marked complete and renam
 moment leaves either the whole checkpoint or none; the previous one stays usable.
 """
 
+import contextlib
 import errno
 import json
 import os
 import re
 import shutil
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +96,8 @@ class Checkpointer:
                     shutil.rmtree(stale, ignore_errors=True)  # left by a run that died mid-write
                 tmp.mkdir()
             _barrier()
-            dcp.save(state, checkpoint_id=str(tmp / "state"), no_dist=not _distributed())
+            with _quiet_single_process():
+                dcp.save(state, checkpoint_id=str(tmp / "state"), no_dist=not _distributed())
             write_files(tmp)
             if self.is_writer:
                 _fsync_tree(tmp)
@@ -110,7 +113,9 @@ class Checkpointer:
                 shutil.rmtree(tmp, ignore_errors=True)
             previous = self.latest()
             why = "the disk is full" if err.errno == errno.ENOSPC else str(err)
-            keep = f"the previous checkpoint {previous} is complete and usable" if previous else "no earlier checkpoint exists"
+            keep = f"the previous checkpoint {previous} is complete and usable"
+            if previous is None:
+                keep = "no earlier checkpoint exists"
             raise AlmrError(
                 f"writing the checkpoint of step {step} under {self.root} failed: {why}. The partial write was "
                 f"removed; {keep}. Free space (or lower cpt.checkpoint.keep_last) and continue with --resume"
@@ -119,7 +124,8 @@ class Checkpointer:
 
     def load(self, path: Path, state: dict[str, Any]) -> dict[str, Any]:
         """Load the checkpoint at `path` into `state` in place; returns its `complete` metadata."""
-        dcp.load(state, checkpoint_id=str(Path(path) / "state"), no_dist=not _distributed())
+        with _quiet_single_process():
+            dcp.load(state, checkpoint_id=str(Path(path) / "state"), no_dist=not _distributed())
         return json.loads((Path(path) / COMPLETE).read_text(encoding="utf-8"))
 
     def _prune(self) -> None:
@@ -149,6 +155,14 @@ def export_hf(model: torch.nn.Module, tokenizer: Any, folder: Path, is_writer: b
             hf_logging.enable_progress_bar()
     if tokenizer is not None:
         tokenizer.save_pretrained(folder / "hf")
+
+
+@contextlib.contextmanager
+def _quiet_single_process() -> Iterator[None]:
+    # DCP warns that one process "assumes the intent" of a single-process save: it is the intent.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 def _distributed() -> bool:

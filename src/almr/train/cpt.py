@@ -73,7 +73,9 @@ class RngState(Stateful):
     """Every random number generator the step may draw from, so a resume continues them exactly."""
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        state: dict[str, Any] = {
+            "python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()
+        }
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state()
         return state
@@ -273,7 +275,9 @@ def train_cpt(
             if every and (train_state.step % every == 0 or done):
                 run_validation()
             every_tokens = cfg.probe.every_tokens
-            if probe and every_tokens and train_state.tokens // every_tokens > (train_state.tokens - tokens_per_step) // every_tokens:
+            before = train_state.tokens - tokens_per_step
+            crossed = every_tokens and train_state.tokens // every_tokens > before // every_tokens
+            if probe and crossed:
                 model.eval()
                 with torch.no_grad(), autocast:
                     scores = dict(probe(model, train_state.step, train_state.tokens))
@@ -430,7 +434,9 @@ def _next_batch(data: Iterator[dict[str, torch.Tensor]], vocab: int, loader: Ite
 
 def _check_ids(inputs: torch.Tensor, labels: torch.Tensor, vocab: int, what: str) -> None:
     if inputs.shape != labels.shape or inputs.ndim != 2:
-        raise DataError(f"{what}: input_ids {tuple(inputs.shape)} and labels {tuple(labels.shape)} must both be [n, seq_len]")
+        raise DataError(
+            f"{what}: input_ids {tuple(inputs.shape)} and labels {tuple(labels.shape)} must both be [n, seq_len]"
+        )
     top = max(int(inputs.max()), int(labels.max())) if inputs.numel() else 0
     if top >= vocab or int(inputs.min()) < 0:
         raise DataError(
@@ -462,7 +468,9 @@ def validate(
             y = labels[index].to(dist_env.device)
             with autocast:
                 logits = model(input_ids=x, use_cache=False).logits
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+            loss = F.cross_entropy(
+                logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+            )
             totals += weight * torch.stack([loss.double(), (y != IGNORE_INDEX).sum().double()])
         all_reduce_sum(totals)
         results[source] = (totals[0] / totals[1]).item()

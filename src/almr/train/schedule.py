@@ -42,10 +42,7 @@ def lr_factor(step: int, total_steps: int, schedule: ScheduleConfig) -> float:
         return floor + (1.0 - floor) * (1.0 - progress)
     span = total_steps - warmup - 1
     progress = (step - warmup) / span if span > 0 else 0.0
-    if schedule.kind == "linear":
-        shape = 1.0 - progress
-    else:
-        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+    shape = 1.0 - progress if schedule.kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
     return floor + (1.0 - floor) * shape
 
 
