@@ -238,3 +238,13 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path: Path, mo
     monkeypatch.setattr(ckpt, "export_hf", real_export)
     resumed = train_cpt(config, resume=True, loader=ToyLoader(4, SEQ, VOCAB))
     assert resumed.steps == 4 and len(resumed.losses) == 2
+
+
+def test_cli_reports_bad_input_as_one_message(tmp_path: Path) -> None:
+    config = tmp_path / "cpt.yaml"
+    batch = "{micro_batch_size: 1, global_batch_size: 1}"
+    config.write_text(f"cpt: {{run_dir: {tmp_path / 'run'}, steps: 2, batch: {batch}}}\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(["almr", "cpt", str(config), "--no-progress"], capture_output=True, text=True, env=env)
+    assert done.returncode == 2
+    assert "model.name_or_path is not set" in done.stderr and "Traceback" not in done.stderr

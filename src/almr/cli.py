@@ -231,6 +231,30 @@ def data_inspect(
 # --------------------------------------------------------------------------- end of data pipeline block
 
 
+# --------------------------------------------------------------------------- CPT trainer (almr cpt ...)
+
+
+@app.command("cpt")
+def cpt_command(
+    file: Annotated[Path, typer.Argument(help="A YAML config with model:, cpt: and the data plan (data:, mixture:).")],
+    set_: SetOption = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the newest complete checkpoint in cpt.run_dir.")
+    ] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+) -> None:
+    """Continual pre-training: train model.name_or_path on the mixture plan; one process, or many under torchrun."""
+    config = _config(file, set_)
+    from almr.train.cpt import train_cpt
+
+    result = train_cpt(config, resume=resume, progress=progress)
+    if result.checkpoint is not None:
+        console.print(f"{result.steps} steps, {result.tokens:,} tokens; checkpoint {result.checkpoint}")
+
+
+# --------------------------------------------------------------------------- end of CPT trainer block
+
+
 def main() -> None:
     """Entry point of the `almr` console script: bad input is one message and exit code 2."""
     try:

@@ -99,13 +99,21 @@ class CptResult:
 
 def build_data(config: AlmrConfig, dist_env: Distributed) -> tuple[Loader, Validation]:
     """THE integration point with almr.data: the packed mixture loader for this data-parallel rank
-    (dist_env.rank of dist_env.world_size, config.cpt.batch.micro_batch_size sequences per batch)
-    and the held-out sets per source. `train_cpt` calls it only when no loader is passed in."""
-    raise AlmrError(
-        "almr cpt reads its data through the mixture loader of almr.data, which is not wired into the "
-        "trainer yet (almr.train.cpt.build_data); call almr.train.cpt.train_cpt(config, loader=..., "
-        "validation=...) from Python meanwhile"
-    )
+    and the held-out sets per source, from the plan that config.data + config.mixture + cpt.batch
+    determine (the plan `almr data plan` prints). `train_cpt` calls it only when no loader is given."""
+    from almr.data.loader import PackedLoader, validation_sequences
+    from almr.data.plan import build_plan
+
+    cpt = config.cpt
+    budget = config.mixture.token_budget or cpt.total_tokens
+    plan = build_plan(config.data, config.mixture, cpt.batch, token_budget=budget)
+    loader = PackedLoader(plan, cpt.batch.micro_batch_size, dp_rank=dist_env.rank, dp_size=dist_env.world_size)
+    validation = {}
+    for source in plan.sources:
+        if source.valid_sequences:
+            held_out = validation_sequences(plan, source.name)
+            validation[source.name] = (held_out["input_ids"], held_out["labels"])
+    return loader, validation
 
 
 def train_cpt(
