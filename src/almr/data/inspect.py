@@ -66,7 +66,7 @@ def inspect_plan(plan: Plan, png: str | Path | None = None, sample_steps: int = 
         if step >= sample_steps:
             break
         for ids, src in zip(batch["input_ids"].tolist(), batch["source_ids"].tolist(), strict=True):
-            yielded[src].add(tok.decode(ids))
+            yielded[src].add(tok.decode(ids, skip_special_tokens=True))
     total = ScriptCounts(sum(c.han for c in yielded), sum(c.other for c in yielded))
 
     sources = []

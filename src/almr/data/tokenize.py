@@ -17,7 +17,8 @@ Contract
 Manifest fields (`MANIFEST_VERSION` 1): version, source {name, language, domain, format,
 text_field, train/valid file lists with size and mtime_ns}, skip_bad_records, tokenizer
 {path, fingerprint, eos_id, vocab_size}, dtype, input_fingerprint, and per split (train,
-valid): documents, tokens, han/other character counts and chinese_share (almr.chinese),
+valid): documents, tokens, han/other character counts and chinese_share (almr.chinese) over
+chinese_documents measured (every data.chinese_sample_every-th chunk),
 bad_records (count, by_reason, the first 20 with file:line), bin_bytes.
 """
 
@@ -80,18 +81,21 @@ def tokenizer_info(path: str | None) -> TokenizerInfo:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(tok_json: str, eos_id: int, dtype: str, text_field: str, skip: bool) -> None:
+def _init_worker(tok_json: str, eos_id: int, dtype: str) -> None:
     # one Rust thread per process: the parallelism is the processes
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     os.environ["RAYON_NUM_THREADS"] = "1"
     from tokenizers import Tokenizer
 
-    _WORKER.update(tok=Tokenizer.from_str(tok_json), eos=eos_id, dtype=np.dtype(dtype), field=text_field, skip=skip)
+    _WORKER.update(tok=Tokenizer.from_str(tok_json), eos=eos_id, dtype=np.dtype(dtype))
 
 
-def _encode_chunk(chunk: Chunk) -> tuple[np.ndarray, np.ndarray, int, int, list[BadRecord]]:
-    """Decode, tokenize and count one chunk: (tokens, lengths, han, other, bad records)."""
-    texts, bad = decode_chunk(chunk, _WORKER["field"], _WORKER["skip"])
+def _encode_chunk(
+    chunk: Chunk, text_field: str, skip: bool, measure: bool
+) -> tuple[np.ndarray, np.ndarray, int, int, int, list[BadRecord]]:
+    """Decode, tokenize and (if `measure`) script-count one chunk:
+    (tokens, lengths, han, other, documents measured, bad records)."""
+    texts, bad = decode_chunk(chunk, text_field, skip)
     encodings = _WORKER["tok"].encode_batch_fast(texts, add_special_tokens=False)
     eos = _WORKER["eos"]
     flat: list[int] = []
@@ -101,8 +105,9 @@ def _encode_chunk(chunk: Chunk) -> tuple[np.ndarray, np.ndarray, int, int, list[
         flat.extend(ids)
         flat.append(eos)
         lengths[i] = len(ids) + 1
-    counts = ScriptCounts().add("\n".join(texts))
-    return np.array(flat, dtype=_WORKER["dtype"]), lengths, counts.han, counts.other, bad
+    counts = ScriptCounts().add("\n".join(texts)) if measure else ScriptCounts()
+    measured = len(texts) if measure else 0
+    return np.array(flat, dtype=_WORKER["dtype"]), lengths, counts.han, counts.other, measured, bad
 
 
 # --------------------------------------------------------------------------- driver side
@@ -160,13 +165,41 @@ def tokenize_sources(
         raise DataError(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(known)}")
     tok = tokenizer_info(data.tokenizer)
     workers = data.workers or os.cpu_count() or 1
-    return [
-        tokenize_source(known[n], data, tok, workers, progress, log) for n in (names or list(known))
-    ]
+    with _Workers(tok, workers) as pool:
+        return [tokenize_source(known[n], data, tok, pool, progress, log) for n in (names or list(known))]
+
+
+class _Workers:
+    """The tokenizer processes of one run, started on first use and shared by all sources."""
+
+    def __init__(self, tok: TokenizerInfo, workers: int) -> None:
+        self.tok = tok
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def get(self) -> ProcessPoolExecutor | None:
+        """None: tokenize in this process (workers = 1)."""
+        if self.workers <= 1:
+            if not _WORKER:
+                _init_worker(self.tok.json, self.tok.eos_id, token_dtype(self.tok.vocab_size).name)
+            return None
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                initargs=(self.tok.json, self.tok.eos_id, token_dtype(self.tok.vocab_size).name),
+            )
+        return self._pool
+
+    def __enter__(self) -> "_Workers":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
 
 
 def tokenize_source(
-    source: SourceConfig, data: DataConfig, tok: TokenizerInfo, workers: int, progress: bool = True,
+    source: SourceConfig, data: DataConfig, tok: TokenizerInfo, pool: "_Workers", progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     folder = source_dir(data.shard_dir, source.name)
@@ -190,7 +223,7 @@ def tokenize_source(
         files = described[split]
         if not files:
             continue
-        splits[split] = _tokenize_split(source, split, files, data, tok, dtype, workers, folder, progress, log)
+        splits[split] = _tokenize_split(source, split, files, data, dtype, pool, folder, progress, log)
     manifest = {
         "version": MANIFEST_VERSION,
         "source": described,
@@ -208,12 +241,12 @@ def tokenize_source(
 
 
 def _tokenize_split(
-    source: SourceConfig, split: str, files: list[dict[str, Any]], data: DataConfig, tok: TokenizerInfo,
-    dtype: np.dtype, workers: int, folder: Path, progress: bool, log: Callable[[str], None],
+    source: SourceConfig, split: str, files: list[dict[str, Any]], data: DataConfig, dtype: np.dtype,
+    pool: "_Workers", folder: Path, progress: bool, log: Callable[[str], None],
 ) -> dict[str, Any]:
     paths = [(Path(f["path"]), f["format"]) for f in files]
     total_bytes = sum(f["size"] for f in files)
-    han = other = 0
+    han = other = measured = 0
     bad_count = 0
     reasons: Counter[str] = Counter()
     examples: list[str] = []
@@ -230,43 +263,39 @@ def _tokenize_split(
     chunks: Iterator[Chunk | BadRecord] = iter_chunks(
         paths, source.text_field, data.chunk_documents, data.skip_bad_records
     )
-    initargs = (tok.json, tok.eos_id, dtype.name, source.text_field, data.skip_bad_records)
+    every = data.chinese_sample_every
     bar = _Progress(f"{source.name}/{split}", total_bytes, progress)
     with ShardWriter(folder / split, dtype) as writer, bar:
 
-        def consume(result: tuple[np.ndarray, np.ndarray, int, int, list[BadRecord]], nbytes: int) -> None:
-            nonlocal han, other
-            tokens, lengths, h, o, bad = result
+        def consume(result: tuple[np.ndarray, np.ndarray, int, int, int, list[BadRecord]], nbytes: int) -> None:
+            nonlocal han, other, measured
+            tokens, lengths, h, o, m, bad = result
             writer.add(tokens, lengths)
             han += h
             other += o
+            measured += m
             note_bad(bad)
             bar.advance(nbytes, len(tokens))
 
-        if workers <= 1:
-            _init_worker(*initargs)
-            for chunk in chunks:
-                if isinstance(chunk, BadRecord):
-                    note_bad([chunk])
-                    continue
-                consume(_encode_chunk(chunk), _chunk_bytes(chunk))
-        else:
-            # a bounded window of chunks in flight keeps memory flat however large the corpus;
-            # results are consumed in submission order, so documents keep file order
-            window: deque[tuple[Future, int]] = deque()
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                     initargs=initargs) as pool:
-                for chunk in chunks:
-                    if isinstance(chunk, BadRecord):
-                        note_bad([chunk])
-                        continue
-                    window.append((pool.submit(_encode_chunk, chunk), _chunk_bytes(chunk)))
-                    if len(window) >= 4 * workers:
-                        future, nbytes = window.popleft()
-                        consume(future.result(), nbytes)
-                while window:
-                    future, nbytes = window.popleft()
-                    consume(future.result(), nbytes)
+        executor = pool.get()
+        # a bounded window of chunks in flight keeps memory flat however large the corpus;
+        # results are consumed in submission order, so documents keep file order
+        window: deque[tuple[Future | None, Any, int]] = deque()
+        for number, chunk in enumerate(chunks):
+            if isinstance(chunk, BadRecord):
+                note_bad([chunk])
+                continue
+            args = (chunk, source.text_field, data.skip_bad_records, number % every == 0)
+            if executor is None:
+                consume(_encode_chunk(*args), _chunk_bytes(chunk))
+                continue
+            window.append((executor.submit(_encode_chunk, *args), None, _chunk_bytes(chunk)))
+            if len(window) >= 4 * pool.workers:
+                future, _, nbytes = window.popleft()
+                consume(future.result(), nbytes)  # type: ignore[union-attr]
+        while window:
+            future, _, nbytes = window.popleft()
+            consume(future.result(), nbytes)  # type: ignore[union-attr]
         if writer.documents == 0:
             raise DataError(
                 f"source {source.name} ({split}): no documents in {', '.join(f['path'] for f in files)}; "
@@ -280,6 +309,7 @@ def _tokenize_split(
         "han": han,
         "other": other,
         "chinese_share": counts.chinese_share,
+        "chinese_documents": measured,
         "bad_records": {"count": bad_count, "by_reason": dict(reasons), "examples": examples},
         "bin_bytes": writer.tokens * dtype.itemsize,
     }
