@@ -7,15 +7,31 @@ letters (categories L*: Latin, Cyrillic, kana, hangul, ...) and digits are decim
 (category Nd). Over many texts the share is a ratio of sums, not a mean of ratios.
 """
 
-import re
 from dataclasses import dataclass
+from functools import cache
 
-_HAN = re.compile(
-    "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef\U00030000-\U0003134f\U0002f800-\U0002fa1f]"
-)
-# \w is letters, digits and other numerics plus "_"; removing "_" and the non-decimal
-# numerics leaves exactly letters + decimal digits.
-_ALNUM = re.compile(r"[^\W_]")
+import numpy as np
+
+# Han ideographs: CJK Unified Ideographs and extensions A-H, compatibility ideographs.
+_HAN_RANGES = [
+    (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF),
+    (0x20000, 0x2EBEF), (0x30000, 0x3134F), (0x2F800, 0x2FA1F),
+]  # fmt: skip
+_NEITHER, _HAN, _OTHER = 0, 1, 2
+
+
+@cache
+def _class_of_code_point() -> np.ndarray:
+    """A lookup table code point -> Han / other letter or decimal digit / neither, built once per
+    process (~0.5 s), so counting is one vectorized pass instead of a Python loop per character."""
+    table = np.zeros(0x110000, dtype=np.uint8)
+    for code_point in range(0x110000):
+        char = chr(code_point)
+        if char.isalpha() or char.isdecimal():
+            table[code_point] = _OTHER
+    for low, high in _HAN_RANGES:
+        table[low : high + 1] = _HAN
+    return table
 
 
 @dataclass
@@ -26,10 +42,10 @@ class ScriptCounts:
     other: int = 0
 
     def add(self, text: str) -> "ScriptCounts":
-        han = len(_HAN.findall(text))
-        alnum = sum(1 for c in _ALNUM.findall(text) if c.isalpha() or c.isdecimal())
-        self.han += han
-        self.other += alnum - han
+        code_points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        counts = np.bincount(_class_of_code_point()[code_points], minlength=3)
+        self.han += int(counts[_HAN])
+        self.other += int(counts[_OTHER])
         return self
 
     @property
@@ -45,4 +61,4 @@ def chinese_share(text: str) -> float:
 
 
 def is_han(char: str) -> bool:
-    return _HAN.fullmatch(char) is not None
+    return any(low <= ord(char) <= high for low, high in _HAN_RANGES)
