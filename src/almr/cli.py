@@ -262,3 +262,7 @@ def main() -> None:
     except AlmrError as err:
         err_console.print(f"[bold red]error:[/] {err}", markup=True, highlight=False)
         raise SystemExit(2) from None
+
+
+if __name__ == "__main__":  # `torchrun -m almr.cli cpt ...` (CPT trainer, docs/training.md)
+    main()
