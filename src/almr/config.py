@@ -269,11 +269,6 @@ class DataConfig(Section):
     sources: list[SourceConfig] = Field(default_factory=list, description="The corpora.")
     workers: int = Field(0, ge=0, description="Tokenizer processes; 0: one per CPU core; 1: in this process.")
     chunk_documents: int = Field(256, ge=1, description="Documents per task handed to a tokenizer process.")
-    chinese_sample_every: int = Field(
-        4, ge=1,
-        description="Measure %Chinese (manifest) on every k-th chunk of documents; 1: all. Counting script is "
-        "about half the cost of tokenizing, so a systematic sample keeps tokenization at library speed.",
-    )
     skip_bad_records: bool = Field(
         False,
         description="Skip malformed records (reported and counted in the manifest) instead of stopping at the first.",

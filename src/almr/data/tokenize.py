@@ -17,8 +17,7 @@ Contract
 Manifest fields (`MANIFEST_VERSION` 1): version, source {name, language, domain, format,
 text_field, train/valid file lists with size and mtime_ns}, skip_bad_records, tokenizer
 {path, fingerprint, eos_id, vocab_size}, dtype, input_fingerprint, and per split (train,
-valid): documents, tokens, han/other character counts and chinese_share (almr.chinese) over
-chinese_documents measured (every data.chinese_sample_every-th chunk),
+valid): documents, tokens, han/other character counts and chinese_share (almr.chinese),
 bad_records (count, by_reason, the first 20 with file:line), bin_bytes.
 """
 
@@ -91,10 +90,9 @@ def _init_worker(tok_json: str, eos_id: int, dtype: str) -> None:
 
 
 def _encode_chunk(
-    chunk: Chunk, text_field: str, skip: bool, measure: bool
-) -> tuple[np.ndarray, np.ndarray, int, int, int, list[BadRecord]]:
-    """Decode, tokenize and (if `measure`) script-count one chunk:
-    (tokens, lengths, han, other, documents measured, bad records)."""
+    chunk: Chunk, text_field: str, skip: bool
+) -> tuple[np.ndarray, np.ndarray, int, int, list[BadRecord]]:
+    """Decode, tokenize and script-count one chunk: (tokens, lengths, han, other, bad records)."""
     texts, bad = decode_chunk(chunk, text_field, skip)
     encodings = _WORKER["tok"].encode_batch_fast(texts, add_special_tokens=False)
     eos = _WORKER["eos"]
@@ -105,9 +103,8 @@ def _encode_chunk(
         flat.extend(ids)
         flat.append(eos)
         lengths[i] = len(ids) + 1
-    counts = ScriptCounts().add("\n".join(texts)) if measure else ScriptCounts()
-    measured = len(texts) if measure else 0
-    return np.array(flat, dtype=_WORKER["dtype"]), lengths, counts.han, counts.other, measured, bad
+    counts = ScriptCounts().add("\n".join(texts))
+    return np.array(flat, dtype=_WORKER["dtype"]), lengths, counts.han, counts.other, bad
 
 
 # --------------------------------------------------------------------------- driver side
@@ -246,7 +243,7 @@ def _tokenize_split(
 ) -> dict[str, Any]:
     paths = [(Path(f["path"]), f["format"]) for f in files]
     total_bytes = sum(f["size"] for f in files)
-    han = other = measured = 0
+    han = other = 0
     bad_count = 0
     reasons: Counter[str] = Counter()
     examples: list[str] = []
@@ -263,17 +260,15 @@ def _tokenize_split(
     chunks: Iterator[Chunk | BadRecord] = iter_chunks(
         paths, source.text_field, data.chunk_documents, data.skip_bad_records
     )
-    every = data.chinese_sample_every
     bar = _Progress(f"{source.name}/{split}", total_bytes, progress)
     with ShardWriter(folder / split, dtype) as writer, bar:
 
-        def consume(result: tuple[np.ndarray, np.ndarray, int, int, int, list[BadRecord]], nbytes: int) -> None:
-            nonlocal han, other, measured
-            tokens, lengths, h, o, m, bad = result
+        def consume(result: tuple[np.ndarray, np.ndarray, int, int, list[BadRecord]], nbytes: int) -> None:
+            nonlocal han, other
+            tokens, lengths, h, o, bad = result
             writer.add(tokens, lengths)
             han += h
             other += o
-            measured += m
             note_bad(bad)
             bar.advance(nbytes, len(tokens))
 
@@ -281,11 +276,11 @@ def _tokenize_split(
         # a bounded window of chunks in flight keeps memory flat however large the corpus;
         # results are consumed in submission order, so documents keep file order
         window: deque[tuple[Future | None, Any, int]] = deque()
-        for number, chunk in enumerate(chunks):
+        for chunk in chunks:
             if isinstance(chunk, BadRecord):
                 note_bad([chunk])
                 continue
-            args = (chunk, source.text_field, data.skip_bad_records, number % every == 0)
+            args = (chunk, source.text_field, data.skip_bad_records)
             if executor is None:
                 consume(_encode_chunk(*args), _chunk_bytes(chunk))
                 continue
@@ -309,7 +304,6 @@ def _tokenize_split(
         "han": han,
         "other": other,
         "chinese_share": counts.chinese_share,
-        "chinese_documents": measured,
         "bad_records": {"count": bad_count, "by_reason": dict(reasons), "examples": examples},
         "bin_bytes": writer.tokens * dtype.itemsize,
     }
