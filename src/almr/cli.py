@@ -255,6 +255,108 @@ def cpt_command(
 # --------------------------------------------------------------------------- end of CPT trainer block
 
 
+# --------------------------------------------------------------------------- evaluation (almr eval ...)
+
+eval_app = typer.Typer(
+    help="Evaluate a model (directory or OpenAI-compatible URL) on benchmark suites; tables of results.",
+    invoke_without_command=True,
+)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.callback()
+def eval_run(
+    ctx: typer.Context,
+    model: Annotated[
+        str | None, typer.Option("--model", help="A Hugging Face model directory or an http(s) URL.")
+    ] = None,
+    suite: Annotated[str | None, typer.Option("--suite", help="world, chinese, english, reasoning, translation, "
+                                                "emotion, zh_share, paper (see `almr eval tasks`).")] = None,
+    tasks: Annotated[str | None, typer.Option("--tasks", help="Comma-separated tasks (added to the suite).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Items per task.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Benchmark files (a world dir for world tasks).")
+    ] = None,
+    data_file: Annotated[list[str] | None, typer.Option("--data-file", help="TASK=PATH for one task's file.")] = None,
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="Tokenizer dir (needed for a URL's "
+                                                  "log-likelihood tasks).")] = None,
+    endpoint_model: Annotated[str | None, typer.Option("--endpoint-model", help="Model name at the URL.")] = None,
+    allow_code_execution: Annotated[bool, typer.Option("--allow-code-execution", help="Run model-written code "
+                                                       "(HumanEval) in a sandboxed subprocess.")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Result JSON (default eval/<model>-<suite>.json).")
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """almr eval --model PATH_OR_URL --suite NAME [--tasks …] [--limit N]: run lm-eval, write one result JSON."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if model is None:
+        console.print(ctx.get_help(), markup=False, highlight=False)
+        raise typer.Exit(0)
+    from almr.errors import ConfigError
+    from almr.evaluate.harness import run_eval
+    from almr.evaluate.results import markdown_table, save_result
+
+    cfg = _config(config, set_).eval
+    files = {}
+    for item in data_file or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--data-file {item!r}: expected TASK=PATH")
+        files[name] = path
+    result = run_eval(
+        model, suite=suite, tasks=[t for t in (tasks or "").split(",") if t], limit=limit or cfg.limit,
+        data_dir=data_dir or cfg.data_dir, data_files=files, tokenizer=tokenizer, batch_size=cfg.batch_size,
+        allow_code_execution=allow_code_execution or cfg.allow_code_execution, max_gen_toks=cfg.max_gen_toks,
+        endpoint_model=endpoint_model, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
+    )  # fmt: skip
+    stem = model.rstrip("/").split("/")[-1] or "model"
+    path = save_result(result, out or Path("eval") / f"{stem}-{suite or 'tasks'}.json")
+    console.print(markdown_table([result]), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {path} ({result['wall_s']:.1f} s)")
+
+
+@eval_app.command("table")
+def eval_table(
+    results: Annotated[list[Path], typer.Argument(help="Result JSON files (one row each).")],
+    average: Annotated[str | None, typer.Option("--average", help="Comma-separated keys of the Avg column "
+                                                "(default eval.average).")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Also write the Markdown table here.")] = None,
+    csv: Annotated[Path | None, typer.Option("--csv", help="Also write the CSV table here.")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Rows models, grouped columns per family (the paper's Tables 4–5), and the averaged metric."""
+    from almr.evaluate.results import csv_table, load_result, markdown_table
+
+    keys = average.split(",") if average else _config(config, set_).eval.average
+    loaded = [load_result(p) for p in results]
+    text = markdown_table(loaded, keys)
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    if markdown:
+        markdown.write_text(text, encoding="utf-8")
+    if csv:
+        csv.write_text(csv_table(loaded, keys), encoding="utf-8")
+
+
+@eval_app.command("tasks")
+def eval_tasks() -> None:
+    """Every task (family, kind, mode, primary metric, data files) and every suite."""
+    from almr.evaluate.registry import SUITES, TASKS
+
+    lines = ["| task | family | kind | mode | shots | primary | files |", "|---|---|---|---|---:|---|---|"]
+    for t in TASKS.values():
+        files = ", ".join(t.files) or t.hf_dataset
+        lines.append(f"| {t.name} | {t.family} | {t.kind} | {t.mode} | {t.shots} | {t.primary} | {files} |")
+    lines += ["", "| suite | tasks |", "|---|---|"] + [f"| {k} | {', '.join(v)} |" for k, v in SUITES.items()]
+    console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- end of evaluation block
+
+
 def main() -> None:
     """Entry point of the `almr` console script: bad input is one message and exit code 2."""
     try:

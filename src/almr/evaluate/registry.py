@@ -1,0 +1,160 @@
+"""Every task almr knows, by name: its family (the column group of the paper's Tables 4–5),
+where its data comes from, how it is scored, and its primary metric; and the named suites.
+
+Three kinds of task:
+
+- `ours`: an lm-eval YAML task shipped in `almr/evaluate/tasks/`, reading local files in the
+  benchmark's published layout from the data directory (`files`, relative to it);
+- `builtin`: an lm-eval task used as it is, whose data must be in the local Hugging Face
+  cache (`hf_dataset` names the repository to download once, online);
+- `judge`: scored by an LLM judge over an OpenAI-compatible endpoint (`almr.evaluate.judge`).
+
+A world task reads the demo world's `bench/` folder, which `almr world build` writes.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from almr.errors import ConfigError
+
+Family = Literal["chinese", "english", "reasoning", "translation", "emotion", "zh_share"]
+
+FAMILIES: dict[str, str] = {
+    "chinese": "Chinese",
+    "english": "English",
+    "reasoning": "Reasoning / math / code",
+    "translation": "Translation",
+    "emotion": "Emotional intelligence",
+    "zh_share": "%Chinese",
+}
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str
+    family: Family
+    title: str
+    kind: Literal["ours", "builtin", "judge"]
+    primary: str
+    mode: Literal["loglikelihood", "generation", "judge"]
+    shots: int = 0
+    files: tuple[str, ...] = ()
+    source: str = ""
+    hf_dataset: str = ""
+    runs_code: bool = False
+    chat: bool = False
+    world: bool = False
+    metrics: tuple[str, ...] = field(default=())
+
+
+def _world(
+    name: str, family: Family, title: str, primary: str, mode: str, files: tuple[str, ...], **kw: object
+) -> TaskInfo:
+    return TaskInfo(
+        name, family, title, "ours", primary, mode, files=files, world=True,
+        source="`almr world build DIR` writes it to DIR/bench/", **kw,
+    )  # type: ignore[arg-type]  # fmt: skip
+
+
+_TASKS: list[TaskInfo] = [
+    # ------------------------------------------------------------------ the demo world (one per family)
+    _world("world_ceval", "chinese", "C-Eval (world)", "acc", "loglikelihood", ("ceval.jsonl",)),
+    _world("world_ceval_zh", "chinese", "C-Eval zh facts", "acc", "loglikelihood", ("ceval.jsonl",)),
+    _world("world_ceval_en_only", "chinese", "C-Eval en-only facts", "acc", "loglikelihood", ("ceval.jsonl",)),
+    _world("world_cmrc", "chinese", "CMRC (world)", "f1", "generation", ("cmrc.jsonl",), metrics=("em", "f1")),
+    _world("world_lcsts", "chinese", "LCSTS (world)", "rougeL", "generation", ("lcsts.jsonl",),
+           metrics=("rouge1", "rouge2", "rougeL")),
+    _world("world_eprstmt", "chinese", "EPRSTMT (world)", "acc", "loglikelihood", ("eprstmt.jsonl",)),
+    _world("world_mmlu", "english", "MMLU (world)", "acc", "loglikelihood", ("mmlu.jsonl",)),
+    _world("world_gsm8k", "reasoning", "GSM8K (world)", "exact_match", "generation", ("gsm8k.jsonl",)),
+    _world("world_humaneval", "reasoning", "HumanEval (world)", "pass@1", "generation", ("humaneval.jsonl",),
+           runs_code=True),
+    _world("world_wmt_zh-en", "translation", "WMT zh→en (world)", "bleu", "generation", ("wmt_zh-en.jsonl",)),
+    _world("world_wmt_en-zh", "translation", "WMT en→zh (world)", "bleu", "generation", ("wmt_en-zh.jsonl",)),
+    _world("world_seceu", "emotion", "SECEU EQ (world)", "eq", "loglikelihood",
+           ("seceu.jsonl", "seceu_population.json"), metrics=("eq", "seceu")),
+    _world("world_zh_share", "zh_share", "%Chinese (world)", "zh_share", "generation", ("ceval.jsonl",)),
+    # ------------------------------------------------------------------ Chinese (ours)
+    TaskInfo("cmrc2018", "chinese", "CMRC 2018", "ours", "f1", "generation", 0, ("cmrc2018/cmrc2018_dev.json",),
+             "https://github.com/ymcui/cmrc2018 (squad-style-data/cmrc2018_dev.json)", metrics=("em", "f1")),
+    TaskInfo("drcd", "chinese", "DRCD", "ours", "f1", "generation", 0, ("drcd/DRCD_dev.json",),
+             "https://github.com/DRCKnowledgeTeam/DRCD (DRCD_dev.json)", metrics=("em", "f1")),
+    TaskInfo("lcsts", "chinese", "LCSTS", "ours", "rougeL", "generation", 0, ("lcsts/test.jsonl",),
+             "http://icrc.hitsz.edu.cn/Article/show/139.html (LCSTS PART_III, on application)",
+             metrics=("rouge1", "rouge2", "rougeL")),
+    TaskInfo("cluewsc", "chinese", "CLUEWSC", "ours", "acc", "loglikelihood", 0, ("fewclue/cluewsc/test_public.json",),
+             "https://github.com/CLUEbenchmark/FewCLUE (datasets/cluewsc/test_public.json)"),
+    TaskInfo("eprstmt", "chinese", "EPRSTMT", "ours", "acc", "loglikelihood", 0, ("fewclue/eprstmt/test_public.json",),
+             "https://github.com/CLUEbenchmark/FewCLUE (datasets/eprstmt/test_public.json)"),
+    TaskInfo("ceval-valid", "chinese", "C-Eval", "builtin", "acc", "loglikelihood", 5,
+             hf_dataset="ceval/ceval-exam", source="https://huggingface.co/datasets/ceval/ceval-exam"),
+    TaskInfo("belle_eval", "chinese", "BelleEval", "judge", "score", "judge", 0, ("belle_eval/eval_set.jsonl",),
+             "https://github.com/LianjiaTech/BELLE (eval/eval_set.json)", chat=True),
+    # ------------------------------------------------------------------ English (built in)
+    TaskInfo("mmlu", "english", "MMLU", "builtin", "acc", "loglikelihood", 5, hf_dataset="cais/mmlu",
+             source="https://huggingface.co/datasets/cais/mmlu"),
+    TaskInfo("agieval", "english", "AGI-Eval", "builtin", "acc", "loglikelihood", 0, hf_dataset="hails/agieval-*",
+             source="https://huggingface.co/datasets?search=hails/agieval"),
+    TaskInfo("triviaqa", "english", "TriviaQA", "builtin", "exact_match", "generation", 0,
+             hf_dataset="mandarjoshi/trivia_qa", source="https://huggingface.co/datasets/mandarjoshi/trivia_qa"),
+    # ------------------------------------------------------------------ reasoning, math, code (built in)
+    TaskInfo("bbh", "reasoning", "BBH", "builtin", "exact_match", "generation", 3, hf_dataset="lukaemon/bbh",
+             source="https://huggingface.co/datasets/lukaemon/bbh"),
+    TaskInfo("gsm8k", "reasoning", "GSM8K", "builtin", "exact_match", "generation", 5, hf_dataset="openai/gsm8k",
+             source="https://huggingface.co/datasets/openai/gsm8k"),
+    TaskInfo("humaneval", "reasoning", "HumanEval", "builtin", "pass@1", "generation", 0,
+             hf_dataset="openai/openai_humaneval", source="https://huggingface.co/datasets/openai/openai_humaneval",
+             runs_code=True),
+    # ------------------------------------------------------------------ translation (ours)
+    TaskInfo("wmt22_zh-en", "translation", "WMT22 zh→en", "ours", "bleu", "generation", 0, ("wmt22/zh-en.jsonl",),
+             "https://github.com/wmt-conference/wmt22-news-systems (txt/sources, txt/references), or "
+             "`sacrebleu -t wmt22 -l zh-en --echo src ref`"),
+    TaskInfo("wmt22_en-zh", "translation", "WMT22 en→zh", "ours", "bleu", "generation", 0, ("wmt22/en-zh.jsonl",),
+             "https://github.com/wmt-conference/wmt22-news-systems (txt/sources, txt/references), or "
+             "`sacrebleu -t wmt22 -l en-zh --echo src ref`"),
+    # ------------------------------------------------------------------ emotional intelligence
+    TaskInfo("seceu", "emotion", "SECEU EQ", "ours", "eq", "loglikelihood", 0,
+             ("seceu/seceu.jsonl", "seceu/population.json"),
+             "https://github.com/ECNU-ICALK/EmotionalIntelligence (items, norms and the human mean/SD)",
+             metrics=("eq", "seceu")),
+    TaskInfo("taptap", "emotion", "TAPTAP", "ours", "acc", "loglikelihood", 0, ("taptap/test.jsonl",),
+             "your TAPTAP-style emotion-classification set (no public release; layout in docs/tasks/taptap.md)"),
+    TaskInfo("turing_test", "emotion", "Turing test", "judge", "human_rate", "judge", 0,
+             ("turing_test/dialogues.jsonl",), "BotChat-style opening dialogues (docs/tasks/turing_test.md)",
+             chat=True),
+    # ------------------------------------------------------------------ %Chinese of replies
+    TaskInfo("zh_share", "zh_share", "%Chinese", "ours", "zh_share", "generation", 0, ("zh_share/prompts.jsonl",),
+             "any Chinese prompts, one `{\"prompt\": …}` per line (e.g. BelleEval's questions)", chat=True),
+]  # fmt: skip
+
+TASKS: dict[str, TaskInfo] = {t.name: t for t in _TASKS}
+
+WORLD_SUITE = [t.name for t in _TASKS if t.world and not t.runs_code]
+
+SUITES: dict[str, list[str]] = {
+    "world": WORLD_SUITE,
+    "chinese": ["ceval-valid", "cmrc2018", "drcd", "lcsts", "cluewsc", "eprstmt"],
+    "english": ["mmlu", "agieval", "triviaqa"],
+    "reasoning": ["bbh", "gsm8k", "humaneval"],
+    "translation": ["wmt22_zh-en", "wmt22_en-zh"],
+    "emotion": ["seceu", "taptap"],
+    "zh_share": ["zh_share"],
+    "judge": ["belle_eval", "turing_test"],
+}
+SUITES["paper"] = [name for key in ("chinese", "english", "reasoning", "translation", "emotion", "zh_share")
+                   for name in SUITES[key]]  # fmt: skip
+
+
+def resolve_tasks(suite: str | None, tasks: list[str] | None) -> list[TaskInfo]:
+    """The tasks of a suite, or the named tasks (a task name may also be a suite name)."""
+    names: list[str] = []
+    for name in ([suite] if suite else []) + list(tasks or []):
+        if name in SUITES:
+            names += SUITES[name]
+        elif name in TASKS:
+            names.append(name)
+        else:
+            raise ConfigError(f"unknown suite or task {name!r}; suites: {', '.join(SUITES)}; tasks: {', '.join(TASKS)}")
+    if not names:
+        raise ConfigError("no tasks: pass --suite NAME or --tasks a,b (see `almr eval tasks`)")
+    return [TASKS[n] for n in dict.fromkeys(names)]

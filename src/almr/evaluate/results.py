@@ -1,0 +1,261 @@
+"""Evaluation results: one JSON per evaluation, the paper-style tables, the averaged metric.
+
+A result file (`format: almr-eval/1`) holds the model, suite, limit, creation time, wall
+time, lm-eval version and, per task: family, title, task version, number of samples, shots,
+mode, primary metric and every metric as `{value, stderr, scale}`. Fractions (accuracy, EM,
+F1, pass@1, %Chinese) are stored ×100, so every `0-100` metric reads as a percentage;
+BLEU and ROUGE are 0–100 already; SECEU is a distance and EQ an EQ (scales `distance`, `eq`).
+
+`scores(result)` flattens a result to `{task: primary, "task:metric": value}`; the averaged
+metric is the mean of chosen keys of such a mapping — of a result file or of a probe's output,
+which uses the same task names — and refuses a key that is missing or not on a 0–100 scale.
+"""
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from almr.errors import AlmrError, DataError
+from almr.evaluate.registry import FAMILIES, TASKS, TaskInfo
+
+FORMAT = "almr-eval/1"
+FRACTIONS = {"acc", "acc_norm", "em", "f1", "exact_match", "pass@1", "zh_share", "human_rate", "win_rate"}
+SCALES = {"eq": "eq", "seceu": "distance"}
+
+
+def _scale(metric: str) -> tuple[float, str]:
+    base = metric.split(",")[0]
+    if base in SCALES:
+        return 1.0, SCALES[base]
+    return (100.0 if base in FRACTIONS else 1.0), "0-100"
+
+
+def _number(value: Any) -> float | None:
+    return (
+        float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        else None
+    )
+
+
+def _leaves(raw: dict[str, Any], name: str) -> list[str]:
+    subtasks = raw.get("group_subtasks", {}).get(name)
+    if not subtasks:
+        return [name]
+    return [leaf for sub in subtasks for leaf in _leaves(raw, sub)]
+
+
+def _task_metrics(entry: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in entry.items():
+        if "," not in key or "_stderr," in key:
+            continue
+        metric, filt = key.split(",", 1)
+        name = metric if filt == "none" else f"{metric},{filt}"
+        factor, scale = _scale(metric)
+        got = _number(value)
+        stderr = _number(entry.get(f"{metric}_stderr,{filt}"))
+        out[name] = {
+            "value": None if got is None else got * factor,
+            "stderr": None if stderr is None else stderr * factor,
+            "scale": scale,
+        }
+    return out
+
+
+def from_lm_eval(raw_list: Sequence[dict[str, Any]], infos: Sequence[TaskInfo], *, model: str, suite: str | None,
+                 limit: int | None, wall_s: float) -> dict[str, Any]:  # fmt: skip
+    """One almr result from the dicts lm-eval's `evaluate` returned (one per pass)."""
+    import lm_eval
+
+    import almr
+
+    tasks: dict[str, Any] = {}
+    for raw in raw_list:
+        for info in infos:
+            if info.name not in raw.get("results", {}) and info.name not in raw.get("group_subtasks", {}):
+                continue
+            leaves = _leaves(raw, info.name)
+            entry = raw["results"].get(info.name)
+            metrics = _task_metrics(entry) if entry else {}
+            if not metrics:  # a group without an aggregate: the mean of its subtasks' metrics
+                per_leaf = [_task_metrics(raw["results"][leaf]) for leaf in leaves if leaf in raw["results"]]
+                for name in {m for leaf in per_leaf for m in leaf}:
+                    values = [leaf[name]["value"] for leaf in per_leaf if leaf.get(name, {}).get("value") is not None]
+                    if values:
+                        metrics[name] = {"value": sum(values) / len(values), "stderr": None, "scale": _scale(name)[1]}
+            versions = {leaf: raw.get("versions", {}).get(leaf) for leaf in leaves}
+            tasks[info.name] = {
+                "family": info.family,
+                "title": info.title,
+                "version": versions[info.name] if len(leaves) == 1 else versions,
+                "n_samples": sum(int(raw.get("n-samples", {}).get(leaf, {}).get("effective", 0)) for leaf in leaves),
+                "shots": info.shots,
+                "mode": info.mode,
+                "primary": primary_key(info.primary, metrics),
+                "metrics": metrics,
+            }
+    return {
+        "format": FORMAT,
+        "model": model,
+        "suite": suite,
+        "limit": limit,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "wall_s": round(wall_s, 3),
+        "lm_eval_version": getattr(lm_eval, "__version__", "unknown"),
+        "almr_version": getattr(almr, "__version__", "unknown"),
+        "tasks": tasks,
+    }
+
+
+def primary_key(primary: str, metrics: Mapping[str, Any]) -> str:
+    """The metric key holding the primary metric: `primary` itself, else the first filtered variant
+    (`exact_match,flexible-extract` …), preferring a flexible extraction."""
+    if primary in metrics:
+        return primary
+    variants = sorted(k for k in metrics if k.split(",")[0] == primary)
+    flexible = [k for k in variants if "flexible" in k]
+    return (flexible or variants or [primary])[0]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def save_result(result: Mapping[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def load_result(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"result file {path} does not exist; `almr eval --model … --out {path}` writes one")
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(result, dict) or result.get("format") != FORMAT or not isinstance(result.get("tasks"), dict):
+        raise DataError(f'{path}: not an almr evaluation result (expected "format": "{FORMAT}" and "tasks")')
+    return result
+
+
+# --------------------------------------------------------------------------- scores, averaged metric
+
+
+def scores(result: Mapping[str, Any]) -> dict[str, float]:
+    """`{task: primary value, "task:metric": value}` of a result (values as stored, see module doc)."""
+    out: dict[str, float] = {}
+    for task, entry in result["tasks"].items():
+        for metric, m in entry["metrics"].items():
+            if m["value"] is not None:
+                out[f"{task}:{metric}"] = m["value"]
+        main = entry["metrics"].get(entry["primary"])
+        if main and main["value"] is not None:
+            out[task] = main["value"]
+    return out
+
+
+def _scale_of(key: str) -> str:
+    task, _, metric = key.partition(":")
+    info = TASKS.get(task)
+    return _scale(metric or (info.primary if info else "acc"))[1]
+
+
+def averaged_metric(values: Mapping[str, Any], keys: Sequence[str]) -> float:
+    """Mean of `keys` (a task name for its primary metric, or `task:metric`) on the 0–100 scale.
+
+    `values` is a result (as `load_result` returns it) or a flat mapping such as a probe's scores.
+    """
+    flat = scores(values) if "tasks" in values and "format" in values else dict(values)
+    if not keys:
+        raise AlmrError("the averaged metric needs at least one key (eval.average, e.g. [world_mmlu, world_ceval])")
+    picked = []
+    for key in keys:
+        if _scale_of(key) != "0-100":
+            raise AlmrError(f"averaged metric: {key} is on the {_scale_of(key)} scale, not 0–100; leave it out")
+        if key not in flat or flat[key] is None:
+            raise AlmrError(f"averaged metric: no score for {key}; present: {', '.join(sorted(flat)) or 'none'}")
+        picked.append(float(flat[key]))
+    return sum(picked) / len(picked)
+
+
+# --------------------------------------------------------------------------- tables (the paper's Tables 4–5)
+
+
+def _columns(results: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
+    """(family, task, title) of every task any result has, in family order, then registry order."""
+    present = {task for r in results for task in r["tasks"]}
+    order = list(TASKS)
+    ranked = sorted(
+        present, key=lambda t: (list(FAMILIES).index(_family(results, t)), order.index(t) if t in order else 999, t)
+    )
+    return [(_family(results, t), t, _title(results, t)) for t in ranked]
+
+
+def _family(results: Sequence[Mapping[str, Any]], task: str) -> str:
+    for r in results:
+        if task in r["tasks"]:
+            return r["tasks"][task].get("family", "chinese")
+    return "chinese"
+
+
+def _title(results: Sequence[Mapping[str, Any]], task: str) -> str:
+    for r in results:
+        if task in r["tasks"]:
+            return r["tasks"][task].get("title", task)
+    return task
+
+
+def table_rows(
+    results: Sequence[Mapping[str, Any]], average: Sequence[str] = ()
+) -> tuple[list[str], list[str], list[list[str]]]:
+    """(family header, benchmark header, rows): one row per result (model), one column per task's
+    primary metric, grouped by family, and an `Avg` column when `average` names keys."""
+    cols = _columns(results)
+    families, titles, rows = ["Model"], [""], []
+    last = None
+    for family, _, title in cols:
+        families.append(FAMILIES[family] if family != last else "")
+        titles.append(title)
+        last = family
+    if average:
+        families.append("Avg")
+        titles.append("")
+    for r in results:
+        flat = scores(r)
+        row = [str(r.get("model", "?"))]
+        row += [f"{flat[task]:.1f}" if task in flat else "–" for _, task, _ in cols]
+        if average:
+            try:
+                row.append(f"{averaged_metric(flat, average):.1f}")
+            except AlmrError:
+                row.append("–")
+        rows.append(row)
+    return families, titles, rows
+
+
+def markdown_table(results: Sequence[Mapping[str, Any]], average: Sequence[str] = ()) -> str:
+    """Families in the header row (over the first column of each group), benchmarks in the row below."""
+    families, titles, rows = table_rows(results, average)
+    lines = ["| " + " | ".join(families) + " |", "|" + "---|" + "---:|" * (len(families) - 1)]
+    lines.append("| " + " | ".join(f"**{t}**" if t else "" for t in titles) + " |")
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(results: Sequence[Mapping[str, Any]], average: Sequence[str] = ()) -> str:
+    """Two header rows (family, benchmark), then one row per model."""
+    families, titles, rows = table_rows(results, average)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(families)
+    writer.writerow(titles)
+    writer.writerows(rows)
+    return buf.getvalue()
