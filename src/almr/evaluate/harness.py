@@ -7,6 +7,7 @@ problem raises an `AlmrError` that names it and the fix. Only then is the model 
 
 - a local directory (or an in-memory `PreTrainedModel` + tokenizer) runs in-process as
   lm-eval's `HFLM`;
+- an lm-eval `LM` object is used as it is (other backends, tests);
 - an `http(s)://…` URL is an OpenAI-compatible server (vLLM, almr serve): `local-completions`
   for completion tasks, `local-chat-completions` for chat tasks. Log-likelihood tasks need
   `tokenizer=` (the served model's tokenizer directory) to count context tokens.
@@ -60,7 +61,8 @@ def _task_manager(tasks: list[TaskInfo], metadata: dict[str, Any]) -> Any:
     return TaskManager(include_path=str(TASKS_DIR), include_defaults=builtin, metadata=metadata)
 
 
-def _local_lm(model: Any, tokenizer: Any, batch_size: int, device: str, max_length: int | None) -> tuple[Any, Any, str]:
+def _local_lm(model: Any, tokenizer: Any, batch_size: int, device: str, max_length: int | None,
+              chat_tasks: list[str]) -> tuple[Any, Any, str]:  # fmt: skip
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -79,11 +81,17 @@ def _local_lm(model: Any, tokenizer: Any, batch_size: int, device: str, max_leng
             )
         name = str(path)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer or path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
     elif isinstance(tokenizer, str | Path):
         tokenizer = AutoTokenizer.from_pretrained(tokenizer)
     if tokenizer is None:
         raise ConfigError("an in-memory model needs tokenizer= (a tokenizer object or directory)")
+    if chat_tasks and not getattr(tokenizer, "chat_template", None):
+        raise AlmrError(
+            f"model {name} has no chat template, so it cannot answer the chat task(s) {', '.join(chat_tasks)}; "
+            "evaluate an instruction-tuned model (SFT output) or leave them out"
+        )
+    if isinstance(model, str | Path):
+        model = AutoModelForCausalLM.from_pretrained(model, dtype="float32")
     model.eval()
     kwargs: dict[str, Any] = {"max_length": max_length} if max_length else {}
     return HFLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size, **kwargs), tokenizer, name
@@ -165,14 +173,12 @@ def run_eval(
         )
 
     os.environ.setdefault("HF_ALLOW_CODE_EVAL", "1" if allow_code_execution else "0")
-    if not url:
-        lm, tok, name = _local_lm(model, tokenizer, batch_size, device, max_length)
-        if chat_tasks and not getattr(tok, "chat_template", None):
-            raise AlmrError(
-                f"model {name} has no chat template, so it cannot answer the chat task(s) "
-                f"{', '.join(t.name for t in chat_tasks)}; evaluate an instruction-tuned model (SFT output) or leave "
-                "them out"
-            )
+    from lm_eval.api.model import LM
+
+    if isinstance(model, LM):  # any lm-eval backend object, used as it is
+        lm, name = model, type(model).__name__
+    elif not url:
+        lm, _, name = _local_lm(model, tokenizer, batch_size, device, max_length, [t.name for t in chat_tasks])
     else:
         name = str(model)
 
