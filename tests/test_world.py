@@ -239,6 +239,20 @@ def test_tokenizer_round_trips_and_has_llama3_specials(small_world: Path) -> Non
     assert tok("2024", add_special_tokens=False)["input_ids"].__len__() == 4  # digits are split one by one
 
 
+def test_chinese_answers_tokenize_alike_in_prompts_and_running_text(small_world: Path) -> None:
+    """A log-likelihood scorer encodes prompt and answer apart; the corpus encodes them together."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(small_world / "tokenizer")
+
+    def ids(text: str) -> list[int]:
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    for prompt, answer in [("评论：这个手机很好用\n情感：", "正面"), ("问题：法国的货币是什么？\n答案：", "欧元"),
+                           ("中文：", "法国位于欧洲。"), ("Question: Where is France?\nAnswer:", " Europe")]:
+        assert ids(prompt + answer) == ids(prompt) + ids(answer)
+
+
 def test_chat_template_renders_llama3_layout(small_world: Path) -> None:
     from transformers import AutoTokenizer
 
