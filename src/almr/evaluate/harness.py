@@ -113,7 +113,10 @@ def _api_lm(url: str, chat: bool, tokenizer: str | None, endpoint_model: str | N
     if chat:
         kwargs |= {"tokenizer_backend": None, "tokenized_requests": False, "batch_size": 1}
     elif tokenizer:
-        kwargs |= {"tokenizer_backend": "huggingface", "tokenizer": str(tokenizer), "batch_size": batch_size}
+        # add_bos_token: encode as HFLM does (the tokenizer's special tokens, Llama-3's <|begin_of_text|>),
+        # so that scores through a server equal in-process ones on the same model
+        kwargs |= {"tokenizer_backend": "huggingface", "tokenizer": str(tokenizer), "batch_size": batch_size,
+                   "add_bos_token": True}  # fmt: skip
     else:
         kwargs |= {"tokenizer_backend": None, "tokenized_requests": False, "batch_size": 1}
     return get_model("local-chat-completions" if chat else "local-completions")(**kwargs)
