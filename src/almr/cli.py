@@ -75,6 +75,24 @@ def world_build(
     console.print(f"world (seed {manifest['seed']}) in {out_dir}: {len(manifest['files'])} files")
 
 
+@world_app.command("pretrain")
+def world_pretrain(
+    world_dir: Annotated[Path, typer.Argument(help="A directory made by `almr world build`.")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Where the shards and the run go (default: beside the world).")
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Pretrain the world's base model from random init on a mostly-English mixture (world.pretrain)."""
+    from almr.world.pretrain import pretrain_base
+
+    out_dir = out_dir or world_dir.parent
+    base = pretrain_base(world_dir, out_dir / "base-run", out_dir / "shards", _config(config, set_), progress)
+    console.print(f"base model: {base}")
+
+
 @world_app.command("stats")
 def world_stats(
     world_dir: Annotated[Path, typer.Argument(help="A directory made by `almr world build`.")],

@@ -10,7 +10,7 @@ Layout of a world directory:
     sft/train.jsonl             {"messages": [...], "lang", "kind"}
     dpo/train.jsonl             {"prompt": [...], "chosen": [...], "rejected": [...], "lang", "kind"}
     tokenizer/                  Hugging Face tokenizer (byte-level BPE, Llama-3 specials)
-    model/                      config.json + generation_config.json of the tiny base Llama
+    model/                      the tiny base Llama's config.json + generation_config.json, and the tokenizer
 
 Every random choice comes from a generator seeded by (seed, purpose), so the same seed gives
 byte-identical files and no part's randomness depends on the size of another part. The
@@ -53,7 +53,7 @@ def build_world(out_dir: Path, config: WorldConfig, force: bool = False) -> dict
     built from the same config is kept as it is; anything else there is refused unless `force`."""
     out_dir = Path(out_dir)
     existing = read_manifest(out_dir) if (out_dir / MANIFEST).is_file() else None
-    wanted = config.model_dump(mode="json")
+    wanted = _identity(config)
     if existing is not None and existing["config"] == wanted and not force:
         return existing
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
@@ -74,6 +74,11 @@ def build_world(out_dir: Path, config: WorldConfig, force: bool = False) -> dict
         if tmp.exists():
             shutil.rmtree(tmp)
     return manifest
+
+
+def _identity(config: WorldConfig) -> dict[str, Any]:
+    """The settings the world's files depend on: all but how the base model is later pretrained."""
+    return config.model_dump(mode="json", exclude={"pretrain"})
 
 
 def read_manifest(world_dir: Path) -> dict[str, Any]:
@@ -137,6 +142,7 @@ def _write_world(root: Path, config: WorldConfig) -> dict[str, Any]:
 
         tokenizer = train_tokenizer(_corpus_texts(root, list(counts)), config.vocab_size)
         save_tokenizer(tokenizer, root / "tokenizer")
+        save_tokenizer(tokenizer, root / "model")  # a model directory carries its tokenizer
         progress.advance(task)
         save_model_config(root / "model", config.model, tokenizer)
         progress.advance(task)
@@ -144,7 +150,7 @@ def _write_world(root: Path, config: WorldConfig) -> dict[str, Any]:
     manifest = {
         "format": FORMAT_VERSION,
         "seed": seed,
-        "config": config.model_dump(mode="json"),
+        "config": _identity(config),
         "sources": {
             name: {
                 "language": lang,

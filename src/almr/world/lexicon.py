@@ -8,7 +8,6 @@ feeling drawn from them, and the SECEU-like benchmark's norm vectors derive from
 from dataclasses import dataclass
 
 
-
 @dataclass(frozen=True)
 class Person:
     """A name in both languages (a transliteration or the pinyin), so translated sentences
