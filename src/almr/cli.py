@@ -359,6 +359,47 @@ def eval_table(
         csv.write_text(csv_table(loaded, keys), encoding="utf-8")
 
 
+@eval_app.command("judge")
+def eval_judge(
+    model: Annotated[str, typer.Option("--model", help="The model under test: a directory or an http(s) URL.")],
+    judge: Annotated[str | None, typer.Option("--judge", help="Judge endpoint URL (default eval.judge.url).")] = None,
+    tasks: Annotated[str, typer.Option("--tasks", help="belle_eval, turing_test (comma-separated).")] = "belle_eval",
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Folder with belle_eval/, turing_test/.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Items per task.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Result JSON.")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """LLM-judge tasks: the model answers, the judge endpoint grades; failed items are listed, never scored 0."""
+    import time
+
+    from almr.errors import ConfigError
+    from almr.evaluate.data import load_records
+    from almr.evaluate.judge import JudgeClient, chat_replier, run_judge_task
+    from almr.evaluate.registry import TASKS
+    from almr.evaluate.results import judge_result, markdown_table, save_result
+
+    cfg = _config(config, set_).eval
+    url = judge or cfg.judge.url
+    if not url:
+        raise ConfigError("no judge endpoint: pass --judge URL or set eval.judge.url")
+    names = [t for t in tasks.split(",") if t]
+    records = {name: load_records(name, data_dir or cfg.data_dir)[:limit] for name in names}  # data first
+    client = JudgeClient(url, cfg.judge.model, cfg.judge.timeout_s, cfg.judge.retries)
+    reply = chat_replier(model, timeout_s=cfg.timeout_s, retries=cfg.max_retries)
+    started = time.time()
+    scored = {n: run_judge_task(n, records[n], reply, client, cfg.judge.prompts_dir) for n in names}
+    result = judge_result(scored, [TASKS[n] for n in names], model=model, judge=url, limit=limit,
+                          wall_s=time.time() - started)  # fmt: skip
+    for name, r in scored.items():
+        for failure in r["failures"]:
+            err_console.print(f"{name} item {failure['item']}: not judged: {failure['error']}")
+    stem = model.rstrip("/").split("/")[-1] or "model"
+    path = save_result(result, out or Path("eval") / f"{stem}-judge.json")
+    console.print(markdown_table([result]), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {path}")
+
+
 @eval_app.command("tasks")
 def eval_tasks() -> None:
     """Every task (family, kind, mode, primary metric, data files) and every suite."""

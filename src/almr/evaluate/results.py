@@ -113,6 +113,27 @@ def from_lm_eval(raw_list: Sequence[dict[str, Any]], infos: Sequence[TaskInfo], 
     }
 
 
+def judge_result(scored: Mapping[str, Mapping[str, Any]], infos: Sequence[TaskInfo], *, model: str, judge: str,
+                 limit: int | None, wall_s: float) -> dict[str, Any]:  # fmt: skip
+    """One almr result from `judge.run_judge_task` outputs; unjudged items are listed under `failures`."""
+    import almr
+
+    tasks = {}
+    for info in infos:
+        r = scored[info.name]
+        tasks[info.name] = {
+            "family": info.family, "title": info.title, "version": 1.0, "n_samples": r["n_judged"],
+            "n_items": r["n_items"], "shots": 0, "mode": "judge", "primary": r["metric"], "judge": judge,
+            "metrics": {r["metric"]: {"value": r["value"], "stderr": None, "scale": "0-100"}},
+            "failures": list(r["failures"]),
+        }  # fmt: skip
+    return {
+        "format": FORMAT, "model": model, "suite": "judge", "limit": limit,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"), "wall_s": round(wall_s, 3),
+        "lm_eval_version": None, "almr_version": getattr(almr, "__version__", "unknown"), "tasks": tasks,
+    }  # fmt: skip
+
+
 def primary_key(primary: str, metrics: Mapping[str, Any]) -> str:
     """The metric key holding the primary metric: `primary` itself, else the first filtered variant
     (`exact_match,flexible-extract` …), preferring a flexible extraction."""
