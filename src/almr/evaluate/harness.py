@@ -175,7 +175,8 @@ def run_eval(
             "tokens; pass --tokenizer DIR"
         )
 
-    os.environ.setdefault("HF_ALLOW_CODE_EVAL", "1" if allow_code_execution else "0")
+    if allow_code_execution:  # lm-eval's built-in humaneval (evaluate's code_eval) checks this variable
+        os.environ["HF_ALLOW_CODE_EVAL"] = "1"
     from lm_eval.api.model import LM
 
     if isinstance(model, LM):  # any lm-eval backend object, used as it is
