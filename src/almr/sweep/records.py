@@ -1,0 +1,67 @@
+"""Run records of an ALMR × LR study: what `almr sweep` writes and `almr frontier` reads.
+
+Each run of a sweep lives in `SWEEP_DIR/runs/<run_id>/` (its own CPT run folder) and writes
+its record there as `record.json`, atomically, whenever its status changes; `load_records`
+collects them. A record holds only numbers a frontier fit needs and where they came from:
+
+- `almr`, `lr`: the point of the study (lr on its natural scale; fits use log10 lr);
+- `status`: pending, running, completed, failed (excluded from fits, reported) or pruned
+  (stopped early because its intermediate probe metrics could not catch up);
+- `val_loss`: final held-out loss per source/domain; `val_history`: [{tokens, loss{}}];
+- `scores`: final benchmark scores on 0-100 (probe or full suite); `probe_history`:
+  [{tokens, scores{}}]; `averaged_metric`: the mean the study ranks by (`eval.average`);
+- `tokens`, `steps`, `wall_time_s`, `error` (why a run failed), `base_hash` (identity of the
+  sweep's base config, so that a directory mixing studies is refused).
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from almr.errors import DataError
+
+Status = Literal["pending", "running", "completed", "failed", "pruned"]
+RECORD = "record.json"
+
+
+class RunRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    almr: float = Field(ge=0.0, le=1.0)
+    lr: float = Field(gt=0.0)
+    status: Status = "pending"
+    base_hash: str = ""
+    tokens: int = 0
+    steps: int = 0
+    wall_time_s: float = 0.0
+    val_loss: dict[str, float] = Field(default_factory=dict)
+    val_history: list[dict] = Field(default_factory=list)
+    scores: dict[str, float] = Field(default_factory=dict)
+    probe_history: list[dict] = Field(default_factory=list)
+    averaged_metric: float | None = None
+    error: str | None = None
+
+    def save(self, run_dir: Path) -> Path:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / f".{RECORD}.tmp"
+        tmp.write_text(self.model_dump_json(indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, run_dir / RECORD)
+        return run_dir / RECORD
+
+
+def load_records(sweep_dir: Path) -> list[RunRecord]:
+    """Every run's record under `sweep_dir/runs/`, in run_id order."""
+    runs = Path(sweep_dir) / "runs"
+    records = []
+    for path in sorted(runs.glob(f"*/{RECORD}")):
+        try:
+            records.append(RunRecord.model_validate(json.loads(path.read_text(encoding="utf-8"))))
+        except (json.JSONDecodeError, ValueError) as err:
+            why = str(err).splitlines()[0]
+            raise DataError(f"{path}: not a run record ({why}); remove it or rerun that run") from None
+    return records
