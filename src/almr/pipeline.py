@@ -1,21 +1,91 @@
-"""The main job on the demo world, end to end. It only connects stages; each stage's work
-lives in its own package. Today: build the world and show its statistics."""
+"""The main job on the demo world, end to end. It only connects stages; each stage's work lives
+in its own package, and each stage's output stays in `out_dir` so a re-run reuses it.
 
+Today: 1. build the world; 2. pretrain its base model (the Llama-3 stand-in) with the CPT
+trainer, scoring the probe suite along the way; 3. evaluate the base model on the world's
+benchmark suite. Everything lands in `out_dir/report.md`.
+"""
+
+import json
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from almr.config import AlmrConfig, dump_config
 
+EVAL_LIMIT = 100  # items per task: a few seconds per model on a laptop CPU
 
-def run_demo(out_dir: Path, config: AlmrConfig, console: Console) -> None:
+
+def run_demo(out_dir: Path, config: AlmrConfig, console: Console) -> Path:
+    from almr.evaluate.harness import run_eval
+    from almr.evaluate.results import markdown_table, save_result
     from almr.world.build import build_world
+    from almr.world.pretrain import pretrain_base
+    from almr.world.stats import markdown_table as stats_markdown
     from almr.world.stats import rich_table, world_stats
 
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
     world_dir = out_dir / "world"
+    report = ["# almr demo", "", f"Config: `{out_dir / 'config.yaml'}`.", ""]
+
     console.rule("[bold]1. the demo world")
     manifest = build_world(world_dir, config.world)
+    stats = world_stats(world_dir)
     console.print(f"{len(manifest['countries'])} countries, {len(manifest['files'])} files in {world_dir}")
-    console.print(rich_table(world_stats(world_dir)))
+    console.print(rich_table(stats))
+    report += ["## 1. The demo world", "", f"`{world_dir}` (seed {manifest['seed']})", "", stats_markdown(stats), ""]
+
+    console.rule("[bold]2. the base model (the Llama-3 stand-in)")
+    run_dir = out_dir / "base-run"
+    base = pretrain_base(world_dir, run_dir, out_dir / "shards", config)
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    losses = [e for e in events if e["event"] == "val"]
+    console.print(f"base model: {base}")
+    console.print(_loss_table(losses))
+    report += [
+        "## 2. The base model",
+        "",
+        f"Pretrained from random initialization on {config.world.pretrain.tokens:,} tokens "
+        f"({100 * config.world.pretrain.almr:.0f}% Chinese): `{base}`. Held-out loss per source:",
+        "",
+        _loss_markdown(losses),
+        "",
+    ]
+
+    console.rule("[bold]3. evaluation of the base model")
+    result = run_eval(
+        str(base), suite="world", data_dir=world_dir, limit=EVAL_LIMIT, allow_code_execution=True,
+        batch_size=config.eval.batch_size,
+    )  # fmt: skip
+    result["model"] = "base"
+    save_result(result, out_dir / "eval" / "base-world.json")
+    table = markdown_table([result], average=config.eval.average)
+    console.print(table, markup=False, highlight=False, soft_wrap=True)
+    report += ["## 3. Evaluation (world suite)", "", f"First {EVAL_LIMIT} items of each benchmark.", "", table, ""]
+
+    path = out_dir / "report.md"
+    path.write_text("\n".join(report), encoding="utf-8")
+    console.print(f"report: {path}")
+    return path
+
+
+def _loss_table(losses: list[dict[str, Any]]) -> Table:
+    sources = list(losses[0]["loss"]) if losses else []
+    table = Table(title="held-out loss per source")
+    table.add_column("tokens", justify="right")
+    for source in sources:
+        table.add_column(source, justify="right")
+    for event in losses:
+        table.add_row(f"{event['tokens']:,}", *(f"{event['loss'][s]:.3f}" for s in sources))
+    return table
+
+
+def _loss_markdown(losses: list[dict[str, Any]]) -> str:
+    sources = list(losses[0]["loss"]) if losses else []
+    lines = ["| tokens | " + " | ".join(sources) + " |", "|---:|" + "---:|" * len(sources)]
+    lines += [f"| {e['tokens']:,} | " + " | ".join(f"{e['loss'][s]:.3f}" for s in sources) + " |" for e in losses]
+    return "\n".join(lines)

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from almr.config import AlmrConfig
 from almr.evaluate import metrics
 from almr.evaluate.data import load_records
 from almr.evaluate.loglik import Encoded, LoglikScorer
@@ -101,3 +102,17 @@ class WorldProbe:
                         out[f"world_ceval_{group}"] = 100.0 * metrics.accuracy(sub)
         self.last_seconds_ = time.perf_counter() - started
         return out
+
+
+def probe_from_config(config: AlmrConfig, tokenizer: Any) -> WorldProbe | None:
+    """The probe `cpt.probe.every_tokens` asks for, on the world at `eval.data_dir`; None when off."""
+    from almr.errors import ConfigError
+
+    if not config.cpt.probe.every_tokens:
+        return None
+    if not config.eval.data_dir:
+        raise ConfigError(
+            "cpt.probe.every_tokens is set but eval.data_dir is not: point eval.data_dir at a world directory "
+            "(almr world build), whose benchmarks the probe scores, or set cpt.probe.every_tokens=0"
+        )
+    return WorldProbe(config.eval.data_dir, tokenizer, **config.eval.probe.model_dump())

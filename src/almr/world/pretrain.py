@@ -12,7 +12,16 @@ nothing; an interrupted run resumes.
 import json
 from pathlib import Path
 
-from almr.config import AlmrConfig, CptConfig, DataConfig, MixtureConfig, ModelConfig, SourceConfig, ValidationConfig
+from almr.config import (
+    AlmrConfig,
+    CptConfig,
+    DataConfig,
+    MixtureConfig,
+    ModelConfig,
+    ProbeConfig,
+    SourceConfig,
+    ValidationConfig,
+)
 from almr.world.build import read_manifest
 
 
@@ -46,6 +55,7 @@ def pretrain_config(world_dir: Path, run_dir: Path, shard_dir: Path, config: Alm
         seed=pretrain.seed,
         random_init=True,
         validation=ValidationConfig(every_steps=max(1, steps // 5)),
+        probe=ProbeConfig(every_tokens=pretrain.probe_every_tokens),
     )
     mixture = MixtureConfig(
         additional_language="zh",
@@ -60,13 +70,17 @@ def pretrain_config(world_dir: Path, run_dir: Path, shard_dir: Path, config: Alm
             "cpt": cpt,
             "data": world_data(world_dir, shard_dir),
             "mixture": mixture,
+            "eval": config.eval.model_copy(update={"data_dir": str(world_dir)}),
         }
     )
 
 
 def pretrain_base(world_dir: Path, run_dir: Path, shard_dir: Path, config: AlmrConfig, progress: bool = True) -> Path:
     """Tokenize the world, pretrain its base model and return the model's directory."""
+    from transformers import AutoTokenizer
+
     from almr.data.tokenize import tokenize_sources
+    from almr.evaluate.probe import probe_from_config
     from almr.train.checkpoint import COMPLETE, Checkpointer
     from almr.train.cpt import train_cpt
     from almr.train.schedule import lr_factor
@@ -79,6 +93,7 @@ def pretrain_base(world_dir: Path, run_dir: Path, shard_dir: Path, config: AlmrC
     if latest is not None and json.loads((latest / COMPLETE).read_text(encoding="utf-8"))["step"] == steps:
         return latest / "hf"
     tokenize_sources(run_config.data, progress=progress)
-    result = train_cpt(run_config, resume=latest is not None, progress=progress)
+    probe = probe_from_config(run_config, AutoTokenizer.from_pretrained(run_config.model.name_or_path))
+    result = train_cpt(run_config, resume=latest is not None, probe=probe, progress=progress)
     assert result.checkpoint is not None  # train_cpt always saves at the end
     return result.checkpoint / "hf"
