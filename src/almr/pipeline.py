@@ -15,8 +15,6 @@ from rich.table import Table
 
 from almr.config import AlmrConfig, dump_config
 
-EVAL_LIMIT = 100  # items per task: a few seconds per model on a laptop CPU
-
 
 def run_demo(out_dir: Path, config: AlmrConfig, console: Console) -> Path:
     from almr.evaluate.harness import run_eval
@@ -58,14 +56,15 @@ def run_demo(out_dir: Path, config: AlmrConfig, console: Console) -> Path:
 
     console.rule("[bold]3. evaluation of the base model")
     result = run_eval(
-        str(base), suite="world", data_dir=world_dir, limit=EVAL_LIMIT, allow_code_execution=True,
+        str(base), suite="world", data_dir=world_dir, limit=config.eval.limit, allow_code_execution=True,
         batch_size=config.eval.batch_size,
     )  # fmt: skip
     result["model"] = "base"
     save_result(result, out_dir / "eval" / "base-world.json")
     table = markdown_table([result], average=config.eval.average)
     console.print(table, markup=False, highlight=False, soft_wrap=True)
-    report += ["## 3. Evaluation (world suite)", "", f"First {EVAL_LIMIT} items of each benchmark.", "", table, ""]
+    items = f"First {config.eval.limit} items" if config.eval.limit else "All items"
+    report += ["## 3. Evaluation (world suite)", "", f"{items} of each benchmark.", "", table, ""]
 
     path = out_dir / "report.md"
     path.write_text("\n".join(report), encoding="utf-8")
