@@ -124,6 +124,306 @@ def demo(
     run_demo(out_dir, _config(config, set_), console)
 
 
+# --------------------------------------------------------------------------- data pipeline (almr data ...)
+
+data_app = typer.Typer(
+    help="Tokenize corpora into indexed shards, plan a mixture, inspect a plan.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("tokenize")
+def data_tokenize(
+    file: Annotated[Path, typer.Argument(help="A YAML config with data.tokenizer and data.sources.")],
+    source: Annotated[list[str] | None, typer.Option("--source", help="Only this source (repeatable).")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Tokenize sources into Megatron .bin/.idx shards with a manifest each (unchanged ones are skipped)."""
+    from almr.data.tokenize import tokenize_sources
+
+    config = _config(file, set_)
+    for manifest in tokenize_sources(config.data, source or None, progress=True, log=console.print):
+        for split, info in manifest["splits"].items():
+            console.print(
+                f"{manifest['source']['name']}/{split}: {info['documents']:,} documents, {info['tokens']:,} tokens, "
+                f"%Chinese {100 * info['chinese_share']:.1f}, bad records {info['bad_records']['count']}"
+            )
+
+
+@data_app.command("plan")
+def data_plan(
+    file: Annotated[Path, typer.Argument(help="A YAML config with data: and mixture: (and cpt.batch).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Plan JSON; default SHARD_DIR/plan-HASH.json.")
+    ] = None,
+    after: Annotated[
+        Path | None, typer.Option("--after", help="The previous phase's plan: continue its streams.")
+    ] = None,
+    consumed: Annotated[
+        int | None, typer.Option("--consumed", help="Sequences the previous phase consumed (default: all).")
+    ] = None,
+    set_: SetOption = None,
+) -> None:
+    """Compute the mixture plan, print it as a table and write it as JSON (refused if it cannot be met)."""
+    from rich.table import Table
+
+    from almr.data.plan import Plan, build_plan
+
+    config = _config(file, set_)
+    previous = Plan.load(after) if after is not None else None
+    plan = build_plan(
+        config.data,
+        config.mixture,
+        config.cpt.batch,
+        token_budget=config.mixture.token_budget or getattr(config.cpt, "total_tokens", None),
+        previous=previous,
+        consumed=consumed,
+    )
+    table = Table(
+        title=f"plan {plan.hash[:12]}: {plan.steps:,} steps × {plan.global_batch_size} × {plan.seq_len} "
+        f"tokens, ALMR {plan.almr:.4g}"
+    )
+    for col in ("source", "lang", "domain", "weight", "sequences", "tokens", "start", "epochs", "%Chinese"):
+        table.add_column(col, justify="left" if col in ("source", "lang", "domain") else "right")
+    for s in plan.sources:
+        table.add_row(
+            s.name,
+            s.language,
+            s.domain,
+            f"{s.weight:.4f}",
+            f"{s.sequences:,}",
+            f"{s.sequences * plan.seq_len:,}",
+            f"{s.start:,}",
+            f"{s.epochs:.3f}",
+            f"{100 * s.chinese_share:.1f}",
+        )
+    console.print(table)
+    path = plan.save(out or Path(config.data.shard_dir) / f"plan-{plan.hash[:12]}.json")
+    console.print(f"wrote {path}")
+
+
+@data_app.command("inspect")
+def data_inspect(
+    plan_file: Annotated[Path, typer.Argument(help="A plan JSON from `almr data plan`.")],
+    png: Annotated[Path | None, typer.Option("--png", help="Plot; default: next to the plan.")] = None,
+    steps: Annotated[int, typer.Option("--sample-steps", help="Global batches decoded for %Chinese.")] = 8,
+) -> None:
+    """Tokens per source, realized ALMR over windows of the blend, %Chinese of what the loader yields, a plot."""
+    import json
+
+    from rich.table import Table
+
+    from almr.data.inspect import inspect_plan
+    from almr.data.plan import Plan
+
+    plan = Plan.load(plan_file)
+    report = inspect_plan(plan, png or plan_file.with_suffix(".png"), sample_steps=steps)
+    table = Table(
+        title=f"plan {plan.hash[:12]}: target ALMR {report['target_almr']:.4g}, realized {report['realized_almr']:.4g}"
+    )
+    for col in ("source", "tokens", "epochs", "shard %zh", "yielded %zh", "max prefix dev"):
+        table.add_column(col, justify="left" if col == "source" else "right")
+    for s in report["sources"]:
+        got = "-" if s["chinese_share_yielded"] is None else f"{100 * s['chinese_share_yielded']:.1f}"
+        table.add_row(
+            s["name"],
+            f"{s['tokens']:,}",
+            f"{s['epochs']:.3f}",
+            f"{100 * s['chinese_share_shard']:.1f}",
+            got,
+            f"{s['prefix_deviation']:.3f}",
+        )
+    console.print(table)
+    for w, info in report["windows"].items():
+        console.print(
+            f"ALMR over windows of {w} batch(es): min {info['min']:.4f}, max {info['max']:.4f}, "
+            f"max deviation {info['max_deviation_sequences']:.3f} sequences"
+        )
+    console.print(
+        f"%Chinese of yielded sequences (first {report['sampled_steps']} steps): "
+        f"{100 * report['chinese_share_yielded']:.2f}"
+    )
+    out = plan_file.with_suffix(".inspect.json")
+    out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    console.print(f"wrote {report['png']} and {out}")
+
+
+# --------------------------------------------------------------------------- end of data pipeline block
+
+
+# --------------------------------------------------------------------------- CPT trainer (almr cpt ...)
+
+
+@app.command("cpt")
+def cpt_command(
+    file: Annotated[Path, typer.Argument(help="A YAML config with model:, cpt: and the data plan (data:, mixture:).")],
+    set_: SetOption = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the newest complete checkpoint in cpt.run_dir.")
+    ] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+) -> None:
+    """Continual pre-training: train model.name_or_path on the mixture plan; one process, or many under torchrun."""
+    config = _config(file, set_)
+    from transformers import AutoTokenizer
+
+    from almr.evaluate.probe import probe_from_config
+    from almr.train.cpt import train_cpt
+
+    probe = None
+    if config.cpt.probe.every_tokens and config.model.name_or_path:
+        probe = probe_from_config(config, AutoTokenizer.from_pretrained(config.model.name_or_path))
+    result = train_cpt(config, resume=resume, probe=probe, progress=progress)
+    if result.checkpoint is not None:
+        console.print(f"{result.steps} steps, {result.tokens:,} tokens; checkpoint {result.checkpoint}")
+
+
+# --------------------------------------------------------------------------- end of CPT trainer block
+
+
+# --------------------------------------------------------------------------- evaluation (almr eval ...)
+
+eval_app = typer.Typer(
+    help="Evaluate a model (directory or OpenAI-compatible URL) on benchmark suites; tables of results.",
+    invoke_without_command=True,
+)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.callback()
+def eval_run(
+    ctx: typer.Context,
+    model: Annotated[
+        str | None, typer.Option("--model", help="A Hugging Face model directory or an http(s) URL.")
+    ] = None,
+    suite: Annotated[str | None, typer.Option("--suite", help="world, chinese, english, reasoning, translation, "
+                                                "emotion, zh_share, paper (see `almr eval tasks`).")] = None,
+    tasks: Annotated[str | None, typer.Option("--tasks", help="Comma-separated tasks (added to the suite).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Items per task.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Benchmark files (a world dir for world tasks).")
+    ] = None,
+    data_file: Annotated[list[str] | None, typer.Option("--data-file", help="TASK=PATH for one task's file.")] = None,
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="Tokenizer dir (needed for a URL's "
+                                                  "log-likelihood tasks).")] = None,
+    endpoint_model: Annotated[str | None, typer.Option("--endpoint-model", help="Model name at the URL.")] = None,
+    allow_code_execution: Annotated[bool, typer.Option("--allow-code-execution", help="Run model-written code "
+                                                       "(HumanEval) in a sandboxed subprocess.")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Result JSON (default eval/<model>-<suite>.json).")
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """almr eval --model PATH_OR_URL --suite NAME [--tasks …] [--limit N]: run lm-eval, write one result JSON."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if model is None:
+        console.print(ctx.get_help(), markup=False, highlight=False)
+        raise typer.Exit(0)
+    from almr.errors import ConfigError
+    from almr.evaluate.harness import run_eval
+    from almr.evaluate.results import markdown_table, save_result
+
+    cfg = _config(config, set_).eval
+    files = {}
+    for item in data_file or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--data-file {item!r}: expected TASK=PATH")
+        files[name] = path
+    result = run_eval(
+        model, suite=suite, tasks=[t for t in (tasks or "").split(",") if t], limit=limit or cfg.limit,
+        data_dir=data_dir or cfg.data_dir, data_files=files, tokenizer=tokenizer, batch_size=cfg.batch_size,
+        allow_code_execution=allow_code_execution or cfg.allow_code_execution, max_gen_toks=cfg.max_gen_toks,
+        endpoint_model=endpoint_model, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
+    )  # fmt: skip
+    stem = model.rstrip("/").split("/")[-1] or "model"
+    path = save_result(result, out or Path("eval") / f"{stem}-{suite or 'tasks'}.json")
+    console.print(markdown_table([result]), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {path} ({result['wall_s']:.1f} s)")
+
+
+@eval_app.command("table")
+def eval_table(
+    results: Annotated[list[Path], typer.Argument(help="Result JSON files (one row each).")],
+    average: Annotated[str | None, typer.Option("--average", help="Comma-separated keys of the Avg column "
+                                                "(default eval.average).")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Also write the Markdown table here.")] = None,
+    csv: Annotated[Path | None, typer.Option("--csv", help="Also write the CSV table here.")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Rows models, grouped columns per family (the paper's Tables 4–5), and the averaged metric."""
+    from almr.evaluate.results import csv_table, load_result, markdown_table
+
+    keys = average.split(",") if average else _config(config, set_).eval.average
+    loaded = [load_result(p) for p in results]
+    text = markdown_table(loaded, keys)
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    if markdown:
+        markdown.write_text(text, encoding="utf-8")
+    if csv:
+        csv.write_text(csv_table(loaded, keys), encoding="utf-8")
+
+
+@eval_app.command("judge")
+def eval_judge(
+    model: Annotated[str, typer.Option("--model", help="The model under test: a directory or an http(s) URL.")],
+    judge: Annotated[str | None, typer.Option("--judge", help="Judge endpoint URL (default eval.judge.url).")] = None,
+    tasks: Annotated[str, typer.Option("--tasks", help="belle_eval, turing_test (comma-separated).")] = "belle_eval",
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Folder with belle_eval/, turing_test/.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Items per task.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Result JSON.")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """LLM-judge tasks: the model answers, the judge endpoint grades; failed items are listed, never scored 0."""
+    import time
+
+    from almr.errors import ConfigError
+    from almr.evaluate.data import load_records
+    from almr.evaluate.judge import JudgeClient, chat_replier, run_judge_task
+    from almr.evaluate.registry import TASKS
+    from almr.evaluate.results import judge_result, markdown_table, save_result
+
+    cfg = _config(config, set_).eval
+    url = judge or cfg.judge.url
+    if not url:
+        raise ConfigError("no judge endpoint: pass --judge URL or set eval.judge.url")
+    names = [t for t in tasks.split(",") if t]
+    records = {name: load_records(name, data_dir or cfg.data_dir)[:limit] for name in names}  # data first
+    client = JudgeClient(url, cfg.judge.model, cfg.judge.timeout_s, cfg.judge.retries)
+    reply = chat_replier(model, timeout_s=cfg.timeout_s, retries=cfg.max_retries)
+    started = time.time()
+    scored = {n: run_judge_task(n, records[n], reply, client, cfg.judge.prompts_dir) for n in names}
+    result = judge_result(scored, [TASKS[n] for n in names], model=model, judge=url, limit=limit,
+                          wall_s=time.time() - started)  # fmt: skip
+    for name, r in scored.items():
+        for failure in r["failures"]:
+            err_console.print(f"{name} item {failure['item']}: not judged: {failure['error']}")
+    stem = model.rstrip("/").split("/")[-1] or "model"
+    path = save_result(result, out or Path("eval") / f"{stem}-judge.json")
+    console.print(markdown_table([result]), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {path}")
+
+
+@eval_app.command("tasks")
+def eval_tasks() -> None:
+    """Every task (family, kind, mode, primary metric, data files) and every suite."""
+    from almr.evaluate.registry import SUITES, TASKS
+
+    lines = ["| task | family | kind | mode | shots | primary | files |", "|---|---|---|---|---:|---|---|"]
+    for t in TASKS.values():
+        files = ", ".join(t.files) or t.hf_dataset
+        lines.append(f"| {t.name} | {t.family} | {t.kind} | {t.mode} | {t.shots} | {t.primary} | {files} |")
+    lines += ["", "| suite | tasks |", "|---|---|"] + [f"| {k} | {', '.join(v)} |" for k, v in SUITES.items()]
+    console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- end of evaluation block
+
+
 def main() -> None:
     """Entry point of the `almr` console script: bad input is one message and exit code 2."""
     try:
