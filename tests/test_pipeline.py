@@ -5,7 +5,7 @@ from rich.console import Console
 
 from almr.config import AlmrConfig, WorldConfig
 from almr.errors import ConfigError
-from conftest import SMALL_WORLD
+from worlds import SMALL_WORLD
 
 
 def test_demo_runs_every_stage_on_a_small_world(tmp_path: Path) -> None:

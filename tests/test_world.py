@@ -9,7 +9,7 @@ from almr.cli import main
 from almr.errors import AlmrError
 from almr.world.build import build_world, read_manifest
 from almr.world.facts import RELATIONS, STATEMENTS, slots
-from conftest import SMALL_WORLD
+from worlds import SMALL_WORLD
 
 
 def records(path: Path) -> list[dict]:
@@ -39,7 +39,7 @@ def test_bytes_do_not_depend_on_the_hash_seed(small_world: Path, tmp_path: Path)
     import subprocess
 
     script = (
-        "import sys; sys.path.insert(0, sys.argv[2]); from conftest import SMALL_WORLD; "
+        "import sys; sys.path.insert(0, sys.argv[2]); from worlds import SMALL_WORLD; "
         "from almr.world.build import build_world; build_world(sys.argv[1], SMALL_WORLD)"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

@@ -2,7 +2,7 @@ import json
 from pathlib import Path
 
 from almr.config import AlmrConfig, WorldConfig
-from conftest import SMALL_WORLD
+from worlds import SMALL_WORLD
 
 
 def test_pretrained_base_knows_english_better_than_chinese(small_world: Path, tmp_path: Path) -> None:
