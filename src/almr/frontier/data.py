@@ -1,0 +1,188 @@
+"""From run records to the arrays a frontier fit uses, with every exclusion said out loud.
+
+Contract:
+
+- only `completed` runs enter a fit; every other run (failed, pruned, pending, running) is
+  listed in `excluded` with its status and `error` — a failed run is never scored 0;
+- a completed run without the fitted quantity (no averaged metric, no `val_loss[source]`) is
+  excluded with that reason too;
+- records whose `base_hash` differ are refused (one sweep directory, one study);
+- fewer than `min_runs` usable runs, or fewer than 3 distinct ALMRs or 2 distinct LRs, are
+  refused with how many are needed and how many there are;
+- target `metric`: the record's `averaged_metric`, or the mean of `metric_keys` of its
+  `scores` (`almr.evaluate.results.averaged_metric`); target `loss:SOURCE`: `val_loss[SOURCE]`;
+  `loss:combined`: the unweighted mean of the final losses of the sources every completed run
+  reports;
+- the baseline (the base model before CPT): `SWEEP_DIR/baseline.json`
+  (`{"val_loss": {...}, "scores": {...}}`) or else the mean over runs of their lowest-tokens
+  `val_history` entry (the trainer validates before the first step), with where it came from.
+"""
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from almr.errors import AlmrError, DataError
+from almr.sweep.records import RunRecord
+
+MIN_DISTINCT_ALMR = 3
+MIN_DISTINCT_LR = 2
+
+
+@dataclass
+class Excluded:
+    run_id: str
+    almr: float
+    lr: float
+    status: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "almr": self.almr, "lr": self.lr, "status": self.status, "reason": self.reason}
+
+
+@dataclass
+class SweepArrays:
+    """Usable runs of one target: X[:, 0] = ALMR, X[:, 1] = LR, y the target."""
+
+    X: NDArray[np.float64]
+    y: NDArray[np.float64]
+    run_ids: list[str]
+    excluded: list[Excluded] = field(default_factory=list)
+
+
+def check_base_hash(records: list[RunRecord]) -> str:
+    """The one base_hash of the records, or a DataError naming the groups."""
+    hashes = Counter(r.base_hash for r in records)
+    if len(hashes) > 1:
+        groups = "; ".join(
+            f"{h or '(empty)'}: {n} run(s), e.g. {next(r.run_id for r in records if r.base_hash == h)}"
+            for h, n in hashes.most_common()
+        )
+        raise DataError(
+            f"the sweep directory mixes runs of {len(hashes)} different base configs ({groups}); a frontier "
+            "compares runs of one study only — move the other study's runs into their own sweep directory"
+        )
+    return next(iter(hashes), "")
+
+
+def loss_sources(records: list[RunRecord]) -> list[str]:
+    """Sources whose final loss every completed run reports (the members of `combined`)."""
+    done = [r for r in records if r.status == "completed"]
+    if not done:
+        return []
+    common = set(done[0].val_loss)
+    for r in done[1:]:
+        common &= set(r.val_loss)
+    return sorted(common)
+
+
+def target_value(record: RunRecord, target: str, metric_keys: list[str] | None, combined: list[str]) -> float | None:
+    """The value a fit of `target` reads from one record, or None when the record lacks it."""
+    if target == "metric":
+        if metric_keys:
+            from almr.evaluate.results import averaged_metric
+
+            try:
+                return averaged_metric(record.scores, metric_keys)
+            except AlmrError:
+                return None
+        return record.averaged_metric
+    if target == "loss:combined":
+        if not combined or any(s not in record.val_loss for s in combined):
+            return None
+        return float(np.mean([record.val_loss[s] for s in combined]))
+    if target.startswith("loss:"):
+        return record.val_loss.get(target.removeprefix("loss:"))
+    raise DataError(f"unknown fit target {target!r}; use 'metric', 'loss:combined' or 'loss:SOURCE'")
+
+
+def sweep_arrays(
+    records: list[RunRecord], target: str, metric_keys: list[str] | None = None, min_runs: int = 6
+) -> SweepArrays:
+    """The usable runs of `target` (see the module docstring) or an AlmrError saying what is missing."""
+    if not records:
+        raise DataError("no run records to fit; run `almr sweep` first (records live in SWEEP_DIR/runs/*/record.json)")
+    check_base_hash(records)
+    combined = loss_sources(records)
+    X, y, ids, excluded = [], [], [], []
+    for r in records:
+        if r.status != "completed":
+            excluded.append(Excluded(r.run_id, r.almr, r.lr, r.status, r.error or f"run is {r.status}"))
+            continue
+        value = target_value(r, target, metric_keys, combined)
+        if value is None or not np.isfinite(value):
+            what = "averaged metric" if target == "metric" else f"val_loss[{target.removeprefix('loss:')}]"
+            excluded.append(Excluded(r.run_id, r.almr, r.lr, r.status, f"completed but has no {what}"))
+            continue
+        X.append((r.almr, r.lr))
+        y.append(float(value))
+        ids.append(r.run_id)
+    X_arr = np.asarray(X, dtype=float).reshape(-1, 2)
+    n_almr = len(np.unique(X_arr[:, 0])) if len(X) else 0
+    n_lr = len(np.unique(X_arr[:, 1])) if len(X) else 0
+    why = f" ({len(excluded)} excluded: {_summary(excluded)})" if excluded else ""
+    if len(y) < min_runs:
+        raise AlmrError(
+            f"fitting the {target} surface needs at least {min_runs} completed runs, has {len(y)}{why}; "
+            "wait for more runs or add runs to the sweep"
+        )
+    if n_almr < MIN_DISTINCT_ALMR or n_lr < MIN_DISTINCT_LR:
+        raise AlmrError(
+            f"the completed runs span {n_almr} distinct ALMR value(s) and {n_lr} distinct LR value(s); a frontier "
+            f"needs at least {MIN_DISTINCT_ALMR} ALMRs (a regression line with a check) and {MIN_DISTINCT_LR} LRs — "
+            "widen the sweep's ranges"
+        )
+    return SweepArrays(X_arr, np.asarray(y, dtype=float), ids, excluded)
+
+
+def _summary(excluded: list[Excluded]) -> str:
+    return ", ".join(f"{e.run_id} {e.status}" for e in excluded[:5]) + (" …" if len(excluded) > 5 else "")
+
+
+@dataclass
+class Baseline:
+    """The base model's own numbers before CPT, and where they came from."""
+
+    val_loss: dict[str, float]
+    scores: dict[str, float]
+    source: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"val_loss": self.val_loss, "scores": self.scores, "source": self.source}
+
+
+def load_baseline(sweep_dir: Path | None, records: list[RunRecord]) -> Baseline | None:
+    """`SWEEP_DIR/baseline.json`, else the runs' lowest-tokens validation (step 0), else None."""
+    if sweep_dir is not None:
+        path = Path(sweep_dir) / "baseline.json"
+        if path.is_file():
+            try:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+                val = {str(k): float(v) for k, v in (raw.get("val_loss") or {}).items()}
+                scores = {str(k): float(v) for k, v in (raw.get("scores") or {}).items()}
+            except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as err:
+                raise DataError(
+                    f'{path}: not a baseline file ({err}); expected {{"val_loss": {{source: loss}}, '
+                    '"scores": {task: score}}, or remove it to use the runs\' step-0 validation'
+                ) from None
+            if val:
+                return Baseline(val, scores, str(path))
+    firsts = []
+    for r in records:
+        entries = [e for e in r.val_history if isinstance(e.get("loss"), dict) and "tokens" in e]
+        if entries:
+            firsts.append(min(entries, key=lambda e: e["tokens"]))
+    if not firsts:
+        return None
+    lowest = min(int(e["tokens"]) for e in firsts)
+    at_lowest = [e for e in firsts if int(e["tokens"]) == lowest]
+    sources = sorted({s for e in at_lowest for s in e["loss"]})
+    val = {s: float(np.mean([e["loss"][s] for e in at_lowest if s in e["loss"]])) for s in sources}
+    when = "step 0, before any training" if lowest == 0 else f"the earliest validation, at {lowest:,} tokens"
+    return Baseline(val, {}, f"mean of {len(at_lowest)} run(s)' val_history at {when}")
