@@ -77,11 +77,11 @@ def bench_tokenize(root: Path, megabytes: float, repeats: int = 3) -> dict:
     cores = os.cpu_count() or 1
 
     # (a) the library alone, texts already in memory, Rust threads on all cores, vs ours (files →
-    # shards in `cores` processes), alternated and best of `repeats`: the machine is shared and noisy
+    # shards, the same Rust threads; workers = 0), alternated and best of `repeats`: the machine is noisy
     from tokenizers import Tokenizer
 
     lib = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
-    data = DataConfig(tokenizer=str(tok_dir), shard_dir=str(root / "shards"), workers=cores, sources=[
+    data = DataConfig(tokenizer=str(tok_dir), shard_dir=str(root / "shards"), sources=[
         {"name": "en", "language": "en", "train": [str(en)]}, {"name": "zh", "language": "zh", "train": [str(zh)]}])
     t_lib = t_ours = float("inf")
     for _ in range(repeats):

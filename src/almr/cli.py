@@ -424,6 +424,75 @@ def eval_tasks() -> None:
 # --------------------------------------------------------------------------- end of evaluation block
 
 
+# --------------------------------------------------------------------------- sweep (almr sweep ...)
+
+
+@app.command("sweep")
+def sweep_command(
+    spec: Annotated[str, typer.Argument(help="A YAML config with a sweep: section (or SWEEP_DIR/sweep.yaml to "
+                                        "resume); or the word `status`.")],
+    sweep_dir: Annotated[Path | None, typer.Argument(help="With `status`: the sweep folder.")] = None,
+    set_: SetOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the run commands (local) or sbatch scripts "
+                                          "(slurm) of the first runs; launch nothing.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="With `status`: refresh until the sweep ends.")] = False,
+) -> None:
+    """almr sweep SPEC: an ALMR × LR study of CPT runs (grid or adaptive), resumable; almr sweep status SWEEP_DIR."""
+    from almr.errors import ConfigError
+
+    if spec == "status":
+        if sweep_dir is None:
+            raise ConfigError("almr sweep status SWEEP_DIR: name the sweep folder")
+        _sweep_status(sweep_dir, watch)
+        return
+    if sweep_dir is not None:
+        raise ConfigError(f"almr sweep {spec} {sweep_dir}: one SPEC only (`almr sweep status {sweep_dir}`?)")
+    from almr.sweep.launch import cpt_command, sbatch_script
+    from almr.sweep.study import plan_runs, probe_base_model, run_sweep
+
+    config = _config(Path(spec), set_)
+    if dry_run:
+        specs = plan_runs(config)
+        for run in specs:
+            if config.sweep.launcher == "slurm":
+                folder = Path(config.sweep.sweep_dir).resolve() / "slurm" / "%j"
+                console.print(f"# {run.run_id}", markup=False, highlight=False)
+                console.print(sbatch_script(run, config.sweep.slurm, folder), markup=False, highlight=False)
+            else:
+                import shlex
+
+                console.print(f"OMP_NUM_THREADS={run.threads} {shlex.join(cpt_command(run))}", markup=False,
+                              highlight=False, soft_wrap=True)  # fmt: skip
+        what = "all runs" if config.sweep.design == "grid" else "the first round"
+        console.print(f"dry run: {len(specs)} run(s) ({what}); nothing launched", markup=False)
+        return
+    scores = probe_base_model if config.sweep.launcher == "local" else None
+    result = run_sweep(config, baseline_scores=scores, log=lambda m: console.print(m, markup=False, highlight=False))
+    _sweep_status(result.sweep_dir, False)
+    best = result.best
+    if best is not None:
+        console.print(f"best: {best.run_id} (ALMR {best.almr:.4g}, LR {best.lr:.3g}): {best.averaged_metric:.2f}")
+
+
+def _sweep_status(sweep_dir: Path, watch: bool) -> None:
+    from almr.sweep.status import is_finished, status_view
+
+    if not watch:
+        console.print(status_view(sweep_dir))
+        return
+    import time
+
+    from rich.live import Live
+
+    with Live(status_view(sweep_dir), console=console, refresh_per_second=1) as live:
+        while not is_finished(sweep_dir):
+            time.sleep(2.0)
+            live.update(status_view(sweep_dir))
+
+
+# --------------------------------------------------------------------------- end of sweep block
+
+
 def main() -> None:
     """Entry point of the `almr` console script: bad input is one message and exit code 2."""
     try:

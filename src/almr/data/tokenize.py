@@ -2,9 +2,10 @@
 
 Contract
 - `tokenize_sources(data, names=None, progress=True) -> list[dict]` tokenizes each source of
-  `data.sources` (a DataConfig) with the Hugging Face tokenizer at `data.tokenizer`, in
-  `data.workers` processes, into `SHARD_DIR/NAME/{train,valid}.{bin,idx}` and
-  `SHARD_DIR/NAME/manifest.json`, and returns the manifests. Each document is the tokenizer's
+  `data.sources` (a DataConfig) with the Hugging Face tokenizer at `data.tokenizer`, on the
+  Rust tokenizer's own threads (or in `data.workers` processes), into
+  `SHARD_DIR/NAME/{train,valid}.{bin,idx}` and `SHARD_DIR/NAME/manifest.json`, and returns
+  the manifests. Each document is the tokenizer's
   ids without special tokens, then EOS. Documents keep file order.
 - Re-running on an unchanged source (same files by path, size and mtime, same tokenizer
   fingerprint and reading options) does nothing. A run is complete only when its manifest
@@ -27,7 +28,7 @@ import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -80,10 +81,10 @@ def tokenizer_info(path: str | None) -> TokenizerInfo:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(tok_json: str, eos_id: int, dtype: str) -> None:
-    # one Rust thread per process: the parallelism is the processes
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    os.environ["RAYON_NUM_THREADS"] = "1"
+def _init_worker(tok_json: str, eos_id: int, dtype: str, rust_threads: bool = False) -> None:
+    if not rust_threads:  # one Rust thread per process: the parallelism is the processes
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        os.environ["RAYON_NUM_THREADS"] = "1"
     from tokenizers import Tokenizer
 
     _WORKER.update(tok=Tokenizer.from_str(tok_json), eos=eos_id, dtype=np.dtype(dtype))
@@ -161,7 +162,7 @@ def tokenize_sources(
     if unknown:
         raise DataError(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(known)}")
     tok = tokenizer_info(data.tokenizer)
-    workers = data.workers or os.cpu_count() or 1
+    workers = data.workers
     with _Workers(tok, workers) as pool:
         return [tokenize_source(known[n], data, tok, pool, progress, log) for n in (names or list(known))]
 
@@ -172,14 +173,19 @@ class _Workers:
     def __init__(self, tok: TokenizerInfo, workers: int) -> None:
         self.tok = tok
         self.workers = workers
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: Executor | None = None
 
-    def get(self) -> ProcessPoolExecutor | None:
-        """None: tokenize in this process (workers = 1)."""
+    def get(self) -> Executor | None:
+        """workers = 0: one thread of this process hands chunks to the Rust tokenizer, whose own
+        threads use every core (the library's parallelism, while the main thread reads and writes);
+        1: in this process, serially; N ≥ 2: N processes of one Rust thread each."""
+        dtype = token_dtype(self.tok.vocab_size).name
         if self.workers <= 1:
             if not _WORKER:
-                _init_worker(self.tok.json, self.tok.eos_id, token_dtype(self.tok.vocab_size).name)
-            return None
+                _init_worker(self.tok.json, self.tok.eos_id, dtype, rust_threads=self.workers == 0)
+            if self.workers == 0 and self._pool is None:
+                self._pool = ThreadPoolExecutor(1)
+            return self._pool
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 self.workers, mp_context=get_context("spawn"), initializer=_init_worker,
@@ -285,7 +291,7 @@ def _tokenize_split(
                 consume(_encode_chunk(*args), _chunk_bytes(chunk))
                 continue
             window.append((executor.submit(_encode_chunk, *args), None, _chunk_bytes(chunk)))
-            if len(window) >= 4 * pool.workers:
+            if len(window) >= 4 * max(pool.workers, 1):
                 future, _, nbytes = window.popleft()
                 consume(future.result(), nbytes)  # type: ignore[union-attr]
         while window:

@@ -39,10 +39,12 @@ from almr.train.schedule import lr_factor
 
 IGNORE_INDEX = -100
 
-# Keys that may change between a run and its resume: they change how the run is observed, stored
-# or placed, not the trajectory. Everything else must match the checkpoint's config.
+# A resume must continue the same trajectory: these sections decide it and must match the
+# checkpoint's config, except for the keys after them, which change how the run is observed,
+# stored or placed. Other sections (world, eval, sweep, ...) never affect a CPT run.
+RESUME_MUST_MATCH = ("model.", "cpt.", "data.", "mixture.")
 RESUME_MAY_CHANGE = (
-    "sft.", "dpo.", "parallel.", "cpt.run_dir", "cpt.checkpoint.", "cpt.validation.", "cpt.probe.",
+    "cpt.run_dir", "cpt.checkpoint.", "cpt.validation.", "cpt.probe.",
     "cpt.tensorboard", "cpt.device", "cpt.compile", "cpt.gradient_checkpointing",
 )  # fmt: skip
 
@@ -405,7 +407,9 @@ def _config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[
     return [
         (key, flat_old.get(key), flat_new.get(key))
         for key in keys
-        if flat_old.get(key) != flat_new.get(key) and not key.startswith(RESUME_MAY_CHANGE)
+        if flat_old.get(key) != flat_new.get(key)
+        and key.startswith(RESUME_MUST_MATCH)
+        and not key.startswith(RESUME_MAY_CHANGE)
     ]
 
 
