@@ -65,3 +65,61 @@ def load_records(sweep_dir: Path) -> list[RunRecord]:
             why = str(err).splitlines()[0]
             raise DataError(f"{path}: not a run record ({why}); remove it or rerun that run") from None
     return records
+
+
+def read_events(run_dir: Path) -> list[dict]:
+    """The events of `run_dir/metrics.jsonl` so far; a line still being written is skipped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
+def fill_from_metrics(record: RunRecord, run_dir: Path, average: list[str]) -> RunRecord:
+    """`record` with its numbers taken from the run folder's metrics.jsonl: the validation and probe
+    histories, the last of each as the final values, tokens and steps of the last event, and the
+    averaged metric of the final probe scores over `average` (None when no probe ran or a key is
+    missing: such a run is never ranked, and never scored as 0)."""
+    from almr.errors import AlmrError
+    from almr.evaluate.results import averaged_metric
+
+    events = read_events(run_dir)
+    val = [{"tokens": e["tokens"], "loss": e["loss"]} for e in events if e.get("event") == "val"]
+    probe = [{"tokens": e["tokens"], "scores": e["scores"]} for e in events if e.get("event") == "probe"]
+    stepped = [e for e in events if "step" in e]
+    update: dict = {"val_history": val, "probe_history": probe}
+    if val:
+        update["val_loss"] = val[-1]["loss"]
+    if probe:
+        update["scores"] = probe[-1]["scores"]
+        try:
+            update["averaged_metric"] = averaged_metric(probe[-1]["scores"], average)
+        except AlmrError:
+            update["averaged_metric"] = None
+    if stepped:
+        update["tokens"] = int(stepped[-1].get("tokens", 0))
+        update["steps"] = int(stepped[-1]["step"])
+    return record.model_copy(update=update)
+
+
+def fit_ready(records: list[RunRecord], needed: int, what: str = "a fit") -> list[RunRecord]:
+    """The completed, ranked runs; refuses with how many more are needed when fewer than `needed`.
+    Failed runs are named (they are excluded, never scored 0); pruned ones are counted."""
+    from almr.errors import AlmrError
+
+    usable = [r for r in records if r.status == "completed" and r.averaged_metric is not None]
+    if len(usable) >= needed:
+        return usable
+    failed = [r.run_id for r in records if r.status == "failed"]
+    pruned = sum(r.status == "pruned" for r in records)
+    raise AlmrError(
+        f"{what} needs at least {needed} completed runs with an averaged metric; {len(usable)} of {len(records)} "
+        f"have one ({len(failed)} failed{': ' + ', '.join(failed) if failed else ''}; {pruned} pruned). "
+        f"Run {needed - len(usable)} more (raise sweep.max_runs and resume the sweep)"
+    )

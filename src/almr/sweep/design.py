@@ -1,0 +1,107 @@
+"""The study's design as data: points, overrides, identity of the base config, Optuna parts.
+
+Contract:
+- `grid_points(sweep)` enumerates the grid exactly: `sweep.almr.values` (or `grid_almr` evenly
+  spaced values over [low, high]) × `sweep.lr.values` (or `grid_lr` values evenly spaced in log10 LR
+  when `lr_log`, else linearly), ALMR-major, each value rounded to 12 significant digits so that the
+  same spec always gives the same floats.
+- `point_config(config, almr, lr, run_dir)` is the base config with exactly three keys changed —
+  `mixture.almr`, `cpt.optimizer.lr`, `cpt.run_dir` — and the `sweep` section reset to its defaults
+  (a run does not depend on how the study is organized, so a resumed run's checkpoint config still
+  matches after `sweep.parallel` or `sweep.max_runs` change). It is validated whole.
+- `base_hash(config)` is the sha256 of the resolved config minus the swept keys, `cpt.run_dir` and
+  the `sweep` section: two sweeps with the same hash differ only in where and how they were run.
+- `distributions`, `make_sampler`, `make_pruner`: the Optuna search space (ALMR uniform, LR
+  log-uniform), the samplers (grid: enqueued points; adaptive: `GPSampler` after `n_initial`
+  scrambled-Sobol points from `QMCSampler`) and the pruner (`PercentilePruner`, or none).
+"""
+
+import hashlib
+import json
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import optuna
+
+from almr.config import AlmrConfig, SweepConfig
+
+SWEPT_KEYS = ("mixture.almr", "cpt.optimizer.lr", "cpt.run_dir")
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.12g}")
+
+
+def axis_values(sweep: SweepConfig, axis: str) -> list[float]:
+    """The grid's values on one axis (ascending, exact)."""
+    rng = sweep.almr if axis == "almr" else sweep.lr
+    if rng.values is not None:
+        return sorted(_round(v) for v in rng.values)
+    n = sweep.grid_almr if axis == "almr" else sweep.grid_lr
+    if axis == "lr" and sweep.lr_log:
+        return [_round(10**e) for e in np.linspace(math.log10(rng.low), math.log10(rng.high), n)]
+    return [_round(v) for v in np.linspace(rng.low, rng.high, n)]
+
+
+def grid_points(sweep: SweepConfig) -> list[tuple[float, float]]:
+    """Every (ALMR, LR) of the grid design, ALMR-major."""
+    return [(a, lr) for a in axis_values(sweep, "almr") for lr in axis_values(sweep, "lr")]
+
+
+def run_id(number: int, almr: float, lr: float) -> str:
+    """A run's folder name: the study's trial number first (sorts in launch order), then the point."""
+    return f"r{number:03d}-almr{almr:.4f}-lr{lr:.3e}"
+
+
+def point_config(config: AlmrConfig, almr: float, lr: float, run_dir: str) -> AlmrConfig:
+    raw = config.model_dump(mode="json")
+    raw["mixture"]["almr"] = almr
+    raw["cpt"]["optimizer"]["lr"] = lr
+    raw["cpt"]["run_dir"] = run_dir
+    raw["sweep"] = SweepConfig().model_dump(mode="json")
+    return AlmrConfig.model_validate(raw)
+
+
+def base_hash(config: AlmrConfig) -> str:
+    raw: dict[str, Any] = config.model_dump(mode="json")
+    raw.pop("sweep", None)
+    for key in SWEPT_KEYS:
+        *path, leaf = key.split(".")
+        node = raw
+        for part in path:
+            node = node[part]
+        node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
+
+
+def distributions(sweep: SweepConfig) -> dict[str, optuna.distributions.BaseDistribution]:
+    return {
+        "almr": optuna.distributions.FloatDistribution(sweep.almr.low, sweep.almr.high),
+        "lr": optuna.distributions.FloatDistribution(sweep.lr.low, sweep.lr.high, log=sweep.lr_log),
+    }
+
+
+def make_sampler(sweep: SweepConfig) -> optuna.samplers.BaseSampler:
+    # Sobol points (scrambled, seeded) fill the square evenly before the GP has data; the GP then
+    # proposes by expected improvement, conditioning on still-running points so a batch spreads out.
+    with warnings.catch_warnings():  # QMCSampler is marked experimental; its Sobol design is what we want
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sobol = optuna.samplers.QMCSampler(
+            qmc_type="sobol", scramble=True, seed=sweep.seed, warn_independent_sampling=False
+        )
+    if sweep.design == "grid":
+        return sobol  # never consulted: every grid point is enqueued with fixed parameters
+    return optuna.samplers.GPSampler(
+        seed=sweep.seed, n_startup_trials=sweep.n_initial, independent_sampler=sobol, warn_independent_sampling=False
+    )
+
+
+def make_pruner(sweep: SweepConfig) -> optuna.pruners.BasePruner:
+    p = sweep.pruning
+    if not p.enabled:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.PercentilePruner(
+        p.percentile, n_startup_trials=p.n_startup_runs, n_warmup_steps=p.min_tokens, interval_steps=1
+    )

@@ -1,0 +1,233 @@
+"""Launchers: how one point of a sweep runs. Each point is one CPT run in its own folder.
+
+Contract: a launcher has `start(spec) -> handle`, `poll(handle) -> RunExit | None` (None while the
+run goes on) and `stop(handle)` (end the run now; used for early stopping and on interruption).
+The sweep driver (`almr.sweep.study`) watches `spec.run_dir/metrics.jsonl` between polls, so a
+launcher needs to know nothing about probes or pruning.
+
+- `LocalLauncher`: each run is a subprocess `python -m almr.cli cpt RUN/config.yaml --no-progress
+  [--resume]` (or `command(spec)`), in its own process group, stdout+stderr appended to
+  `RUN/run.log`, with `OMP_NUM_THREADS`/`MKL_NUM_THREADS` = `spec.threads` (torch sizes its
+  intra-op pool from them at start). Exit code 0 is success; otherwise the tail of the log is the
+  error. `stop` sends SIGTERM to the group, then SIGKILL after a grace period.
+- `FunctionLauncher(run_fn)`: runs `run_fn(spec, should_stop)` in this process, to completion,
+  inside `start` — for tests and the benchmark's synthetic objective. `run_fn` writes
+  metrics.jsonl like `almr cpt` and calls `should_stop()` after each probe event; True means the
+  driver pruned it and it must return. An exception is a failed run.
+- `SlurmLauncher`: each run is a submitit job with `slurm.nodes` nodes, one task per node, each task
+  running `torchrun --nnodes N --nproc_per_node G --rdzv_backend c10d --rdzv_endpoint HEAD:PORT
+  -m almr.cli cpt RUN/config.yaml` (`--resume` added at job start when a complete checkpoint
+  exists, so a requeued or resubmitted job continues). The command is exported into the sbatch
+  script (`ALMR_RUN_COMMAND`) and the submitted function only executes it, so `sbatch_script`
+  — what `--dry-run` prints — shows exactly what runs. It is rendered by submitit's own
+  `_make_sbatch_string`, the function its `SlurmExecutor` writes the script with.
+"""
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from almr.config import AlmrConfig, SweepSlurmConfig
+
+LOG = "run.log"
+
+
+@dataclass
+class RunSpec:
+    """One point of the study, ready to run: its config is already written to `config_path`."""
+
+    run_id: str
+    almr: float
+    lr: float
+    run_dir: Path
+    config: AlmrConfig
+    resume: bool = False
+    threads: int = 1
+
+    @property
+    def config_path(self) -> Path:
+        return self.run_dir / "config.yaml"
+
+
+@dataclass
+class RunExit:
+    ok: bool
+    error: str | None = None
+
+
+class Launcher(Protocol):
+    def start(self, spec: RunSpec) -> Any: ...
+    def poll(self, handle: Any) -> RunExit | None: ...
+    def stop(self, handle: Any) -> None: ...
+
+
+def cpt_command(spec: RunSpec) -> list[str]:
+    """`almr cpt` on the run's config, as a module so that the venv's interpreter runs it."""
+    cmd = [sys.executable, "-m", "almr.cli", "cpt", str(spec.config_path), "--no-progress"]
+    return [*cmd, "--resume"] if spec.resume else cmd
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    if not path.is_file():
+        return "(no log)"
+    return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+
+# --------------------------------------------------------------------------- local subprocesses
+
+
+@dataclass
+class _Local:
+    spec: RunSpec
+    process: subprocess.Popen
+    log: Any
+
+
+class LocalLauncher:
+    def __init__(self, command: Callable[[RunSpec], list[str]] = cpt_command, grace_s: float = 10.0) -> None:
+        self.command = command
+        self.grace_s = grace_s
+
+    def start(self, spec: RunSpec) -> _Local:
+        env = dict(os.environ, OMP_NUM_THREADS=str(spec.threads), MKL_NUM_THREADS=str(spec.threads))
+        log = (spec.run_dir / LOG).open("a", encoding="utf-8")
+        log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(self.command(spec))}\n")
+        log.flush()
+        process = subprocess.Popen(
+            self.command(spec), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        return _Local(spec, process, log)
+
+    def poll(self, handle: _Local) -> RunExit | None:
+        code = handle.process.poll()
+        if code is None:
+            return None
+        handle.log.close()
+        if code == 0:
+            return RunExit(True)
+        return RunExit(False, f"exit code {code}; last lines of {handle.spec.run_dir / LOG}:\n" + log_tail(
+            handle.spec.run_dir / LOG))  # fmt: skip
+
+    def stop(self, handle: _Local) -> None:
+        if handle.process.poll() is not None:
+            return
+        # The run is the leader of its own process group (start_new_session): signal the group so
+        # that anything it started (data workers) ends with it.
+        os.killpg(handle.process.pid, signal.SIGTERM)
+        try:
+            handle.process.wait(self.grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(handle.process.pid, signal.SIGKILL)
+            handle.process.wait()
+
+
+# --------------------------------------------------------------------------- in-process function
+
+
+@dataclass
+class _Done:
+    spec: RunSpec
+    exit: RunExit
+
+
+class FunctionLauncher:
+    def __init__(self, run_fn: Callable[[RunSpec, Callable[[], bool]], None]) -> None:
+        self.run_fn = run_fn
+        self.should_stop: Callable[[RunSpec], bool] = lambda spec: False  # set by the driver
+
+    def start(self, spec: RunSpec) -> _Done:
+        try:
+            self.run_fn(spec, lambda: self.should_stop(spec))
+        except Exception as err:  # a crashing objective is a failed run, reported with its error
+            return _Done(spec, RunExit(False, f"{type(err).__name__}: {err}"))
+        return _Done(spec, RunExit(True))
+
+    def poll(self, handle: _Done) -> RunExit | None:
+        return handle.exit
+
+    def stop(self, handle: _Done) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- Slurm (submitit)
+
+
+def torchrun_command(spec: RunSpec, slurm: SweepSlurmConfig) -> str:
+    """The shell command each node's task runs; `$SLURM_*` are expanded inside the job."""
+    run_dir = shlex.quote(str(spec.run_dir))
+    head = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)'
+    resume = f"$(ls {run_dir}/checkpoints/step_*/complete >/dev/null 2>&1 && echo --resume)"
+    return (
+        f"torchrun --nnodes {slurm.nodes} --nproc_per_node {slurm.gpus_per_node} --rdzv_backend c10d "
+        f'--rdzv_endpoint "{head}:{slurm.rdzv_port}" --rdzv_id "$SLURM_JOB_ID" '
+        f"-m almr.cli cpt {shlex.quote(str(spec.config_path))} --no-progress {resume}"
+    )
+
+
+def slurm_parameters(spec: RunSpec, slurm: SweepSlurmConfig) -> dict[str, Any]:
+    """SlurmExecutor parameters of one run's job (also what the dry-run renders)."""
+    params: dict[str, Any] = {
+        "job_name": f"almr-{spec.run_id}",
+        "nodes": slurm.nodes,
+        "ntasks_per_node": 1,  # torchrun starts the GPU processes of its node
+        "gpus_per_node": slurm.gpus_per_node,
+        "time": slurm.time_min,
+        "setup": [*slurm.setup, f"export ALMR_RUN_COMMAND={shlex.quote(torchrun_command(spec, slurm))}"],
+    }
+    for key, value in (("partition", slurm.partition), ("account", slurm.account),
+                       ("cpus_per_task", slurm.cpus_per_task)):  # fmt: skip
+        if value is not None:
+            params[key] = value
+    return params
+
+
+def sbatch_script(spec: RunSpec, slurm: SweepSlurmConfig, folder: Path, python: str = sys.executable) -> str:
+    """The sbatch script submitit would submit for this run (submitit's own renderer)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    command = " ".join([shlex.quote(python), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    return _make_sbatch_string(command=command, folder=folder, **slurm_parameters(spec, slurm))
+
+
+def run_exported_command() -> None:
+    """What each Slurm task executes: the command its sbatch script exported (see the module doc)."""
+    command = os.environ["ALMR_RUN_COMMAND"]
+    subprocess.run(["bash", "-c", command], check=True)
+
+
+@dataclass
+class _Job:
+    spec: RunSpec
+    job: Any
+
+
+class SlurmLauncher:
+    def __init__(self, slurm: SweepSlurmConfig, folder: Path) -> None:
+        self.slurm = slurm
+        self.folder = Path(folder)
+
+    def start(self, spec: RunSpec) -> _Job:
+        import submitit
+
+        executor = submitit.SlurmExecutor(folder=self.folder / "%j")
+        executor.update_parameters(**slurm_parameters(spec, self.slurm))
+        return _Job(spec, executor.submit(run_exported_command))
+
+    def poll(self, handle: _Job) -> RunExit | None:
+        if not handle.job.done():
+            return None
+        try:
+            handle.job.result()
+        except Exception as err:  # the job's traceback or Slurm's reason (timeout, node failure)
+            return RunExit(False, f"Slurm job {handle.job.job_id}: {str(err)[-2000:]}")
+        return RunExit(True)
+
+    def stop(self, handle: _Job) -> None:
+        handle.job.cancel(check=False)

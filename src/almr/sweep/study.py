@@ -1,0 +1,382 @@
+"""`almr sweep`: an ALMR × LR study of CPT runs, driven by an Optuna study through ask/tell.
+
+Contract of `run_sweep(config, launcher=None, ...)`:
+
+- **Folder** `sweep.sweep_dir`: `sweep.yaml` (the resolved spec; `almr sweep SWEEP/sweep.yaml`
+  resumes), `study.db` (Optuna's SQLite storage unless `sweep.storage` names another RDB URL),
+  `baseline.json` (`{"val_loss": {...}, "scores": {...}}` of the base model: the runs' step-0
+  validation, and a step-0 probe or `baseline_scores(config)`), `runs/<run_id>/` (one CPT run
+  folder each, with `record.json`, see `almr.sweep.records`). A folder whose study or records carry
+  another `base_hash` (a different base config) is refused.
+- **Designs**: `grid` enqueues every grid point once (exactly `design.grid_points`) and runs them
+  `sweep.parallel` at a time; `adaptive` asks the study (scrambled Sobol for the first
+  `sweep.n_initial` runs, then Optuna's `GPSampler`: a GP on the averaged metric, expected
+  improvement, conditioned on the runs still in flight) for rounds of `sweep.parallel` runs until
+  `sweep.max_runs` have finished (completed, failed or pruned).
+- **Rounds**: all runs of a round are asked first, then launched, then waited for; each is told
+  its averaged metric (final probe scores over `eval.average`), or FAIL (a run that failed or left
+  no probe scores: excluded from the GP, reported, never a 0), or PRUNED.
+- **Early stopping** (`sweep.pruning.enabled`): between polls the driver reads each running
+  run's metrics.jsonl; every new probe event is reported to its trial as the averaged metric at
+  step = tokens trained, and when Optuna's `PercentilePruner` says the run cannot keep up with the
+  completed runs at that token count, the launcher stops it (a local run's process group gets
+  SIGTERM). The record keeps its partial histories with status `pruned`.
+- **Resume**: running the same spec again skips every finished trial; a trial left RUNNING by an
+  interrupted driver is relaunched in the same folder, with `--resume` when the folder holds a
+  complete checkpoint. An interrupt (Ctrl-C, SIGTERM) stops the runs in flight and leaves them so.
+"""
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from almr.config import AlmrConfig, dump_config
+from almr.errors import AlmrError, ConfigError
+from almr.sweep import design
+from almr.sweep.launch import FunctionLauncher, Launcher, LocalLauncher, RunExit, RunSpec, SlurmLauncher
+from almr.sweep.records import RunRecord, fill_from_metrics, load_records, read_events
+
+STUDY = "almr-sweep"
+FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+
+
+@dataclass
+class SweepResult:
+    sweep_dir: Path
+    records: list[RunRecord]
+
+    @property
+    def best(self) -> RunRecord | None:
+        """The completed run with the highest averaged metric (the study's recommendation)."""
+        ranked = [r for r in self.records if r.status == "completed" and r.averaged_metric is not None]
+        return max(ranked, key=lambda r: r.averaged_metric or 0.0) if ranked else None
+
+
+# --------------------------------------------------------------------------- checks and setup
+
+
+def check_spec(config: AlmrConfig) -> None:
+    """Refuse a spec that cannot produce what the design needs, before anything is written."""
+    sweep = config.sweep
+    if config.mixture.weights is not None:
+        raise ConfigError(
+            "sweep: the base config sets mixture.weights, so mixture.almr cannot be swept; "
+            "give mixture.almr (with mixture.sub_weights for the other sources) instead"
+        )
+    ranked = sweep.design == "adaptive" or sweep.pruning.enabled
+    if ranked and not config.cpt.probe.every_tokens:
+        what = "the adaptive design" if sweep.design == "adaptive" else "sweep.pruning"
+        raise ConfigError(
+            f"{what} ranks runs by the averaged metric of the probe, but cpt.probe.every_tokens is 0; set it "
+            "(and eval.data_dir, eval.average), or use sweep.design=grid without pruning"
+        )
+    lo, hi = config.sweep.almr.low, config.sweep.lr.low
+    design.point_config(config, lo, hi, str(Path(sweep.sweep_dir) / "runs" / "check"))  # validates a point
+
+
+def storage_url(config: AlmrConfig) -> str:
+    return config.sweep.storage or f"sqlite:///{Path(config.sweep.sweep_dir).resolve() / 'study.db'}"
+
+
+def open_study(config: AlmrConfig) -> optuna.Study:
+    """The sweep's Optuna study (created, or loaded to resume), after checking the folder's identity."""
+    sweep = config.sweep
+    sweep_dir = Path(sweep.sweep_dir)
+    ours = design.base_hash(config)
+    others = sorted({r.base_hash for r in load_records(sweep_dir) if r.base_hash and r.base_hash != ours})
+    if others:
+        raise ConfigError(
+            f"{sweep_dir} holds runs of a different base config (base_hash {others[0][:12]}, this spec "
+            f"{ours[:12]}): only mixture.almr, cpt.optimizer.lr, cpt.run_dir and sweep.* may differ within "
+            "a sweep; choose another sweep.sweep_dir, or restore the base config (SWEEP/sweep.yaml)"
+        )
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        storage=storage_url(config), study_name=STUDY, direction="maximize", load_if_exists=True,
+        sampler=design.make_sampler(sweep), pruner=design.make_pruner(sweep),
+    )  # fmt: skip
+    stored = study.user_attrs.get("base_hash")
+    if stored not in (None, ours):
+        raise ConfigError(
+            f"the study in {storage_url(config)} belongs to a different base config (base_hash {stored[:12]}, "
+            f"this spec {ours[:12]}); choose another sweep.sweep_dir or sweep.storage"
+        )
+    if study.user_attrs.get("design") not in (None, sweep.design):
+        raise ConfigError(
+            f"{sweep_dir} was started with sweep.design={study.user_attrs['design']}; resume it with that design"
+        )
+    study.set_user_attr("base_hash", ours)
+    study.set_user_attr("design", sweep.design)
+    if sweep.design == "grid" and not study.user_attrs.get("grid_enqueued"):
+        for almr, lr in design.grid_points(sweep):
+            study.enqueue_trial({"almr": almr, "lr": lr})
+        study.set_user_attr("grid_enqueued", True)
+    (sweep_dir / "sweep.yaml").write_text(dump_config(config), encoding="utf-8")
+    return study
+
+
+def total_runs(config: AlmrConfig) -> int:
+    sweep = config.sweep
+    return len(design.grid_points(sweep)) if sweep.design == "grid" else sweep.max_runs
+
+
+def default_launcher(config: AlmrConfig) -> Launcher:
+    if config.sweep.launcher == "slurm":
+        return SlurmLauncher(config.sweep.slurm, Path(config.sweep.sweep_dir).resolve() / "slurm")
+    return LocalLauncher()
+
+
+def threads_per_run(config: AlmrConfig) -> int:
+    sweep = config.sweep
+    return sweep.threads_per_run or max(1, (os.cpu_count() or 1) // sweep.parallel)
+
+
+def plan_runs(config: AlmrConfig) -> list[RunSpec]:
+    """The runs a fresh sweep would launch first (all of a grid; the first round of an adaptive
+    design), from an in-memory copy of the study: nothing is written (`--dry-run`)."""
+    check_spec(config)
+    sweep = config.sweep
+    if sweep.design == "grid":
+        points = design.grid_points(sweep)
+    else:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(direction="maximize", sampler=design.make_sampler(sweep))
+        trials = [study.ask(design.distributions(sweep)) for _ in range(min(sweep.parallel, sweep.max_runs))]
+        points = [(t.params["almr"], t.params["lr"]) for t in trials]
+    root = Path(sweep.sweep_dir).resolve() / "runs"
+    specs = []
+    for number, (almr, lr) in enumerate(points):
+        rid = design.run_id(number, almr, lr)
+        cfg = design.point_config(config, almr, lr, str(root / rid))
+        specs.append(RunSpec(rid, almr, lr, root / rid, cfg, threads=threads_per_run(config)))
+    return specs
+
+
+# --------------------------------------------------------------------------- watching a run
+
+
+@dataclass
+class _Active:
+    trial: optuna.trial.Trial
+    spec: RunSpec
+    started: float
+    wall_before: float
+    handle: Any = None
+    reported: set[int] = field(default_factory=set)
+    pruned: bool = False
+
+
+def _check(active: _Active, average: list[str], pruning: bool) -> bool:
+    """Report new probe events to the trial; True when the pruner says stop."""
+    from almr.evaluate.results import averaged_metric
+
+    if active.pruned:
+        return True
+    events = read_events(active.spec.run_dir)
+    pruning = pruning and not any(e.get("event") == "end" for e in events)  # a finished run is not pruned
+    for event in events:
+        if event.get("event") != "probe" or int(event["tokens"]) in active.reported:
+            continue
+        tokens = int(event["tokens"])
+        active.reported.add(tokens)
+        try:
+            value = averaged_metric(event["scores"], average)
+        except AlmrError:
+            continue  # a probe without the averaged keys cannot be compared; the final record says so
+        if math.isfinite(value):
+            active.trial.report(value, tokens)
+            if pruning and active.trial.should_prune():
+                active.pruned = True
+                return True
+    return False
+
+
+def _finish(study: optuna.Study, active: _Active, exit_: RunExit, config: AlmrConfig, base: str) -> RunRecord:
+    spec = active.spec
+    record = RunRecord(run_id=spec.run_id, almr=spec.almr, lr=spec.lr, base_hash=base)
+    record = fill_from_metrics(record, spec.run_dir, config.eval.average)
+    ended = any(e.get("event") == "end" for e in read_events(spec.run_dir))
+    update: dict[str, Any] = {"wall_time_s": active.wall_before + time.time() - active.started}
+    if active.pruned:
+        update["status"] = "pruned"
+        study.tell(active.trial, state=TrialState.PRUNED)
+    elif exit_.ok and ended:
+        update["status"] = "completed"
+        if record.averaged_metric is None:
+            update["error"] = (
+                f"no averaged metric: the run's last probe lacks {config.eval.average} or no probe ran "
+                "(cpt.probe.every_tokens); excluded from the ranking"
+            )
+            study.tell(active.trial, state=TrialState.FAIL)
+        else:
+            study.tell(active.trial, record.averaged_metric)
+    else:
+        update["status"] = "failed"
+        update["error"] = exit_.error if not exit_.ok else "the run exited without its end event"
+        study.tell(active.trial, state=TrialState.FAIL)
+    record = record.model_copy(update=update)
+    record.save(spec.run_dir)
+    return record
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def run_sweep(
+    config: AlmrConfig,
+    launcher: Launcher | None = None,
+    *,
+    on_round: Callable[[list[RunRecord]], bool] | None = None,
+    baseline_scores: Callable[[AlmrConfig], dict[str, float]] | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> SweepResult:
+    """Run (or resume) the study described by `config.sweep` from the base `config`.
+    `on_round(records)` is called after every round; True stops the sweep there (resumable)."""
+    check_spec(config)
+    sweep = config.sweep
+    sweep_dir = Path(sweep.sweep_dir)
+    study = open_study(config)
+    base = design.base_hash(config)
+    launcher = launcher or default_launcher(config)
+    dists = design.distributions(sweep)
+    total = total_runs(config)
+    pruning = sweep.pruning.enabled
+    records = {r.run_id: r for r in load_records(sweep_dir)}
+
+    def launch(trial: optuna.trial.Trial, resume_ok: bool) -> _Active:
+        almr, lr = float(trial.params["almr"]), float(trial.params["lr"])
+        rid = trial.user_attrs.get("run_id") if resume_ok else None
+        if rid is None:
+            rid = design.run_id(trial.number, almr, lr)
+            trial.set_user_attr("run_id", rid)
+        run_dir = (sweep_dir / "runs" / rid).resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        point = design.point_config(config, almr, lr, str(run_dir))
+        (run_dir / "config.yaml").write_text(dump_config(point), encoding="utf-8")
+        resume = resume_ok and any((run_dir / "checkpoints").glob("step_*/complete"))
+        before = records[rid].wall_time_s if rid in records else 0.0
+        spec = RunSpec(rid, almr, lr, run_dir, point, resume=resume, threads=threads_per_run(config))
+        RunRecord(run_id=rid, almr=almr, lr=lr, status="running", base_hash=base, wall_time_s=before).save(run_dir)
+        active = _Active(trial, spec, time.time(), before)
+        active.reported = {int(k) for k in study._storage.get_trial(trial._trial_id).intermediate_values}
+        log(f"{'resume' if resume else 'start'} {rid} (ALMR {almr:.4g}, LR {lr:.3g})")
+        return active
+
+    # Trials an interrupted driver left RUNNING: settle those whose record is final, relaunch the rest.
+    resumed: list[_Active] = []
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        trial = optuna.trial.Trial(study, frozen._trial_id)
+        record = records.get(frozen.user_attrs.get("run_id", ""))
+        if record is not None and record.status in ("completed", "failed", "pruned"):
+            if record.status == "completed" and record.averaged_metric is not None:
+                study.tell(trial, record.averaged_metric)
+            else:
+                study.tell(trial, state=TrialState.PRUNED if record.status == "pruned" else TrialState.FAIL)
+            continue
+        resumed.append(launch(trial, resume_ok=True))
+
+    while True:
+        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+        round_ = resumed
+        resumed = []
+        room = min(sweep.parallel - len(round_), total - finished - len(round_))
+        for _ in range(max(0, room)):
+            if sweep.design == "grid" and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                break
+            round_.append(launch(study.ask(dists), resume_ok=False))
+        if not round_:
+            break
+        _run_round(study, launcher, round_, config, base, pruning)
+        records = {r.run_id: r for r in load_records(sweep_dir)}
+        write_baseline(sweep_dir, config, list(records.values()), baseline_scores)
+        if on_round is not None and on_round(list(records.values())):
+            break
+    return SweepResult(sweep_dir, load_records(sweep_dir))
+
+
+def _run_round(study: optuna.Study, launcher: Launcher, round_: list[_Active], config: AlmrConfig,
+               base: str, pruning: bool) -> None:  # fmt: skip
+    average = config.eval.average
+    waiting = list(round_)
+    try:
+        if isinstance(launcher, FunctionLauncher):  # an in-process run asks between its probe events
+            by_id = {active.spec.run_id: active for active in round_}
+            launcher.should_stop = lambda spec: _check(by_id[spec.run_id], average, pruning)
+        for active in round_:
+            try:
+                active.handle = launcher.start(active.spec)
+            except Exception as err:  # a submission that cannot start is a failed run, not a crash
+                active.handle = None
+                waiting.remove(active)
+                _finish(study, active, RunExit(False, f"could not start: {type(err).__name__}: {err}"), config, base)
+        while waiting:
+            for active in list(waiting):
+                if _check(active, average, pruning):
+                    launcher.stop(active.handle)
+                exit_ = launcher.poll(active.handle)
+                if exit_ is not None:
+                    _check(active, average, False)  # report the last probes; a finished run is not pruned
+                    waiting.remove(active)
+                    _finish(study, active, exit_, config, base)
+            if waiting:
+                time.sleep(config.sweep.poll_s)
+    finally:
+        for active in waiting:  # interrupted: stop what is in flight; the trial stays RUNNING for resume
+            if active.handle is not None:
+                launcher.stop(active.handle)
+
+
+# --------------------------------------------------------------------------- baseline
+
+
+def write_baseline(sweep_dir: Path, config: AlmrConfig, records: list[RunRecord],
+                   scores_fn: Callable[[AlmrConfig], dict[str, float]] | None) -> dict | None:  # fmt: skip
+    """`baseline.json`: the base model's held-out loss per source (the step-0 validation every run
+    does first; all runs share it) and its probe scores (a step-0 probe event, else `scores_fn`)."""
+    path = Path(sweep_dir) / "baseline.json"
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old.get("val_loss") and (old.get("scores") or scores_fn is None):
+            return old
+    val_loss: dict[str, float] = {}
+    scores: dict[str, float] = {}
+    for record in records:
+        if not val_loss and record.val_history and record.val_history[0]["tokens"] == 0:
+            val_loss = record.val_history[0]["loss"]
+        if not scores and record.probe_history and record.probe_history[0]["tokens"] == 0:
+            scores = record.probe_history[0]["scores"]
+    if not scores and scores_fn is not None:
+        scores = scores_fn(config)
+    if not val_loss and not scores:
+        return None
+    baseline = {"model": config.model.name_or_path, "val_loss": val_loss, "scores": scores}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(baseline, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return baseline
+
+
+def probe_base_model(config: AlmrConfig) -> dict[str, float]:
+    """The probe's scores of the base model (model.name_or_path), in this process; {} without a probe."""
+    if not config.cpt.probe.every_tokens or not config.model.name_or_path:
+        return {}
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from almr.evaluate.probe import probe_from_config
+
+    tokenizer = AutoTokenizer.from_pretrained(config.model.name_or_path)
+    probe = probe_from_config(config, tokenizer)
+    if probe is None:
+        return {}
+    model = AutoModelForCausalLM.from_pretrained(config.model.name_or_path, dtype=torch.float32)
+    return dict(probe(model, 0, 0))
