@@ -122,7 +122,7 @@ def test_the_adaptive_design_needs_a_probe_metric(tmp_path: Path) -> None:
     config = spec(tmp_path, design="adaptive")
     raw = config.model_dump()
     raw["cpt"]["probe"]["every_tokens"] = 0
-    with pytest.raises(ConfigError, match="cpt.probe.every_tokens"):
+    with pytest.raises(ConfigError, match=r"cpt\.probe\.every_tokens"):
         run_sweep(AlmrConfig.model_validate(raw), FunctionLauncher(fake_run(SURFACE)))
 
 

@@ -1,0 +1,134 @@
+"""Launchers: local subprocesses (threads, failure with the log's tail, early stop by terminating the
+process), the Slurm dry-run script, and the `almr sweep` / `almr sweep status` commands.
+
+The local runs execute this file as a script: a fake `almr cpt` that reads ALMR and LR from the
+run's config.yaml and writes metrics.jsonl from a known surface, slowly enough to be watched."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from almr.sweep.synthetic import KEYS, Surface
+
+if __name__ != "__main__":  # the fake run (this file as a script) starts fast without Optuna
+    from almr.config import AlmrConfig
+    from almr.sweep.launch import LocalLauncher, RunSpec, sbatch_script
+    from almr.sweep.study import plan_runs, run_sweep
+
+SURFACE = Surface(a=-3.5, b=0.5, width=0.5, peak=0.5, spread=0.4, height=12.0, tilt=1.0)
+
+
+def fake_cpt(config_path: str) -> int:
+    """A stand-in for `almr cpt CONFIG`: exits 3 at ALMR 0.8, sleeps between probes at LR 1e-4."""
+    config = yaml.safe_load(Path(config_path).read_text())
+    almr, lr = config["mixture"]["almr"], config["cpt"]["optimizer"]["lr"]
+    run_dir = Path(config["cpt"]["run_dir"])
+    with (run_dir / "metrics.jsonl").open("w") as out:
+        out.write(json.dumps({"event": "start", "step": 0, "tokens": 0, "threads": os.environ["OMP_NUM_THREADS"]}))
+        out.write("\n")
+        if almr == 0.8:
+            print("CUDA out of memory (fake)", flush=True)
+            return 3
+        final = float(SURFACE.value(almr, lr))
+        for step in range(1, 6):
+            value = SURFACE.base + (final - SURFACE.base) * step / 5
+            event = {"event": "probe", "step": step, "tokens": step * 1000, "scores": dict.fromkeys(KEYS, value)}
+            out.write(json.dumps(event) + "\n")
+            out.flush()
+            time.sleep(0.6 if lr == 1e-4 else 0.05)
+        out.write(json.dumps({"event": "end", "step": 5, "tokens": 5000}) + "\n")
+    return 0
+
+
+def command(spec: RunSpec) -> list[str]:
+    return [sys.executable, __file__, str(spec.config_path)]
+
+
+def spec(tmp_path: Path, **sweep: object) -> AlmrConfig:
+    raw = {
+        "mixture": {"almr": 0.5},
+        "cpt": {"probe": {"every_tokens": 1000}},
+        "eval": {"average": list(KEYS)},
+        "sweep": {"almr": {"values": [0.2, 0.5, 0.8]}, "lr": {"values": [1e-4, 1e-3]}, "parallel": 3,
+                  "threads_per_run": 2, "sweep_dir": str(tmp_path / "sweep"), "poll_s": 0.05, **sweep},
+    }  # fmt: skip
+    return AlmrConfig.model_validate(raw)
+
+
+def test_local_runs_in_parallel_subprocesses_and_a_failed_run_keeps_its_log(tmp_path: Path) -> None:
+    result = run_sweep(spec(tmp_path), LocalLauncher(command))
+    by_point = {(r.almr, r.lr): r for r in result.records}
+    assert len(by_point) == 6
+    for (almr, _), r in by_point.items():
+        starts = [json.loads(line) for line in (tmp_path / "sweep/runs" / r.run_id / "metrics.jsonl").open()]
+        assert starts[0]["threads"] == "2"
+        if almr == 0.8:
+            assert r.status == "failed" and r.averaged_metric is None
+            assert "exit code 3" in (r.error or "") and "CUDA out of memory (fake)" in (r.error or "")
+        else:
+            assert r.status == "completed" and r.tokens == 5000 and len(r.probe_history) == 5
+
+
+def test_early_stopping_terminates_a_local_run_that_falls_behind(tmp_path: Path) -> None:
+    # Grid order: ALMR-major, LR ascending; parallel 1. The first slow run (LR 1e-4, far below the
+    # ridge here) has nothing to compare with and completes; the second trails the completed runs'
+    # median at its first probes and is terminated.
+    config = spec(tmp_path, almr={"values": [0.5, 0.6]}, lr={"values": [1e-3, 1e-4]}, parallel=1,
+                  pruning={"enabled": True, "n_startup_runs": 1, "percentile": 50})  # fmt: skip
+    result = run_sweep(config, LocalLauncher(command))
+    by_point = {(r.almr, r.lr): r for r in result.records}
+    assert [by_point[p].status for p in [(0.5, 1e-4), (0.5, 1e-3), (0.6, 1e-3)]] == ["completed"] * 3
+    pruned = by_point[(0.6, 1e-4)]
+    assert pruned.status == "pruned"
+    assert 0 < len(pruned.probe_history) < 5 and pruned.tokens < 5000  # partial history kept
+    lines = (tmp_path / "sweep/runs" / pruned.run_id / "metrics.jsonl").read_text().splitlines()
+    events = [json.loads(x)["event"] for x in lines]
+    assert "end" not in events  # the process was stopped before it finished
+
+
+def test_slurm_dry_run_script_holds_the_resources_and_the_command(tmp_path: Path) -> None:
+    slurm = {"partition": "h100", "account": "lm-cpt", "nodes": 4, "gpus_per_node": 8, "cpus_per_task": 96,
+             "time_min": 720, "setup": ["source /opt/venv/bin/activate"]}  # fmt: skip
+    config = spec(tmp_path, launcher="slurm", slurm=slurm)
+    runs = plan_runs(config)
+    assert len(runs) == 6 and not (tmp_path / "sweep").exists()  # a dry run writes nothing
+    script = sbatch_script(runs[0], config.sweep.slurm, tmp_path / "sweep/slurm/%j")
+    for line in ("#SBATCH --nodes=4", "#SBATCH --gpus-per-node=8", "#SBATCH --partition=h100",
+                 "#SBATCH --account=lm-cpt", "#SBATCH --time=720", "#SBATCH --cpus-per-task=96",
+                 "#SBATCH --ntasks-per-node=1", "source /opt/venv/bin/activate"):  # fmt: skip
+        assert line in script
+    assert "torchrun --nnodes 4 --nproc_per_node 8 --rdzv_backend c10d" in script
+    assert f"-m almr.cli cpt {runs[0].run_dir}/config.yaml" in script and "--resume" in script
+    assert "submitit.core._submit" in script
+
+
+def test_cli_dry_run_and_status(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from almr.cli import app
+
+    config = spec(tmp_path)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    out = CliRunner().invoke(app, ["sweep", str(path), "--dry-run"], terminal_width=200)
+    assert out.exit_code == 0, out.output
+    assert out.output.count("-m almr.cli cpt") == 6 and "OMP_NUM_THREADS=2" in out.output
+    run_sweep(config.model_copy(update={"sweep": config.sweep.model_copy(update={"almr": config.sweep.almr.model_copy(
+        update={"values": [0.2, 0.8]})})}), LocalLauncher(command))  # fmt: skip
+    out = CliRunner().invoke(app, ["sweep", "status", str(tmp_path / "sweep")], terminal_width=200)
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert "4/4 runs finished (2 completed, 2 failed)" in text
+    assert text.count("failed") >= 3 and text.count("completed") >= 3
+    bad = CliRunner().invoke(app, ["sweep", str(path), "--set", "sweep.almr.low=0.9", "--set", "sweep.almr.high=0.1"])
+    assert bad.exit_code != 0
+
+
+if __name__ == "__main__":
+    sys.exit(fake_cpt(sys.argv[1]))
