@@ -493,6 +493,40 @@ def _sweep_status(sweep_dir: Path, watch: bool) -> None:
 # --------------------------------------------------------------------------- end of sweep block
 
 
+# --------------------------------------------------------------------------- frontier (almr frontier ...)
+
+
+@app.command("frontier")
+def frontier_command(
+    sweep_dir: Annotated[Path, typer.Argument(help="A sweep directory (runs/*/record.json, optional baseline.json).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default SWEEP_DIR/frontier).")
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Fit the loss and averaged-metric surfaces, both frontiers, the recommended (ALMR, LR) with P(best),
+    D-CPT and CMR baselines; write report.md, frontier.json and Fig. 1/Fig. 2 (docs/frontier.md)."""
+    from almr.frontier.analyze import analyze_sweep
+
+    analysis = analyze_sweep(sweep_dir, _config(config, set_).frontier, out)
+    rec = analysis.summary["recommendation"]
+    for e in analysis.summary["excluded"]:
+        line = f"excluded {e['run_id']} (ALMR {e['almr']:g}, LR {e['lr']:.3g}): {e['status']}: {e['reason']}"
+        err_console.print(line, markup=False, highlight=False)
+    lin = analysis.summary["metric_frontier"]["forms"]["linear"]["coef"]
+    console.print(
+        f"recommended ALMR {rec['almr']:.3f}, LR {rec['lr']:.3g}: metric {rec['metric']['mean']:.2f} ± "
+        f"{rec['metric']['std']:.2f}, P(best) {rec['prob_best_within_radius']:.2f}; frontier log10 LR* = "
+        f"{lin['a']:.3f} + {lin['b']:.3f}·ALMR",
+        markup=False, highlight=False,
+    )  # fmt: skip
+    console.print(f"wrote {analysis.files['report']} and {analysis.files['json']}", markup=False, highlight=False)
+
+
+# --------------------------------------------------------------------------- end of frontier block
+
+
 def main() -> None:
     """Entry point of the `almr` console script: bad input is one message and exit code 2."""
     try:

@@ -71,34 +71,54 @@ class DCPTLaw:
         x = D_arr / self.d_ref_
         log_y = np.log(y)
 
-        def objective(theta: NDArray[np.float64]) -> float:
-            pred = _predict(theta, r_arr, x, self.eps)
+        log_r = np.log(np.where(r_arr > 0, r_arr, 1.0))  # r = 0 only meets η·ln r through r^η = 0
+        log_x = np.log(x)
+        log_re = np.log(r_arr + self.eps)
+
+        def objective(theta: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
+            log_e, B, eta, beta, log_c, gamma = theta
+            t_b = np.power(r_arr, eta) * np.exp(-beta * log_x)
+            t_c = np.exp(log_c - gamma * log_re)
+            pred = np.exp(log_e) + B * t_b + t_c
             if np.any(~np.isfinite(pred)) or np.any(pred <= 0):
-                return 1e6
-            return float(np.sum(_huber(log_y - np.log(pred), self.huber_delta)))
+                return 1e6, np.zeros(6)
+            res = log_y - np.log(pred)
+            # Huber: ½res² inside δ, linear outside; its derivative is res clipped to ±δ
+            value = float(np.sum(_huber(res, self.huber_delta)))
+            w = -np.clip(res, -self.huber_delta, self.huber_delta) / pred
+            dpred = np.stack([np.full_like(pred, np.exp(log_e)), t_b, B * t_b * log_r, -B * t_b * log_x, t_c,
+                              -t_c * log_re])  # fmt: skip
+            return value, dpred @ w
 
         rng = np.random.default_rng(self.random_state)
         lo_e = np.log(max(float(y.min()) * 0.5, 1e-6))
-        starts = np.column_stack([
-            rng.uniform(lo_e, np.log(float(y.max())), self.n_starts),
-            rng.uniform(-1.0, 1.0, self.n_starts),
-            rng.uniform(0.0, 2.0, self.n_starts),
-            rng.uniform(0.0, 1.5, self.n_starts),
-            rng.uniform(np.log(0.01), np.log(max(float(y.max()), 0.02)), self.n_starts),
-            rng.uniform(0.0, 2.0, self.n_starts),
-        ])  # fmt: skip
+        starts = np.column_stack(
+            [
+                rng.uniform(lo_e, np.log(float(y.max())), self.n_starts),
+                rng.uniform(-1.0, 1.0, self.n_starts),
+                rng.uniform(0.0, 2.0, self.n_starts),
+                rng.uniform(0.0, 1.5, self.n_starts),
+                rng.uniform(np.log(0.01), np.log(max(float(y.max()), 0.02)), self.n_starts),
+                rng.uniform(0.0, 2.0, self.n_starts),
+            ]
+        )
         best = None
         for start in starts:
-            res = minimize(objective, start, method="L-BFGS-B", bounds=BOUNDS)
+            res = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=BOUNDS)
             if best is None or res.fun < best.fun:
                 best = res
         assert best is not None
         self.theta_ = best.x
         self.objective_ = float(best.fun)
         self.params_ = {
-            "E": float(np.exp(best.x[0])), "B": float(best.x[1]), "eta": float(best.x[2]),
-            "beta": float(best.x[3]), "C": float(np.exp(best.x[4])), "gamma": float(best.x[5]), "eps": self.eps,
-        }  # fmt: skip
+            "E": float(np.exp(best.x[0])),
+            "B": float(best.x[1]),
+            "eta": float(best.x[2]),
+            "beta": float(best.x[3]),
+            "C": float(np.exp(best.x[4])),
+            "gamma": float(best.x[5]),
+            "eps": self.eps,
+        }
         pred = _predict(best.x, r_arr, x, self.eps)
         self.rmse_log_ = float(np.sqrt(np.mean((log_y - np.log(pred)) ** 2)))
         ss_tot = float(np.sum((y - y.mean()) ** 2))

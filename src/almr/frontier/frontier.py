@@ -172,9 +172,11 @@ class MetricFrontier:
         ]
         best = int(np.argmax(data.y))
         self.best_run_ = {
-            "run_id": data.run_ids[best], "almr": float(data.X[best, 0]), "lr": float(data.X[best, 1]),
+            "run_id": data.run_ids[best],
+            "almr": float(data.X[best, 0]),
+            "lr": float(data.X[best, 1]),
             "metric": float(data.y[best]),
-        }  # fmt: skip
+        }
         self.dense_ridge_ = ridge(self.surface_, almr_grid, n)
 
         # the paper's peaks per studied ALMR, and the regression through them
@@ -222,9 +224,11 @@ class MetricFrontier:
                 self.bootstrap_failures_ += 1
                 continue
             surf = GPSurface(
-                kernel=self.surface_.kernel_, n_restarts_optimizer=0, box=self.surface_.box_,
+                kernel=self.surface_.kernel_,
+                n_restarts_optimizer=0,
+                box=self.surface_.box_,
                 random_state=int(rng.integers(2**31)),
-            ).fit(self.X_[idx], self.y_[idx])  # fmt: skip
+            ).fit(self.X_[idx], self.y_[idx])
             rid = ridge(surf, studied, 4 * self.grid_size)
             for name in self.forms_:
                 got = fit_form(name, r_used, rid["log10_lr"][use])

@@ -80,15 +80,22 @@ class Recommender:
                 )
             loss_data = sweep_arrays(records, f"loss:{src}", None, self.min_runs)
             self.loss_surface_ = GPSurface(
-                kernel=self.kernel, n_restarts_optimizer=self.n_restarts_optimizer, box=box,
+                kernel=self.kernel,
+                n_restarts_optimizer=self.n_restarts_optimizer,
+                box=box,
                 random_state=self.random_state,
-            ).fit(loss_data.X, loss_data.y)  # fmt: skip
+            ).fit(loss_data.X, loss_data.y)
             l_mean, l_std = self.loss_surface_.predict(almr, lr, return_std=True)
             limit = baseline.val_loss[src] + self.epsilon
             feasible = l_mean <= limit
             p_ok = norm.cdf((limit - l_mean) / np.maximum(l_std, 1e-12))
-            self.constraint_ = {"source": src, "base": baseline.val_loss[src], "epsilon": self.epsilon, "limit": limit,
-                                "feasible_share": float(feasible.mean())}  # fmt: skip
+            self.constraint_ = {
+                "source": src,
+                "base": baseline.val_loss[src],
+                "epsilon": self.epsilon,
+                "limit": limit,
+                "feasible_share": float(feasible.mean()),
+            }
             if not feasible.any():
                 best_loss = float(l_mean.min())
                 raise AlmrError(

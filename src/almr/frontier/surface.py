@@ -159,9 +159,18 @@ class GPSurface:
     def sample(self, almr: ArrayLike, lr: ArrayLike, n_samples: int, random_state: int | None = None):
         """(n_points, n_samples) joint draws of the latent surface at the flattened points."""
         mean, cov = self.predict_cov(almr, lr)
-        jitter = 1e-10 * max(float(np.mean(np.diag(cov))), 1e-12)
-        # eigh instead of Cholesky: the latent covariance is PSD but often numerically singular
-        vals, vecs = np.linalg.eigh(cov + jitter * np.eye(len(mean)))
-        root = vecs * np.sqrt(np.clip(vals, 0.0, None))
+        scale = max(float(np.mean(np.diag(cov))), 1e-12)
+        root = None
+        # the latent covariance on a dense grid is PSD but numerically singular: the smallest jitter
+        # (relative to its mean variance) that lets Cholesky through, eigh as the last resort
+        for jitter in (1e-10, 1e-8, 1e-6):
+            try:
+                root = np.linalg.cholesky(cov + jitter * scale * np.eye(len(mean)))
+                break
+            except np.linalg.LinAlgError:
+                continue
+        if root is None:
+            vals, vecs = np.linalg.eigh(cov)
+            root = vecs * np.sqrt(np.clip(vals, 0.0, None))
         z = np.random.default_rng(random_state).standard_normal((len(mean), n_samples))
         return mean[:, None] + root @ z

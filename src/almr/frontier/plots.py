@@ -1,0 +1,238 @@
+"""The paper-style figures of a frontier analysis (matplotlib, Agg backend: files only, no display).
+
+Fig. 1 (`plot_fig1`): two contour panels over ALMR × LR (LR axis logarithmic) — left the
+validation loss of the loss frontier's source (posterior mean), right the averaged metric
+(posterior mean) — with the runs coloured by status, the metric peaks, the ridge points, the
+metric frontier (selected form, dashed, with its 95% bootstrap band; the linear form dotted when
+another won), the loss frontier (steepest-descent curve through the recommendation, arrow toward
+lower loss), the CMR when it lies in the box, and the recommendation (red star).
+
+Fig. 2 (`plot_fig2`): probe-metric trajectories against tokens for selected runs — the run
+nearest the recommendation, the best and worst observed, the lowest and highest ALMR — left the
+averaged probe metric, right each probe task of the run nearest the recommendation.
+"""
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never open a window on a cluster node or in a test
+import matplotlib.pyplot as plt
+import numpy as np
+
+if TYPE_CHECKING:
+    from almr.frontier.analyze import Analysis
+
+STATUS_STYLE = {
+    "completed": {"marker": "o", "color": "black", "label": "completed run"},
+    "failed": {"marker": "x", "color": "red", "label": "failed run (excluded)"},
+    "pruned": {"marker": "v", "color": "grey", "label": "pruned run (excluded)"},
+}
+
+
+def _runs(ax, analysis: "Analysis") -> None:
+    for status in ("completed", "failed", "pruned", "pending", "running"):
+        rs = [r for r in analysis.records if r.status == status]
+        if not rs:
+            continue
+        style = STATUS_STYLE.get(status, {"marker": ".", "color": "grey", "label": f"{status} run (excluded)"})
+        face = style["color"] if style["marker"] == "x" else "white"
+        edge = None if style["marker"] == "x" else style["color"]
+        ax.scatter(
+            [r.almr for r in rs],
+            [r.lr for r in rs],
+            s=22,
+            marker=style["marker"],
+            edgecolors=edge,
+            facecolors=face,
+            linewidths=1.0,
+            label=style["label"],
+            zorder=4,
+        )
+
+
+def _save(fig, path: Path, svg: bool) -> Path:
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    if svg:
+        fig.savefig(path.with_suffix(".svg"), bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_fig1(analysis: "Analysis", path: Path, svg: bool = False) -> Path:
+    mf, lf, rec = analysis.metric, analysis.loss, analysis.recommender
+    summary = analysis.summary
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    panels = (
+        (axes[0], lf.grid_, f"validation loss ({lf.source})", "viridis_r"),
+        (axes[1], mf.grid_, "averaged metric", "viridis"),
+    )
+    for ax, grid, title, cmap in panels:
+        cs = ax.contourf(grid["almr"], grid["lr"], grid["mean"].T, levels=14, cmap=cmap)
+        ax.contour(grid["almr"], grid["lr"], grid["mean"].T, levels=14, colors="white", linewidths=0.3, alpha=0.5)
+        fig.colorbar(cs, ax=ax, label=title)
+        ax.set_yscale("log")
+        ax.set_xlabel("ALMR")
+        ax.set_title(title)
+        _runs(ax, analysis)
+        ax.set_xlim(grid["almr"][0], grid["almr"][-1])
+        ax.set_ylim(grid["lr"][0], grid["lr"][-1])
+    axes[0].set_ylabel("learning rate")
+
+    band = mf.band_[mf.form_]
+    for ax, main in ((axes[1], True), (axes[0], False)):
+        ax.plot(
+            band["almr"],
+            10 ** band["log10_lr"],
+            "--",
+            color="black" if main else "0.85",
+            lw=1.8 if main else 1.0,
+            label=f"metric frontier ({mf.form_})",
+            zorder=5,
+        )
+        if main:
+            ax.fill_between(
+                band["almr"],
+                10 ** band["lo"],
+                10 ** band["hi"],
+                color="black",
+                alpha=0.15,
+                label="95% bootstrap band",
+                zorder=3,
+            )
+            if mf.form_ != "linear":
+                lin = mf.band_["linear"]
+                ax.plot(lin["almr"], 10 ** lin["log10_lr"], ":", color="black", lw=1.2, label="linear form")
+        path_a, path_l = lf.path_["almr"], lf.path_["lr"]
+        ax.plot(
+            path_a,
+            path_l,
+            "-",
+            color="tab:blue" if not main else "0.85",
+            lw=1.8 if not main else 1.0,
+            label="loss frontier (steepest descent)",
+            zorder=5,
+        )
+        if not main and len(path_a) > 2:
+            ax.annotate(
+                "",
+                xy=(path_a[-1], path_l[-1]),
+                xytext=(path_a[-2], path_l[-2]),
+                arrowprops={"arrowstyle": "->", "color": "tab:blue", "lw": 1.5},
+                zorder=6,
+            )
+        ax.scatter(
+            [rec.almr_],
+            [rec.lr_],
+            marker="*",
+            s=220,
+            color="red",
+            edgecolors="white",
+            zorder=7,
+            label=f"recommendation (P(best) {rec.prob_best_:.2f})",
+        )
+    peaks = mf.peaks_
+    axes[1].scatter(
+        [p["almr"] for p in peaks],
+        [p["lr"] for p in peaks],
+        marker="^",
+        s=70,
+        color="white",
+        edgecolors="black",
+        zorder=6,
+        label="peaks (local maxima)",
+    )
+    ridge = mf.ridge_
+    axes[1].scatter(
+        ridge["almr"],
+        10 ** ridge["log10_lr"],
+        marker="D",
+        s=24,
+        color="gold",
+        edgecolors="black",
+        zorder=6,
+        label="best LR per studied ALMR",
+    )
+    cmr = summary["baselines"].get("cmr_point")
+    if cmr and cmr.get("inside_studied_box"):
+        axes[0].axvline(cmr["almr"], color="tab:orange", lw=1.2, ls="-.", label=f"CMR = {cmr['almr']:.2f}")
+    for ax in axes:
+        ax.legend(fontsize=7, loc="best", framealpha=0.8)
+    fig.suptitle("ALMR × LR study: loss surface and averaged-metric surface with both frontiers")
+    return _save(fig, path, svg)
+
+
+def _probe_metric(scores: dict[str, float], keys: list[str] | None) -> float | None:
+    picked = [scores[k] for k in keys if k in scores] if keys else list(scores.values())
+    if not picked or (keys and len(picked) < len(keys)):
+        return None
+    return float(np.mean(picked))
+
+
+def selected_runs(analysis: "Analysis") -> list[tuple[str, object]]:
+    """(label, record) of the runs Fig. 2 shows: nearest the recommendation, best, worst, ALMR extremes."""
+    done = [r for r in analysis.records if r.status == "completed" and r.probe_history]
+    if not done:
+        return []
+    rec = analysis.recommender
+    surf = analysis.metric.surface_
+    U = surf.scale([r.almr for r in done], [r.lr for r in done])
+    target = surf.scale(rec.almr_, rec.lr_)[0]
+    ranked = [r for r in done if r.averaged_metric is not None]
+    picks = [("nearest recommendation", done[int(np.argmin(np.linalg.norm(U - target, axis=1)))])]
+    if ranked:
+        picks.append(("best observed", max(ranked, key=lambda r: r.averaged_metric)))
+        picks.append(("worst observed", min(ranked, key=lambda r: r.averaged_metric)))
+    picks.append(("lowest ALMR", min(done, key=lambda r: (r.almr, -(r.averaged_metric or 0)))))
+    picks.append(("highest ALMR", max(done, key=lambda r: (r.almr, r.averaged_metric or 0))))
+    seen, out = set(), []
+    for label, r in picks:
+        if r.run_id not in seen:
+            seen.add(r.run_id)
+            out.append((label, r))
+    return out
+
+
+def plot_fig2(analysis: "Analysis", path: Path, svg: bool = False) -> Path:
+    keys = analysis.summary["config"].get("metric_keys")
+    picks = selected_runs(analysis)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    if not picks:
+        for ax in axes:
+            ax.text(
+                0.5,
+                0.5,
+                "no probe history in the completed runs\n(cpt.probe.every_tokens = 0?)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
+            ax.set_axis_off()
+        return _save(fig, path, svg)
+    for label, r in picks:
+        xs = [e["tokens"] for e in r.probe_history]
+        ys = [_probe_metric(e["scores"], keys) for e in r.probe_history]
+        axes[0].plot(
+            xs,
+            [np.nan if y is None else y for y in ys],
+            marker="o",
+            ms=3,
+            label=f"{label}: ALMR {r.almr:.2f}, LR {r.lr:.2g}",
+        )
+    axes[0].set_xlabel("tokens")
+    axes[0].set_ylabel("averaged probe metric")
+    axes[0].set_title("probe metric during CPT, selected runs")
+    axes[0].legend(fontsize=7)
+    label, r = picks[0]
+    tasks = sorted({t for e in r.probe_history for t in e["scores"]})
+    for task in tasks:
+        xs = [e["tokens"] for e in r.probe_history if task in e["scores"]]
+        axes[1].plot(
+            xs, [e["scores"][task] for e in r.probe_history if task in e["scores"]], marker="o", ms=3, label=task
+        )
+    axes[1].set_xlabel("tokens")
+    axes[1].set_ylabel("score (0-100)")
+    axes[1].set_title(f"each probe task, run {r.run_id} ({label})")
+    axes[1].legend(fontsize=7)
+    return _save(fig, path, svg)

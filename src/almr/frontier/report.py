@@ -1,0 +1,284 @@
+"""`report.md` of a frontier analysis, written from the `frontier.json` summary alone (so that the
+report and the machine-readable numbers cannot disagree). Sections: summary, runs, trade-off,
+surfaces, metric frontier, loss frontier, recommendation, baselines, uncertainty, figures."""
+
+from typing import Any
+
+
+def _n(x: Any, fmt: str = ".4g") -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def _lr(x: Any) -> str:
+    return "–" if x is None else f"{x:.3g}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _direction(rho: float | None, what: str) -> str:
+    if rho is None:
+        return ""
+    if abs(rho) < 0.3:
+        return f"hardly changes with {what}"
+    return f"{'rises' if rho > 0 else 'falls'} as {what} grows"
+
+
+def markdown_report(s: dict[str, Any]) -> str:
+    rec = s["recommendation"]
+    mfr = s["metric_frontier"]
+    lfr = s["loss_frontier"]
+    cfg = s["config"]
+    sources = sorted({k for r in s["runs"] for k in r["val_loss"]})
+    lin = mfr["forms"]["linear"]
+    out = [f"# Frontier analysis of {s.get('sweep_dir', 'a sweep')}", ""]
+
+    # ------------------------------------------------------------------ summary
+    constraint = rec.get("constraint")
+    cons = (
+        f", subject to {constraint['source']} loss ≤ base {constraint['base']:.4f} + ε {constraint['epsilon']:g}"
+        if constraint
+        else " (no forgetting budget)"
+    )
+    ci = lin["ci95"]
+    ci_text = (
+        f" (95% bootstrap CI a ∈ [{ci['a'][0]:.3f}, {ci['a'][1]:.3f}], b ∈ [{ci['b'][0]:.3f}, {ci['b'][1]:.3f}])"
+        if ci
+        else " (no bootstrap CI: n_bootstrap = 0)"
+    )
+    counts = s["counts"]
+    out += [
+        f"- **Recommendation**: ALMR **{rec['almr']:.3f}**, LR **{rec['lr']:.3g}**{cons}; expected averaged metric "
+        f"{rec['metric']['mean']:.2f} ± {rec['metric']['std']:.2f}; probability of being best (within "
+        f"{rec['radius']:g} of the studied ranges) **{rec['prob_best_within_radius']:.2f}**.",
+        f"- **Metric frontier** (Eq. 1 analog): log10 LR* = {lin['coef']['a']:.3f} + {lin['coef']['b']:.3f}·ALMR"
+        f"{ci_text}; the form that fits best by leave-one-out error: **{mfr['selected_form']}**.",
+        f"- **Loss frontier** (Eq. 2 analog): from the recommendation the {lfr['source']} loss falls fastest along "
+        f"d log10 LR / d ALMR = {_n(lfr['slope_log10lr_per_almr'], '.3g')}.",
+        f"- Runs: {counts['completed']} completed (fitted), {counts['failed']} failed, {counts['pruned']} pruned, "
+        f"{counts['pending'] + counts['running']} unfinished; base config {s['base_hash'] or '(unnamed)'}.",
+        "",
+    ]
+
+    # ------------------------------------------------------------------ runs
+    out += ["## Runs", ""]
+    header = ["run", "ALMR", "LR", "status", "tokens", *[f"loss {x}" for x in sources], "averaged metric"]
+    rows = []
+    for r in s["runs"]:
+        losses = [_n(r["val_loss"].get(x)) for x in sources]
+        rows.append(
+            [
+                r["run_id"],
+                f"{r['almr']:.3g}",
+                _lr(r["lr"]),
+                r["status"],
+                f"{r['tokens']:,}",
+                *losses,
+                _n(r["averaged_metric"], ".2f"),
+            ]
+        )
+    out += [*_table(header, rows), ""]
+    if s["excluded"]:
+        out += ["Excluded from every fit (never scored 0):", ""]
+        out += [
+            f"- {e['run_id']} (ALMR {e['almr']:.3g}, LR {e['lr']:.3g}): {e['status']} — {e['reason']}"
+            for e in s["excluded"]
+        ]
+        out.append("")
+    base = s["baseline"]
+    if base:
+        losses = ", ".join(f"{k} {v:.4f}" for k, v in base["val_loss"].items())
+        out += [f"Base model before CPT ({base['source']}): {losses}.", ""]
+    else:
+        out += ["No base-model losses (no baseline.json, no step-0 validation): changes vs base are not shown.", ""]
+
+    # ------------------------------------------------------------------ trade-off
+    out += ["## Trade-off: Chinese vs English as ALMR and LR grow", ""]
+    rows = []
+    for name, t in s["tradeoff"].items():
+        rows.append(
+            [
+                name,
+                _n(t.get("base")),
+                _n(t["min"]),
+                _n(t["max"]),
+                _n(t["spearman_almr"], "+.2f"),
+                _n(t["spearman_log_lr"], "+.2f"),
+                f"{_direction(t['spearman_almr'], 'ALMR')}; {_direction(t['spearman_log_lr'], 'LR')}",
+            ]
+        )
+    out += _table(["final value", "base", "min", "max", "ρ(ALMR)", "ρ(log LR)", "reading"], rows)
+    out += ["", "ρ: Spearman rank correlation over the completed runs.", ""]
+
+    # ------------------------------------------------------------------ surfaces
+    out += ["## Surrogate surfaces (Gaussian processes over ALMR × log10 LR, both scaled to [0, 1])", ""]
+    rows = []
+    for name, info in s["surfaces"].items():
+        ls = ", ".join(f"{v:.3g}" for v in info["length_scales"])
+        rows.append([name, str(info["n_runs"]), ls, _n(info["noise_std"]), "; ".join(info["warnings"]) or "–"])
+    out += [*_table(["surface", "runs", "length scales (ALMR, log LR)", "noise std", "optimizer notes"], rows), ""]
+
+    # ------------------------------------------------------------------ metric frontier
+    out += ["## Metric frontier (Eq. 1 analog)", ""]
+    best = mfr["best_run"]
+    out += [
+        f"Best observed run: {best['run_id']} (ALMR {best['almr']:.3g}, LR {best['lr']:.3g}), metric "
+        f"{best['metric']:.2f}. Peaks of the posterior mean (local maxima on the grid):",
+        "",
+    ]
+    out += _table(
+        ["ALMR", "LR", "metric mean", "std"],
+        [[f"{p['almr']:.3f}", _lr(p["lr"]), f"{p['mean']:.2f}", f"{p['std']:.2f}"] for p in mfr["peaks"]],
+    )
+    out += ["", "Best LR per studied ALMR (the points the frontier regresses):", ""]
+    ridge = mfr["ridge"]
+    rows = [
+        [f"{a:.3g}", _lr(10**x), f"{m:.2f}", "yes" if e else "no", "yes" if u else "no"]
+        for a, x, m, e, u in zip(
+            ridge["almr"], ridge["log10_lr"], ridge["metric"], ridge["at_edge"], ridge["used"], strict=True
+        )
+    ]
+    out += [*_table(["ALMR", "LR*", "metric mean", "at LR range edge", "in regression"], rows), ""]
+    if mfr["ridge_note"]:
+        out += [f"Note: {mfr['ridge_note']}.", ""]
+    rows = []
+    for name, f in mfr["forms"].items():
+        coef = ", ".join(
+            f"{k} = {v:.3f}" + (f" [{f['ci95'][k][0]:.3f}, {f['ci95'][k][1]:.3f}]" if f["ci95"] else "")
+            for k, v in f["coef"].items()
+        )
+        chosen = "**selected**" if name == mfr["selected_form"] else ""
+        rows.append([name, f["equation"], coef, _n(f["loo_rmse"]), _n(f["aicc"], ".2f"), chosen])
+    for name, why in mfr["skipped_forms"].items():
+        rows.append([name, "–", f"not fitted: {why}", "–", "–", ""])
+    out += _table(["form", "equation", "coefficients [95% CI]", "LOO RMSE", "AICc", ""], rows)
+    out += ["", f"Criterion: {mfr['criterion']}; CIs from {mfr['n_bootstrap']} bootstrap refits of the GP.", ""]
+
+    # ------------------------------------------------------------------ loss frontier
+    d = lfr["direction_scaled"]
+    out += [
+        "## Loss frontier (Eq. 2 analog)",
+        "",
+        f"The steepest-descent curve of the fitted {lfr['source']} validation loss through the recommendation "
+        f"(ALMR {lfr['start'][0]:.3f}, LR {lfr['start'][1]:.3g}), in the plane of ALMR and log10 LR scaled to the "
+        f"studied ranges. Direction of fastest descent there: ({d[0]:+.3f}, {d[1]:+.3f}) in scaled units, i.e. "
+        f"d log10 LR / d ALMR = {_n(lfr['slope_log10lr_per_almr'], '.3g')}. Followed downhill it ends at the "
+        f"{lfr['descent_stop']} (ALMR {lfr['path']['almr'][-1]:.3f}, LR {lfr['path']['lr'][-1]:.3g}, loss "
+        f"{lfr['path']['loss'][-1]:.4f}); uphill at the {lfr['ascent_stop']}.",
+        "",
+    ]
+
+    # ------------------------------------------------------------------ recommendation
+    out += ["## Recommendation", ""]
+    cr = rec["credible_region_95"]
+    out += [
+        f"- (ALMR, LR) = ({rec['almr']:.3f}, {rec['lr']:.3g}); the metric frontier's LR at this ALMR: "
+        f"{rec['frontier_lr_at_almr']:.3g}.",
+        f"- Expected averaged metric {rec['metric']['mean']:.2f} ± {rec['metric']['std']:.2f} (posterior mean ± std).",
+        f"- P(best) = {rec['prob_best_within_radius']:.3f} that the best point lies within {rec['radius']:g} (scaled) "
+        f"of it; P(this very grid cell, {rec['grid_size']}×{rec['grid_size']} grid) = {rec['prob_best_cell']:.3f}; "
+        f"from {cfg['n_posterior_samples']} joint posterior samples.",
+        f"- 95% credible region of the best point: ALMR [{cr['almr'][0]:.3f}, {cr['almr'][1]:.3f}], LR "
+        f"[{cr['lr'][0]:.3g}, {cr['lr'][1]:.3g}].",
+    ]
+    if constraint:
+        out.append(
+            f"- Forgetting budget: {constraint['source']} loss ≤ {constraint['limit']:.4f} (base "
+            f"{constraint['base']:.4f} + ε {constraint['epsilon']:g}); {100 * constraint['feasible_share']:.0f}% of "
+            f"the studied box is feasible; P(budget holds here) = {_n(rec['prob_constraint_holds'], '.3f')}."
+        )
+    rows = []
+    for src, v in rec["val_loss"].items():
+        change = (rec.get("change_vs_base") or {}).get(src)
+        rows.append([src, f"{v['mean']:.4f} ± {v['std']:.4f}", _n(change, "+.4f")])
+    out += ["", "Predicted final validation losses at the recommendation:", ""]
+    out += [*_table(["source", "loss (mean ± std)", "change vs base"], rows), ""]
+
+    # ------------------------------------------------------------------ baselines
+    bl = s["baselines"]
+    out += ["## Baselines on the same runs", "", f"Fitted to {bl['runs']}.", ""]
+    rows = []
+    for src, f in bl["dcpt"].items():
+        p = f["params"]
+        rows.append(
+            [
+                src,
+                f["share"],
+                f"{p['E']:.4g}",
+                f"{p['B']:.4g}",
+                f"{p['eta']:.3g}",
+                f"{p['beta']:.3g}",
+                f"{p['C']:.4g}",
+                f"{p['gamma']:.3g}",
+                f"{f['rmse_log']:.2e}",
+                f"{f['r2']:.4f}",
+                str(f["points"]),
+            ]
+        )
+    if rows:
+        out += [
+            "D-CPT law L(r, D) = E + B·r^η/D^β + C/(r+ε)^γ (D in units of the budget, ε = "
+            f"{cfg['dcpt_eps']:g}, Huber loss on log L, {cfg['dcpt_starts']} starts):",
+            "",
+        ]
+        out += [*_table(["source", "r", "E", "B", "η", "β", "C", "γ", "RMSE log", "R²", "points"], rows), ""]
+    for note in bl["notes"]:
+        out.append(f"- {note}")
+    if bl["cmr"]:
+        c = bl["cmr"]
+        cmr = "none (no ratio keeps the loss within the tolerance)" if c["almr"] is None else f"{c['almr']:.3f}"
+        out += [
+            f"- Critical Mixture Ratio: **{cmr}**: the largest ALMR whose predicted {cfg['general_source']} "
+            f"loss after {c['budget_tokens']:,.0f} tokens stays ≤ base {c['base_loss']:.4f} + {c['rule']}."
+        ]
+    out.append("")
+    rows = [
+        [
+            "this analysis (max metric)",
+            f"{rec['almr']:.3f}",
+            _lr(rec["lr"]),
+            f"{rec['metric']['mean']:.2f} ± {rec['metric']['std']:.2f}",
+            _n(rec["val_loss"].get(cfg["general_source"], {}).get("mean")),
+        ]
+    ]
+    for label, pt in (
+        ("lowest loss (loss-only choice)", s["loss_optimum"]),
+        ("CMR at the baseline LR", bl["cmr_point"]),
+    ):
+        if pt and "metric" in pt:
+            rows.append(
+                [
+                    label,
+                    f"{pt['almr']:.3f}",
+                    _lr(pt["lr"]),
+                    f"{pt['metric']['mean']:.2f} ± {pt['metric']['std']:.2f}",
+                    _n(pt["val_loss"].get(cfg["general_source"], {}).get("mean")),
+                ]
+            )
+        elif pt:
+            rows.append([label, f"{pt['almr']:.3f}", _lr(pt["lr"]), "outside the studied box", "–"])
+    out += _table(["choice", "ALMR", "LR", "predicted metric", f"predicted {cfg['general_source']} loss"], rows)
+    out.append("")
+
+    # ------------------------------------------------------------------ uncertainty
+    out += [
+        "## Uncertainty",
+        "",
+        f"The surfaces are GP posteriors from {s['surfaces']['metric']['n_runs']} completed runs; their std is the "
+        "uncertainty of the mean surface (the run-to-run noise is estimated separately, column 'noise std'). "
+        f"The recommendation is the best cell of the posterior mean; with probability "
+        f"{rec['prob_best_within_radius']:.2f} the true best lies within {rec['radius']:g} of the studied ranges "
+        "of it, and the credible region above bounds where it may be. The frontier's CIs come from refitting the "
+        "GP on bootstrap resamples of the runs; they cover the sampling of runs, not a change of model family. "
+        "Nothing here extrapolates beyond the studied ranges except the D-CPT/CMR baseline, which says so.",
+        "",
+        "## Figures",
+        "",
+    ]
+    figures = s.get("figures", {})
+    if "fig1" in figures:
+        out += [f"![Fig. 1: loss and averaged-metric surfaces with both frontiers]({figures['fig1']})", ""]
+    if "fig2" in figures:
+        out += [f"![Fig. 2: probe-metric trajectories of selected runs]({figures['fig2']})", ""]
+    return "\n".join(out)
