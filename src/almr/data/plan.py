@@ -86,7 +86,7 @@ class Plan(BaseModel):
         return [int(c) for c in blend.counts_at(self.tree, consumed, len(self.sources))]
 
     def save(self, path: str | Path) -> Path:
-        from almr.data.shards import atomic_write_bytes
+        from almr.durable import atomic_write_bytes
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from types import TracebackType
 
 import numpy as np
 
+from almr.durable import fsync_dir
 from almr.errors import DataError
 
 INDEX_HEADER = b"MMIDIDX\x00\x00"
@@ -39,25 +40,6 @@ _CODE_OF = {np.dtype(v): k for k, v in _CODES.items()}
 def token_dtype(vocab_size: int) -> np.dtype:
     """uint16 when every id fits with Megatron's margin, else int32."""
     return np.dtype(np.uint16) if vocab_size < 65500 else np.dtype(np.int32)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name, fsync, rename: a reader sees the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as stream:
-        stream.write(data)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 class ShardWriter:

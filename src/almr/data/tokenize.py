@@ -38,8 +38,9 @@ import numpy as np
 
 from almr.chinese import ScriptCounts
 from almr.config import DataConfig, SourceConfig
-from almr.data.shards import ShardWriter, atomic_write_bytes, token_dtype
+from almr.data.shards import ShardWriter, token_dtype
 from almr.data.sources import BadRecord, Chunk, decode_chunk, iter_chunks, resolve_files
+from almr.durable import atomic_write_bytes
 from almr.errors import DataError
 
 MANIFEST_VERSION = 1

@@ -32,6 +32,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.checkpoint.stateful import Stateful
 
+from almr.durable import atomic_write_text, fsync_dir, fsync_tree
 from almr.errors import AlmrError
 
 COMPLETE = "complete"
@@ -100,12 +101,12 @@ class Checkpointer:
                 dcp.save(state, checkpoint_id=str(tmp / "state"), no_dist=not _distributed())
             write_files(tmp)
             if self.is_writer:
-                _fsync_tree(tmp)
-                _write_synced(tmp / COMPLETE, json.dumps({"step": step, **meta}, indent=1) + "\n")
+                fsync_tree(tmp)
+                atomic_write_text(tmp / COMPLETE, json.dumps({"step": step, **meta}, indent=1) + "\n")
                 if final.exists():
                     shutil.rmtree(final)
                 os.replace(tmp, final)
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
                 self._prune()
             _barrier()
         except OSError as err:
@@ -172,29 +173,3 @@ def _distributed() -> bool:
 def _barrier() -> None:
     if _distributed():
         dist.barrier()
-
-
-def _write_synced(path: Path, text: str) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _fsync_tree(root: Path) -> None:
-    for folder, _, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(folder))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
