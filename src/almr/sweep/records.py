@@ -15,12 +15,12 @@ collects them. A record holds only numbers a frontier fit needs and where they c
 """
 
 import json
-import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from almr.durable import atomic_write_text
 from almr.errors import DataError
 
 Status = Literal["pending", "running", "completed", "failed", "pruned"]
@@ -48,9 +48,7 @@ class RunRecord(BaseModel):
     def save(self, run_dir: Path) -> Path:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / f".{RECORD}.tmp"
-        tmp.write_text(self.model_dump_json(indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, run_dir / RECORD)
+        atomic_write_text(run_dir / RECORD, self.model_dump_json(indent=1) + "\n")
         return run_dir / RECORD
 
 
