@@ -110,3 +110,27 @@ def test_probability_of_best_reflects_the_noise():
 def test_frontier_config_defaults():
     cfg = FrontierConfig()
     assert cfg.epsilon is None and cfg.min_runs == 6 and "linear" in cfg.forms
+
+
+def test_frontier_reads_a_directory_written_by_almr_sweep(tmp_path):
+    """Interface check with almr.sweep: its records, its baseline.json, its failed-run errors."""
+    from almr.config import AlmrConfig
+    from almr.sweep.launch import FunctionLauncher
+    from almr.sweep.study import run_sweep
+    from almr.sweep.synthetic import KEYS, Surface, fake_run
+
+    surface = Surface(a=-3.5, b=0.5, width=0.5, peak=0.5, spread=0.4, height=12.0, tilt=1.0)
+    raw = {
+        "mixture": {"almr": 0.5}, "cpt": {"probe": {"every_tokens": 25_000}}, "eval": {"average": list(KEYS)},
+        "sweep": {"almr": {"values": [0.1, 0.5, 0.9]}, "lr": {"values": [1e-5, 1e-4, 1e-3], "low": 1e-5, "high": 1e-2},
+                  "sweep_dir": str(tmp_path / "sweep"), "poll_s": 0.01},
+    }  # fmt: skip
+    run = fake_run(surface, fail=lambda almr, lr: almr == 0.5 and lr == 1e-5)
+    run_sweep(AlmrConfig.model_validate(raw), FunctionLauncher(run))
+    result = run_cli(tmp_path / "sweep", *[a for s in FAST for a in ("--set", s)], "--set", "frontier.epsilon=0.2")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "sweep" / "frontier" / "frontier.json").read_text())
+    assert summary["baseline"]["source"].endswith("baseline.json")
+    assert summary["counts"] == {"completed": 8, "failed": 1, "pruned": 0, "pending": 0, "running": 0}
+    assert "synthetic failure" in summary["excluded"][0]["reason"]
+    assert "excluded r" in result.output
