@@ -3,7 +3,9 @@ in its own package, and each stage's output stays in `out_dir` so a re-run reuse
 
 Today: 1. build the world; 2. pretrain its base model (the Llama-3 stand-in) with the CPT
 trainer, scoring the probe suite along the way; 3. evaluate the base model on the world's
-benchmark suite. Everything lands in `out_dir/report.md`.
+benchmark suite; 4. the ALMR × LR study: short CPT runs from the base model (`sweep`) and the
+frontier analysis that recommends the full run's (ALMR, LR). Everything lands in
+`out_dir/report.md`.
 """
 
 import json
@@ -13,12 +15,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from almr.config import AlmrConfig, dump_config
+from almr.config import AlmrConfig, ModelConfig, dump_config
 
 
 def run_demo(out_dir: Path, config: AlmrConfig, console: Console) -> Path:
+    from almr.data.tokenize import tokenize_sources
     from almr.evaluate.harness import run_eval
     from almr.evaluate.results import markdown_table, save_result
+    from almr.frontier.analyze import analyze_sweep
+    from almr.sweep.status import status_view
+    from almr.sweep.study import probe_base_model, run_sweep
     from almr.world.build import build_world
     from almr.world.pretrain import pretrain_base
     from almr.world.stats import markdown_table as stats_markdown
@@ -66,6 +72,27 @@ def run_demo(out_dir: Path, config: AlmrConfig, console: Console) -> Path:
     items = f"First {config.eval.limit} items" if config.eval.limit else "All items"
     report += ["## 3. Evaluation (world suite)", "", f"{items} of each benchmark.", "", table, ""]
 
+    console.rule("[bold]4. the ALMR × LR study")
+    study = study_config(world_dir, base, out_dir, config)
+    tokenize_sources(study.data, log=lambda m: console.print(m, markup=False, highlight=False))  # no-op if current
+    run_sweep(study, baseline_scores=probe_base_model, log=lambda m: console.print(m, markup=False, highlight=False))
+    console.print(status_view(Path(study.sweep.sweep_dir)))
+    analysis = analyze_sweep(Path(study.sweep.sweep_dir), config.frontier, out_dir / "frontier")
+    rec = analysis.summary["recommendation"]
+    console.print(
+        f"recommended ALMR {rec['almr']:.3f}, LR {rec['lr']:.3g}: averaged metric {rec['metric']['mean']:.2f} "
+        f"± {rec['metric']['std']:.2f}, P(best) {rec['prob_best_within_radius']:.2f}",
+        markup=False, highlight=False,
+    )  # fmt: skip
+    report += [
+        "## 4. The ALMR × LR study",
+        "",
+        f"{study.sweep.design} design, {len(analysis.records)} runs of {study.cpt.total_tokens:,} tokens each from "
+        f"the base model (`{study.sweep.sweep_dir}`); the analysis is in `{analysis.files['report']}`:",
+        "",
+        analysis.files["report"].read_text(encoding="utf-8").split("\n", 1)[1],
+    ]
+
     path = out_dir / "report.md"
     path.write_text("\n".join(report), encoding="utf-8")
     console.print(f"report: {path}")
@@ -88,3 +115,17 @@ def _loss_markdown(losses: list[dict[str, Any]]) -> str:
     lines = ["| tokens | " + " | ".join(sources) + " |", "|---:|" + "---:|" * len(sources)]
     lines += [f"| {e['tokens']:,} | " + " | ".join(f"{e['loss'][s]:.3f}" for s in sources) + " |" for e in losses]
     return "\n".join(lines)
+
+
+def study_config(world_dir: Path, base: Path, out_dir: Path, config: AlmrConfig) -> AlmrConfig:
+    """The demo's sweep: the config's cpt/mixture/sweep settings, from the world's base model on the
+    world's shards, probing the world's benchmarks, with its folder under `out_dir`."""
+    from almr.world.pretrain import world_data
+
+    update = {
+        "model": ModelConfig(name_or_path=str(base), dtype=config.model.dtype),
+        "data": world_data(world_dir, out_dir / "shards"),
+        "eval": config.eval.model_copy(update={"data_dir": str(world_dir)}),
+        "sweep": config.sweep.model_copy(update={"sweep_dir": str(out_dir / "sweep")}),
+    }
+    return AlmrConfig.model_validate(config.model_copy(update=update).model_dump())
