@@ -38,7 +38,7 @@ def test_demo_runs_every_stage_on_a_small_world(tmp_path: Path) -> None:
     assert "| zh | zh | text | train | 400 |" in report  # the world's stats
     assert "| base |" in report  # the evaluation table's row
     events = (tmp_path / "demo/base-run/metrics.jsonl").read_text()
-    assert events.count('"event": "probe"') == 3  # every 8192 of 24576 tokens
+    assert events.count('"event": "probe"') == 4  # before the first step, then every 8192 of 24576 tokens
     assert (tmp_path / "demo/eval/base-world.json").is_file()
     records = load_records(tmp_path / "demo/sweep")
     assert sorted((r.almr, r.lr) for r in records) == [(a, lr) for a in (0.1, 0.5, 0.9) for lr in (0.001, 0.003)]

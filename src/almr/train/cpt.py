@@ -221,6 +221,14 @@ def train_cpt(
             if log:
                 log.write("val", step=train_state.step, tokens=train_state.tokens, loss=losses)
 
+        def run_probe() -> None:
+            model.eval()
+            with torch.no_grad(), autocast:
+                scores = dict(probe(model, train_state.step, train_state.tokens))  # type: ignore[misc]
+            model.train()
+            if log:
+                log.write("probe", step=train_state.step, tokens=train_state.tokens, scores=scores)
+
         # ---------------------------------------------------------------- loop
         tokens_per_step = batch.global_batch_size * batch.seq_len
         max_norm = cfg.optimizer.grad_clip or math.inf
@@ -228,8 +236,11 @@ def train_cpt(
         data = iter(loader)
         losses: list[float] = []
         last_saved: Path | None = None
-        if cfg.validation.every_steps and resume_from is None:
-            run_validation()
+        if resume_from is None:  # the starting point of the trajectories: the model before any step
+            if cfg.validation.every_steps:
+                run_validation()
+            if probe and cfg.probe.every_tokens:
+                run_probe()
         bar = _progress_bar(progress and dist_env.is_main, steps, train_state.step)
         model.train()
         while train_state.step < steps:
@@ -288,12 +299,7 @@ def train_cpt(
             before = train_state.tokens - tokens_per_step
             crossed = every_tokens and train_state.tokens // every_tokens > before // every_tokens
             if probe and crossed:
-                model.eval()
-                with torch.no_grad(), autocast:
-                    scores = dict(probe(model, train_state.step, train_state.tokens))
-                model.train()
-                if log:
-                    log.write("probe", step=train_state.step, tokens=train_state.tokens, scores=scores)
+                run_probe()
             every = cfg.checkpoint.every_steps
             if done or (every and train_state.step % every == 0):
                 last_saved = save()
