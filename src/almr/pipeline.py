@@ -74,8 +74,11 @@ def run_demo(out_dir: Path, config: AlmrConfig, console: Console) -> Path:
 
     console.rule("[bold]4. the ALMR × LR study")
     study = study_config(world_dir, base, out_dir, config)
-    tokenize_sources(study.data, log=lambda m: console.print(m, markup=False, highlight=False))  # no-op if current
-    run_sweep(study, baseline_scores=probe_base_model, log=lambda m: console.print(m, markup=False, highlight=False))
+    def say(message: str) -> None:
+        console.print(message, markup=False, highlight=False)
+
+    tokenize_sources(study.data, log=say)  # nothing to do when the shards are current
+    run_sweep(study, baseline_scores=probe_base_model, log=say)
     console.print(status_view(Path(study.sweep.sweep_dir)))
     analysis = analyze_sweep(Path(study.sweep.sweep_dir), config.frontier, out_dir / "frontier")
     rec = analysis.summary["recommendation"]
