@@ -31,6 +31,7 @@ from typing import Any
 from rich.progress import Progress
 
 from almr.config import WorldConfig
+from almr.data.sources import iter_texts
 from almr.errors import AlmrError
 from almr.world import bench
 from almr.world.chat import ChatWriter
@@ -140,7 +141,8 @@ def _write_world(root: Path, config: WorldConfig) -> dict[str, Any]:
         _write_jsonl(root / "dpo" / "train.jsonl", dpo)
         progress.advance(task)
 
-        tokenizer = train_tokenizer(_corpus_texts(root, list(counts)), config.vocab_size)
+        train_files = [str(root / "corpus" / source / "train.jsonl") for source in counts]
+        tokenizer = train_tokenizer(iter_texts(train_files), config.vocab_size)
         save_tokenizer(tokenizer, root / "tokenizer")
         save_tokenizer(tokenizer, root / "model")  # a model directory carries its tokenizer
         progress.advance(task)
@@ -167,13 +169,6 @@ def _write_world(root: Path, config: WorldConfig) -> dict[str, Any]:
     }
     _write_json(root / MANIFEST, manifest)
     return manifest
-
-
-def _corpus_texts(root: Path, sources: list[str]) -> Iterable[str]:
-    for source in sources:
-        with open(root / "corpus" / source / "train.jsonl", encoding="utf-8") as f:
-            for line in f:
-                yield json.loads(line)["text"]
 
 
 def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:

@@ -4,14 +4,14 @@ Tokens are counted with the world's tokenizer on each document's text alone (no
 `<|begin_of_text|>`, no end-of-document token); %Chinese follows DESIGN.md and is a ratio of
 sums over the split (see almr.chinese)."""
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
 from almr.chinese import ScriptCounts
-from almr.errors import DataError
+from almr.data.sources import iter_texts
 from almr.world.build import read_manifest
 
 
@@ -39,18 +39,13 @@ def world_stats(world_dir: Path, batch_size: int = 1000) -> list[SplitStats]:
             documents = tokens = 0
             scripts = ScriptCounts()
             batch: list[str] = []
-            with open(path, encoding="utf-8") as f:
-                for line_no, line in enumerate(f, 1):
-                    try:
-                        text = json.loads(line)["text"]
-                    except (json.JSONDecodeError, KeyError, TypeError) as err:
-                        raise DataError(f'{path}:{line_no}: not a JSON object with a "text" field ({err})') from None
-                    batch.append(text)
-                    scripts.add(text)
-                    if len(batch) == batch_size:
-                        tokens += _count_tokens(tokenizer, batch)
-                        documents += len(batch)
-                        batch = []
+            for text in iter_texts([str(path)]):  # a bad record stops with its file and line
+                batch.append(text)
+                scripts.add(text)
+                if len(batch) == batch_size:
+                    tokens += _count_tokens(tokenizer, batch)
+                    documents += len(batch)
+                    batch = []
             if batch:
                 tokens += _count_tokens(tokenizer, batch)
                 documents += len(batch)
@@ -60,7 +55,7 @@ def world_stats(world_dir: Path, batch_size: int = 1000) -> list[SplitStats]:
     return rows
 
 
-def _count_tokens(tokenizer, texts: list[str]) -> int:
+def _count_tokens(tokenizer: Any, texts: list[str]) -> int:
     return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
 
 
