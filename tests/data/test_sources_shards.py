@@ -193,3 +193,18 @@ def test_manifest_is_json(tmp_path: Path, tokenizer_dir: Path) -> None:
                      progress=False, log=lambda m: None)
     manifest = json.loads((tmp_path / "shards/a/manifest.json").read_text())
     assert manifest["tokenizer"]["eos_id"] == 0 and manifest["version"] == 1
+
+
+def test_a_second_tokenizer_in_the_same_process_is_used(tmp_path: Path, tokenizer_dir: Path, small_world: Path) -> None:
+    """In-process tokenization keeps its tokenizer between calls; another tokenizer must replace it."""
+    from transformers import AutoTokenizer
+
+    texts = corpus("zh", 20)
+    write_jsonl(tmp_path / "zh.jsonl", texts)
+    src = [{"name": "zh", "language": "zh", "train": [str(tmp_path / "zh.jsonl")]}]
+    for tok_dir, out in ((tokenizer_dir, "first"), (small_world / "tokenizer", "second")):
+        tokenize_sources(_data(tok_dir, tmp_path / out, src), progress=False, log=lambda m: None)
+    tok = AutoTokenizer.from_pretrained(small_world / "tokenizer")
+    expected = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
+    shard = IndexedShard(tmp_path / "second/shards/zh/train")
+    assert [shard[i].tolist() for i in range(len(shard))] == expected

@@ -88,7 +88,7 @@ def _init_worker(tok_json: str, eos_id: int, dtype: str, rust_threads: bool = Fa
         os.environ["RAYON_NUM_THREADS"] = "1"
     from tokenizers import Tokenizer
 
-    _WORKER.update(tok=Tokenizer.from_str(tok_json), eos=eos_id, dtype=np.dtype(dtype))
+    _WORKER.update(tok=Tokenizer.from_str(tok_json), json=tok_json, eos=eos_id, dtype=np.dtype(dtype))
 
 
 def _encode_chunk(
@@ -182,7 +182,7 @@ class _Workers:
         1: in this process, serially; N ≥ 2: N processes of one Rust thread each."""
         dtype = token_dtype(self.tok.vocab_size).name
         if self.workers <= 1:
-            if not _WORKER:
+            if _WORKER.get("json") != self.tok.json:  # this process may have tokenized for another tokenizer
                 _init_worker(self.tok.json, self.tok.eos_id, dtype, rust_threads=self.workers == 0)
             if self.workers == 0 and self._pool is None:
                 self._pool = ThreadPoolExecutor(1)
