@@ -78,7 +78,7 @@ def one(seed: int, parallel: int, max_runs: int, root: Path) -> dict:
         result = run_sweep(
             config(root / f"{seed}-{name}", design, parallel, max_runs, pruning, seed),
             FunctionLauncher(fake_run(surface, TOKENS, TOKENS // 10, seed=seed)),
-            on_round=stop,
+            on_finish=stop,
         )
         rec = result.best
         out[name] = {

@@ -2,6 +2,8 @@
 failures, resume after interruption, early stopping, refusing a mixed folder."""
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import optuna
@@ -9,7 +11,7 @@ import pytest
 
 from almr.config import AlmrConfig
 from almr.errors import AlmrError, ConfigError
-from almr.sweep.launch import FunctionLauncher, RunSpec
+from almr.sweep.launch import FunctionLauncher, RunExit, RunSpec
 from almr.sweep.records import fit_ready, load_records
 from almr.sweep.study import open_study, run_sweep
 from almr.sweep.synthetic import KEYS, Surface, fake_run
@@ -94,8 +96,8 @@ def test_resume_skips_completed_runs_and_resumes_a_killed_one_from_its_checkpoin
     with pytest.raises(KeyboardInterrupt):
         run_sweep(config, FunctionLauncher(runs))
     first = {r.run_id: r.status for r in load_records(tmp_path / "sweep")}
-    # round 1 finished; round 2's two runs were launched, one was in flight when the driver stopped
-    assert sorted(first.values()) == ["completed", "completed", "running", "running"]
+    # two runs finished; the third was in flight when the driver stopped
+    assert sorted(first.values()) == ["completed", "completed", "running"]
     mtimes = {rid: (tmp_path / "sweep" / "runs" / rid / "metrics.jsonl").stat().st_mtime_ns
               for rid, s in first.items() if s == "completed"}  # fmt: skip
 
@@ -107,6 +109,42 @@ def test_resume_skips_completed_runs_and_resumes_a_killed_one_from_its_checkpoin
     killed = next(s.run_id for s in seen if s.almr == 0.5 and s.lr == 1e-4)
     assert runs.calls[killed] == 2 and [s.resume for s in seen if s.run_id == killed] == [False, True]
     assert sum(runs.calls.values()) == 7
+
+
+class ThreadLauncher:
+    """Runs each point in a thread, after `delay(spec)` seconds: runs that end at different times."""
+
+    def __init__(self, run, delay) -> None:
+        self.run, self.delay = run, delay
+        self.started: dict[str, float] = {}
+        self.ended: dict[str, float] = {}
+
+    def start(self, spec: RunSpec) -> threading.Thread:
+        def body() -> None:
+            time.sleep(self.delay(spec))
+            self.run(spec, lambda: False)
+            self.ended[spec.run_id] = time.perf_counter()
+
+        self.started[spec.run_id] = time.perf_counter()
+        thread = threading.Thread(target=body, name=spec.run_id)
+        thread.start()
+        return thread
+
+    def poll(self, thread: threading.Thread) -> RunExit | None:
+        return None if thread.is_alive() else RunExit(True)
+
+    def stop(self, thread: threading.Thread) -> None:
+        thread.join()
+
+
+def test_a_slot_is_refilled_as_soon_as_its_run_ends(tmp_path: Path) -> None:
+    launcher = ThreadLauncher(fake_run(SURFACE), delay=lambda spec: 1.5 if spec.almr == 0.2 and spec.lr == 1e-4 else 0)
+    result = run_sweep(spec(tmp_path, parallel=2), launcher)
+    assert [r.status for r in result.records] == ["completed"] * 6
+    slow = next(r.run_id for r in result.records if r.almr == 0.2 and r.lr == 1e-4)
+    others = [rid for rid in launcher.started if rid != slow]
+    # the five quick runs took turns in the second slot while the slow one held the first
+    assert len(others) == 5 and all(launcher.ended[rid] < launcher.ended[slow] for rid in others)
 
 
 def test_a_sweep_folder_of_another_base_config_is_refused(tmp_path: Path) -> None:
@@ -131,7 +169,7 @@ def test_adaptive_design_proposes_batches_and_prunes_runs_that_cannot_catch_up(t
                   parallel=2, pruning={"enabled": True, "n_startup_runs": 3, "percentile": 50})  # fmt: skip
     rounds: list[int] = []
     result = run_sweep(
-        config, FunctionLauncher(fake_run(SURFACE)), on_round=lambda recs: bool(rounds.append(len(recs)))
+        config, FunctionLauncher(fake_run(SURFACE)), on_finish=lambda recs: bool(rounds.append(len(recs)))
     )
     assert rounds == [2, 4, 6, 8, 10, 12, 14]  # rounds of `parallel` runs up to max_runs
     statuses = [r.status for r in result.records]

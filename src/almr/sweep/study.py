@@ -11,11 +11,15 @@ Contract of `run_sweep(config, launcher=None, ...)`:
 - **Designs**: `grid` enqueues every grid point once (exactly `design.grid_points`) and runs them
   `sweep.parallel` at a time; `adaptive` asks the study (scrambled Sobol for the first
   `sweep.n_initial` runs, then Optuna's `GPSampler`: a GP on the averaged metric, expected
-  improvement, conditioned on the runs still in flight) for rounds of `sweep.parallel` runs until
-  `sweep.max_runs` have finished (completed, failed or pruned).
-- **Rounds**: all runs of a round are asked first, then launched, then waited for; each is told
-  its averaged metric (final probe scores over `eval.average`), or FAIL (a run that failed or left
-  no probe scores: excluded from the GP, reported, never a 0), or PRUNED.
+  improvement, conditioned on the runs still in flight) for runs until `sweep.max_runs` have
+  finished (completed, failed or pruned).
+- **Slots**: `sweep.parallel` runs are in flight at a time; when one ends (finished, failed,
+  pruned) it is told to the study and the next run is asked for and launched at once, so a slot
+  freed by early stopping or a short Slurm job never idles. Each run is told its averaged metric
+  (final probe scores over `eval.average`), or FAIL (a run that failed or left no probe scores:
+  excluded from the GP, reported, never a 0), or PRUNED. Which runs the GP proposes depends on the
+  order in which runs end; with `sweep.parallel: 1` (or an in-process launcher) a sweep is
+  reproducible run for run.
 - **Early stopping** (`sweep.pruning.enabled`): between polls the driver reads each running
   run's metrics.jsonl; every new probe event is reported to its trial as the averaged metric at
   step = tokens trained, and when Optuna's `PercentilePruner` says the run cannot keep up with the
@@ -141,7 +145,7 @@ def threads_per_run(config: AlmrConfig) -> int:
 
 
 def plan_runs(config: AlmrConfig) -> list[RunSpec]:
-    """The runs a fresh sweep would launch first (all of a grid; the first round of an adaptive
+    """The runs a fresh sweep would launch first (all of a grid; the first `sweep.parallel` runs of an adaptive
     design), from an in-memory copy of the study: nothing is written (`--dry-run`)."""
     check_spec(config)
     sweep = config.sweep
@@ -235,12 +239,13 @@ def run_sweep(
     config: AlmrConfig,
     launcher: Launcher | None = None,
     *,
-    on_round: Callable[[list[RunRecord]], bool] | None = None,
+    on_finish: Callable[[list[RunRecord]], bool] | None = None,
     baseline_scores: Callable[[AlmrConfig], dict[str, float]] | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> SweepResult:
     """Run (or resume) the study described by `config.sweep` from the base `config`.
-    `on_round(records)` is called after every round; True stops the sweep there (resumable)."""
+    `on_finish(records)` is called whenever runs have ended (once per look at the runs in flight);
+    True launches no further run: those in flight finish, and the sweep can be resumed later."""
     check_spec(config)
     sweep = config.sweep
     sweep_dir = Path(sweep.sweep_dir)
@@ -250,9 +255,14 @@ def run_sweep(
     dists = design.distributions(sweep)
     total = total_runs(config)
     pruning = sweep.pruning.enabled
+    average = config.eval.average
     records = {r.run_id: r for r in load_records(sweep_dir)}
+    by_id: dict[str, _Active] = {}
+    if isinstance(launcher, FunctionLauncher):  # an in-process run asks between its probe events
+        launcher.should_stop = lambda spec: _check(by_id[spec.run_id], average, pruning)
 
-    def launch(trial: optuna.trial.Trial, resume_ok: bool) -> _Active:
+    def launch(trial: optuna.trial.Trial, resume_ok: bool) -> _Active | None:
+        """Start the trial's run; None when it could not start (then it is already told FAIL)."""
         almr, lr = float(trial.params["almr"]), float(trial.params["lr"])
         rid = trial.user_attrs.get("run_id") if resume_ok else None
         if rid is None:
@@ -268,71 +278,70 @@ def run_sweep(
         RunRecord(run_id=rid, almr=almr, lr=lr, status="running", base_hash=base, wall_time_s=before).save(run_dir)
         active = _Active(trial, spec, time.time(), before)
         active.reported = {int(k) for k in study._storage.get_trial(trial._trial_id).intermediate_values}
+        by_id[rid] = active
         log(f"{'resume' if resume else 'start'} {rid} (ALMR {almr:.4g}, LR {lr:.3g})")
+        try:
+            active.handle = launcher.start(spec)
+        except Exception as err:  # a submission that cannot start is a failed run, not a crash
+            _finish(study, active, RunExit(False, f"could not start: {type(err).__name__}: {err}"), config, base)
+            return None
         return active
 
-    # Trials an interrupted driver left RUNNING: settle those whose record is final, relaunch the rest.
-    resumed: list[_Active] = []
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        trial = optuna.trial.Trial(study, frozen._trial_id)
-        record = records.get(frozen.user_attrs.get("run_id", ""))
-        if record is not None and record.status in ("completed", "failed", "pruned"):
-            if record.status == "completed" and record.averaged_metric is not None:
-                study.tell(trial, record.averaged_metric)
-            else:
-                study.tell(trial, state=TrialState.PRUNED if record.status == "pruned" else TrialState.FAIL)
-            continue
-        resumed.append(launch(trial, resume_ok=True))
+    in_flight: list[_Active] = []
+    try:
+        # Trials an interrupted driver left RUNNING: settle those whose record is final, relaunch the rest.
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            trial = optuna.trial.Trial(study, frozen._trial_id)
+            record = records.get(frozen.user_attrs.get("run_id", ""))
+            if record is not None and record.status in ("completed", "failed", "pruned"):
+                if record.status == "completed" and record.averaged_metric is not None:
+                    study.tell(trial, record.averaged_metric)
+                else:
+                    study.tell(trial, state=TrialState.PRUNED if record.status == "pruned" else TrialState.FAIL)
+                continue
+            if (active := launch(trial, resume_ok=True)) is not None:
+                in_flight.append(active)
 
-    while True:
-        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-        round_ = resumed
-        resumed = []
-        room = min(sweep.parallel - len(round_), total - finished - len(round_))
-        for _ in range(max(0, room)):
-            if sweep.design == "grid" and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        stopping = False
+        while True:
+            finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+            while not stopping and len(in_flight) < sweep.parallel and finished + len(in_flight) < total:
+                if sweep.design == "grid" and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                    break
+                if (active := launch(study.ask(dists), resume_ok=False)) is not None:
+                    in_flight.append(active)
+                finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+            if not in_flight:
                 break
-            round_.append(launch(study.ask(dists), resume_ok=False))
-        if not round_:
-            break
-        _run_round(study, launcher, round_, config, base, pruning)
-        records = {r.run_id: r for r in load_records(sweep_dir)}
-        write_baseline(sweep_dir, config, list(records.values()), baseline_scores)
-        if on_round is not None and on_round(list(records.values())):
-            break
+            ended = _look(study, launcher, in_flight, config, base, pruning)
+            if ended:
+                records = {r.run_id: r for r in load_records(sweep_dir)}
+                write_baseline(sweep_dir, config, list(records.values()), baseline_scores)
+                if on_finish is not None and on_finish(list(records.values())):
+                    stopping = True
+            elif in_flight:
+                time.sleep(sweep.poll_s)
+    finally:
+        for active in in_flight:  # interrupted: stop what is in flight; the trial stays RUNNING for resume
+            launcher.stop(active.handle)
     return SweepResult(sweep_dir, load_records(sweep_dir))
 
 
-def _run_round(study: optuna.Study, launcher: Launcher, round_: list[_Active], config: AlmrConfig,
-               base: str, pruning: bool) -> None:  # fmt: skip
-    average = config.eval.average
-    waiting = list(round_)
-    try:
-        if isinstance(launcher, FunctionLauncher):  # an in-process run asks between its probe events
-            by_id = {active.spec.run_id: active for active in round_}
-            launcher.should_stop = lambda spec: _check(by_id[spec.run_id], average, pruning)
-        for active in round_:
-            try:
-                active.handle = launcher.start(active.spec)
-            except Exception as err:  # a submission that cannot start is a failed run, not a crash
-                active.handle = None
-                waiting.remove(active)
-                _finish(study, active, RunExit(False, f"could not start: {type(err).__name__}: {err}"), config, base)
-        while waiting:
-            for active in list(waiting):
-                if _check(active, average, pruning):
-                    launcher.stop(active.handle)
-                exit_ = launcher.poll(active.handle)
-                if exit_ is not None:
-                    _check(active, average, False)  # report the last probes; a finished run is not pruned
-                    waiting.remove(active)
-                    _finish(study, active, exit_, config, base)
-            if waiting:
-                time.sleep(config.sweep.poll_s)
-    finally:
-        for active in waiting:  # interrupted: stop what is in flight; the trial stays RUNNING for resume
-            if active.handle is not None:
-                launcher.stop(active.handle)
+def _look(study: optuna.Study, launcher: Launcher, in_flight: list[_Active], config: AlmrConfig,
+          base: str, pruning: bool) -> int:  # fmt: skip
+    """One look at every run in flight: report probes, stop the pruned, settle the ended (removed
+    from `in_flight`). Returns how many ended."""
+    ended = 0
+    for active in list(in_flight):
+        if _check(active, config.eval.average, pruning):
+            launcher.stop(active.handle)
+        exit_ = launcher.poll(active.handle)
+        if exit_ is not None:
+            _check(active, config.eval.average, False)  # report the last probes; a finished run is not pruned
+            in_flight.remove(active)
+            _finish(study, active, exit_, config, base)
+            ended += 1
+    return ended
 
 
 # --------------------------------------------------------------------------- baseline
