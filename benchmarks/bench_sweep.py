@@ -7,17 +7,19 @@ with an in-process `FunctionLauncher` (fake runs: no training; same Optuna study
 records):
 
 - the 7×7 grid (49 runs);
-- the adaptive design (8 Sobol runs, then GPSampler; rounds of `--parallel` runs), without and
-  with early stopping (PercentilePruner at the median, after 4 completed runs; fake trajectories
-  rise toward each point's final value as 1 − exp(−3t), with noise, probed every 10% of the budget).
+- the adaptive design (8 Sobol runs, then GPSampler; `--parallel` runs in flight; the in-process
+  launcher runs them one after another, so proposals come in batches of that size), without and
+  with early stopping (PercentilePruner, `--percentile` 50: the median rule, after 4 completed
+  runs, from `--min-fraction` of a run's tokens; fake trajectories rise toward each point's final
+  value as 1 − exp(−3t), with noise, probed every 10% of the budget).
 
 The recommendation is the best *observed* run (highest noisy averaged metric among completed
 runs); it "comes within 0.5" when its TRUE value is ≥ f* − 0.5. Runs needed = the position (in
-launch order) of the first run after which that holds; an adaptive sweep stops at the end of that
-round or at `--max-runs` (then counts as not reached: median over instances with reached=inf).
-Tokens = all tokens the sweep trained until it stopped (whole rounds, pruned runs' partial tokens).
+launch order) of the first run after which that holds; an adaptive sweep stops when the batch in
+flight has ended, or at `--max-runs` (then counts as not reached: median over instances with
+reached=inf). Tokens = all tokens the sweep trained until it stopped (pruned runs' partial tokens).
 
-    python benchmarks/bench_sweep.py --instances 30 [--parallel 4] [--json out.json]
+    python benchmarks/bench_sweep.py --instances 30 [--parallel 4] [--percentile 50] [--json out.json]
 """
 
 import argparse
@@ -38,7 +40,7 @@ TOKENS = 100_000
 TARGET = 0.5
 
 
-def config(sweep_dir: Path, design: str, parallel: int, max_runs: int, pruning: bool, seed: int) -> AlmrConfig:
+def config(sweep_dir: Path, design: str, parallel: int, max_runs: int, pruning: dict, seed: int) -> AlmrConfig:
     return AlmrConfig.model_validate({
         "mixture": {"almr": 0.5},
         "cpt": {"probe": {"every_tokens": TOKENS // 10}},
@@ -46,7 +48,7 @@ def config(sweep_dir: Path, design: str, parallel: int, max_runs: int, pruning: 
         "sweep": {"design": design, "almr": {"low": 0.0, "high": 1.0}, "lr": {"low": 1e-5, "high": 1e-2},
                   "grid_almr": 7, "grid_lr": 7, "n_initial": 8, "max_runs": max_runs, "parallel": parallel,
                   "seed": seed, "sweep_dir": str(sweep_dir), "poll_s": 0.001,
-                  "pruning": {"enabled": pruning, "n_startup_runs": 4, "percentile": 50}},
+                  "pruning": {"n_startup_runs": 4, **pruning}},
     })  # fmt: skip
 
 
@@ -64,7 +66,7 @@ def runs_to_target(records: list[RunRecord], surface: Surface, best: float) -> f
     return math.inf
 
 
-def one(seed: int, parallel: int, max_runs: int, root: Path) -> dict:
+def one(seed: int, parallel: int, max_runs: int, root: Path, pruner: dict) -> dict:
     surface = Surface.random(seed)
     best = surface.optimum()[0]
     out: dict = {"seed": seed, "optimum": best}
@@ -76,7 +78,7 @@ def one(seed: int, parallel: int, max_runs: int, root: Path) -> dict:
             return design == "adaptive" and runs_to_target(records, surface, best) < math.inf
 
         result = run_sweep(
-            config(root / f"{seed}-{name}", design, parallel, max_runs, pruning, seed),
+            config(root / f"{seed}-{name}", design, parallel, max_runs, {**pruner, "enabled": pruning}, seed),
             FunctionLauncher(fake_run(surface, TOKENS, TOKENS // 10, seed=seed)),
             on_finish=stop,
         )
@@ -97,12 +99,15 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=30)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--max-runs", type=int, default=48)
+    parser.add_argument("--percentile", type=float, default=50.0, help="early stopping keeps the top P%% (50: median)")
+    parser.add_argument("--min-fraction", type=float, default=0.0, help="early stopping: not before this run share")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    pruner = {"percentile": args.percentile, "min_tokens": int(args.min_fraction * TOKENS)}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(1000, 1000 + args.instances):
-            row = one(seed, args.parallel, args.max_runs, Path(tmp))
+            row = one(seed, args.parallel, args.max_runs, Path(tmp), pruner)
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items()}, default=str), flush=True)
     grid_runs, grid_tokens = 49, 49 * TOKENS
@@ -113,6 +118,7 @@ def main() -> None:
     summary = {
         "instances": len(rows),
         "parallel": args.parallel,
+        "pruner": pruner,
         "grid_reached": sum(r["grid"]["runs_to_target"] < math.inf for r in rows),
         "grid_median_gap": med("grid", "gap"),
         "adaptive_reached": sum(r["adaptive"]["runs_to_target"] < math.inf for r in rows),
