@@ -112,20 +112,18 @@ def test_resume_skips_completed_runs_and_resumes_a_killed_one_from_its_checkpoin
 
 
 class ThreadLauncher:
-    """Runs each point in a thread, after `delay(spec)` seconds: runs that end at different times."""
+    """Runs each point in a thread after `wait(spec)`: runs that end when the test decides."""
 
-    def __init__(self, run, delay) -> None:
-        self.run, self.delay = run, delay
-        self.started: dict[str, float] = {}
-        self.ended: dict[str, float] = {}
+    def __init__(self, run, wait) -> None:
+        self.run, self.wait = run, wait
+        self.ended: list[str] = []
 
     def start(self, spec: RunSpec) -> threading.Thread:
         def body() -> None:
-            time.sleep(self.delay(spec))
+            self.wait(spec)
             self.run(spec, lambda: False)
-            self.ended[spec.run_id] = time.perf_counter()
+            self.ended.append(spec.run_id)
 
-        self.started[spec.run_id] = time.perf_counter()
         thread = threading.Thread(target=body, name=spec.run_id)
         thread.start()
         return thread
@@ -138,13 +136,20 @@ class ThreadLauncher:
 
 
 def test_a_slot_is_refilled_as_soon_as_its_run_ends(tmp_path: Path) -> None:
-    launcher = ThreadLauncher(fake_run(SURFACE), delay=lambda spec: 1.5 if spec.almr == 0.2 and spec.lr == 1e-4 else 0)
+    held: list[bool] = []
+
+    def wait(spec: RunSpec) -> None:
+        if spec.almr == 0.2 and spec.lr == 1e-4:  # the first run holds its slot until the other five ended
+            deadline = time.monotonic() + 30
+            while len(launcher.ended) < 5 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            held.append(len(launcher.ended) == 5)
+
+    launcher = ThreadLauncher(fake_run(SURFACE), wait)
     result = run_sweep(spec(tmp_path, parallel=2), launcher)
     assert [r.status for r in result.records] == ["completed"] * 6
-    slow = next(r.run_id for r in result.records if r.almr == 0.2 and r.lr == 1e-4)
-    others = [rid for rid in launcher.started if rid != slow]
     # the five quick runs took turns in the second slot while the slow one held the first
-    assert len(others) == 5 and all(launcher.ended[rid] < launcher.ended[slow] for rid in others)
+    assert held == [True] and launcher.ended[-1].startswith("r000")
 
 
 def test_a_sweep_folder_of_another_base_config_is_refused(tmp_path: Path) -> None:

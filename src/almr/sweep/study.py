@@ -204,6 +204,18 @@ def _check(active: _Active, average: list[str], pruning: bool) -> bool:
     return False
 
 
+def _tell_pruned(study: optuna.Study, trial: optuna.trial.Trial, last: float | None) -> None:
+    """A pruned run is told COMPLETE with its last averaged metric (user attr `pruned`), not PRUNED:
+    Optuna's GPSampler fits COMPLETE trials only, so a PRUNED point stays unknown to the GP, which
+    proposes there again and again (measured: docs/benchmarks.md, Sweep). The last probe value is
+    below what the run would have reached, which is the pruner's very claim about the point."""
+    if last is None:
+        study.tell(trial, state=TrialState.PRUNED)
+        return
+    trial.set_user_attr("pruned", True)
+    study.tell(trial, last)
+
+
 def _finish(study: optuna.Study, active: _Active, exit_: RunExit, config: AlmrConfig, base: str) -> RunRecord:
     spec = active.spec
     record = RunRecord(run_id=spec.run_id, almr=spec.almr, lr=spec.lr, base_hash=base)
@@ -212,7 +224,7 @@ def _finish(study: optuna.Study, active: _Active, exit_: RunExit, config: AlmrCo
     update: dict[str, Any] = {"wall_time_s": active.wall_before + time.time() - active.started}
     if active.pruned:
         update["status"] = "pruned"
-        study.tell(active.trial, state=TrialState.PRUNED)
+        _tell_pruned(study, active.trial, record.averaged_metric)
     elif exit_.ok and ended:
         update["status"] = "completed"
         if record.averaged_metric is None:
@@ -294,10 +306,12 @@ def run_sweep(
             trial = optuna.trial.Trial(study, frozen._trial_id)
             record = records.get(frozen.user_attrs.get("run_id", ""))
             if record is not None and record.status in ("completed", "failed", "pruned"):
-                if record.status == "completed" and record.averaged_metric is not None:
+                if record.status == "pruned":
+                    _tell_pruned(study, trial, record.averaged_metric)
+                elif record.status == "completed" and record.averaged_metric is not None:
                     study.tell(trial, record.averaged_metric)
                 else:
-                    study.tell(trial, state=TrialState.PRUNED if record.status == "pruned" else TrialState.FAIL)
+                    study.tell(trial, state=TrialState.FAIL)
                 continue
             if (active := launch(trial, resume_ok=True)) is not None:
                 in_flight.append(active)
