@@ -182,6 +182,12 @@ def test_adaptive_design_proposes_batches_and_prunes_runs_that_cannot_catch_up(t
     for r in result.records:
         if r.status == "pruned":
             assert 0 < r.tokens < 100_000 and r.probe_history and r.averaged_metric is not None
+    # the GP sees a pruned run at its last averaged metric (GPSampler fits COMPLETE trials only)
+    study = optuna.load_study(study_name="almr-sweep", storage=f"sqlite:///{tmp_path / 'sweep' / 'study.db'}")
+    told = {t.user_attrs["run_id"]: t for t in study.trials}
+    for r in result.records:
+        assert told[r.run_id].state.name == "COMPLETE" and told[r.run_id].value == pytest.approx(r.averaged_metric)
+        assert told[r.run_id].user_attrs.get("pruned", False) == (r.status == "pruned")
     best = result.best
     assert best is not None and best.status == "completed"
     assert best.averaged_metric > SURFACE.base + 0.5 * SURFACE.height  # it found the bump

@@ -462,7 +462,7 @@ class SweepPruningConfig(Section):
         75.0, gt=0.0, lt=100.0,
         description="Keep runs whose best averaged metric so far is in the top `percentile`% of the completed "
         "runs' values at the same token count; stop the rest (75: the bottom quarter; 50: the median rule; "
-        "lower stops more). 75 measured better than 50 with the GP design (docs/benchmarks.md, Sweep).",
+        "lower stops more). 75 solved every synthetic surface, 50 saved more tokens (docs/benchmarks.md, Sweep).",
     )  # fmt: skip
     min_tokens: int = Field(0, ge=0, description="Never stop a run before it has trained this many tokens.")
     n_startup_runs: int = Field(4, ge=1, description="Stop nothing until this many runs have completed.")

@@ -17,7 +17,8 @@ Contract of `run_sweep(config, launcher=None, ...)`:
   pruned) it is told to the study and the next run is asked for and launched at once, so a slot
   freed by early stopping or a short Slurm job never idles. Each run is told its averaged metric
   (final probe scores over `eval.average`), or FAIL (a run that failed or left no probe scores:
-  excluded from the GP, reported, never a 0), or PRUNED. Which runs the GP proposes depends on the
+  excluded from the GP, reported, never a 0); a pruned run is told its last averaged metric (see
+  `_tell_pruned`). Which runs the GP proposes depends on the
   order in which runs end; with `sweep.parallel: 1` (or an in-process launcher) a sweep is
   reproducible run for run.
 - **Early stopping** (`sweep.pruning.enabled`): between polls the driver reads each running
