@@ -463,7 +463,7 @@ def sweep_command(
 
                 console.print(f"OMP_NUM_THREADS={run.threads} {shlex.join(cpt_command(run))}", markup=False,
                               highlight=False, soft_wrap=True)  # fmt: skip
-        what = "all runs" if config.sweep.design == "grid" else "the first round"
+        what = "all runs" if config.sweep.design == "grid" else "the first runs in flight"
         console.print(f"dry run: {len(specs)} run(s) ({what}); nothing launched", markup=False)
         return
     scores = probe_base_model if config.sweep.launcher == "local" else None
