@@ -132,3 +132,46 @@ def test_cli_dry_run_and_status(tmp_path: Path) -> None:
 
 if __name__ == "__main__":
     sys.exit(fake_cpt(sys.argv[1]))
+
+
+DRIVER = """
+import sys
+from almr.config import AlmrConfig
+from almr.sweep.launch import LocalLauncher
+from almr.sweep.study import run_sweep
+
+config = AlmrConfig.model_validate({
+    "mixture": {"almr": 0.5},
+    "sweep": {"almr": {"values": [0.2, 0.5]}, "lr": {"values": [1e-4, 1e-3]}, "sweep_dir": sys.argv[1],
+              "poll_s": 0.05},
+})
+hang = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
+run_sweep(config, LocalLauncher(command=lambda spec: [sys.executable, "-c", hang, str(spec.run_dir / "pid")],
+                                grace_s=5))
+"""
+
+
+def test_sigterm_to_the_driver_stops_the_runs_in_flight(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    driver = subprocess.Popen([sys.executable, str(script), str(tmp_path / "sweep")])
+    pid_files: list[Path] = []
+    deadline = time.monotonic() + 60
+    while not pid_files and time.monotonic() < deadline:
+        pid_files = [p for p in (tmp_path / "sweep" / "runs").glob("*/pid") if p.read_text()]
+        time.sleep(0.1)
+    assert pid_files, "the run never started"
+    child = int(pid_files[0].read_text())
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(timeout=30) != 0
+    try:  # the run (its own process group) must be gone with the driver, not left running
+        os.kill(child, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive
+    record = json.loads((pid_files[0].parent / "record.json").read_text())
+    assert record["status"] == "running"  # left for a resumed sweep to relaunch

@@ -34,6 +34,8 @@ Contract of `run_sweep(config, launcher=None, ...)`:
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -301,6 +303,12 @@ def run_sweep(
         return active
 
     in_flight: list[_Active] = []
+    # SIGTERM (kill, scancel of the driver's own job) must stop the runs in flight like Ctrl-C:
+    # Python's default would end the driver at once and leave them running, writing into folders
+    # that a resumed sweep relaunches.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         # Trials an interrupted driver left RUNNING: settle those whose record is final, relaunch the rest.
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -339,7 +347,13 @@ def run_sweep(
     finally:
         for active in in_flight:  # interrupted: stop what is in flight; the trial stays RUNNING for resume
             launcher.stop(active.handle)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return SweepResult(sweep_dir, load_records(sweep_dir))
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def _look(study: optuna.Study, launcher: Launcher, in_flight: list[_Active], config: AlmrConfig,
