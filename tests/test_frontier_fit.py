@@ -187,3 +187,22 @@ def test_surface_std_is_of_the_latent_surface():
     # a smooth surface seen through noise σ = 0.3: the noise is estimated, the latent std is below it
     assert 0.15 < s.noise_std_ < 0.5
     assert np.all(std < s.noise_std_)
+
+
+def test_length_scales_are_bounded_below_by_the_run_spacing():
+    rng = np.random.default_rng(0)
+
+    def fitted_bounds(almrs, lrs):
+        X = np.array([(a, lr) for a in almrs for lr in lrs])
+        y = rng.normal(0.0, 1.0, len(X))
+        return GPSurface(random_state=0).fit(X, y).kernel_.k1.k2.hyperparameter_length_scale.bounds
+
+    # 3 values per axis: scaled gaps of 0.5, so no length scale below 0.25
+    assert np.allclose(fitted_bounds([0.1, 0.5, 0.9], [3e-4, 1e-3, 3e-3]), [[0.25, 20.0], [0.25, 20.0]])
+    # 7 ALMRs (gap 1/6) × 4 LRs (gap 1/3)
+    bounds = fitted_bounds(np.linspace(0.1, 0.9, 7), 10 ** np.linspace(-4, -2, 4))
+    assert np.allclose(bounds, [[1 / 12, 20.0], [1 / 6, 20.0]])
+    # scattered points (an adaptive design): the 0.05 floor
+    X = np.column_stack([rng.uniform(0, 1, 40), 10 ** rng.uniform(-4, -2, 40)])
+    surface = GPSurface(random_state=0).fit(X, rng.normal(0.0, 1.0, 40))
+    assert np.allclose(surface.kernel_.k1.k2.hyperparameter_length_scale.bounds, [[0.05, 20.0], [0.05, 20.0]])

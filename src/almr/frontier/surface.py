@@ -10,6 +10,12 @@ Contract:
   and noise ~ N(0, σ²) from a `WhiteKernel` term; y is standardized (`normalize_y=True`) and
   the hyperparameters (c, two length scales, σ²) maximize the log marginal likelihood from
   `n_restarts_optimizer + 1` starts drawn by `random_state`;
+- each length scale is at least half the median gap between the distinct scaled values the runs
+  take on that axis (never below 0.05; at most 20), unless `length_scale_bounds` is given: runs
+  cannot resolve a feature finer than their spacing, and on a small grid a shorter scale turns the
+  surface into bumps at the runs (measured on synthetic ridges: the 3 × 3 grid's pick lost 0.84
+  instead of 0.94 points on average at noise 0.5, 1.52 instead of 1.65 at noise 2; 4 × 4 gained
+  less, 7 × 7 grids and scattered adaptive designs keep the 0.05 floor, unchanged);
 - `predict(..., return_std=True)` returns the posterior of the latent surface f (the noise
   variance is taken out), `predict_cov` its joint covariance, `noise_std_` the fitted σ;
 - `gradient` is the gradient of the posterior mean in the *scaled* plane (∂f/∂u, ∂f/∂v), by
@@ -28,6 +34,15 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel, Matern
 from almr.errors import DataError
 
 FD_STEP = 1e-4
+MIN_LENGTH_SCALE = 0.05
+
+
+def _shortest_scale(values: NDArray[np.float64]) -> float:
+    """Half the median gap between the distinct values of one scaled axis, at least MIN_LENGTH_SCALE."""
+    distinct = np.unique(np.round(values, 9))
+    if len(distinct) < 2:
+        return MIN_LENGTH_SCALE
+    return max(MIN_LENGTH_SCALE, 0.5 * float(np.median(np.diff(distinct))))
 
 
 class GPSurface:
@@ -37,7 +52,7 @@ class GPSurface:
     def __init__(
         self,
         kernel: "str | Kernel" = "matern",
-        length_scale_bounds: tuple[float, float] = (0.05, 20.0),
+        length_scale_bounds: tuple[float, float] | None = None,
         noise_bounds: tuple[float, float] = (1e-6, 1.0),
         n_restarts_optimizer: int = 2,
         box: Sequence[float] | None = None,
@@ -69,13 +84,15 @@ class GPSurface:
                 "a surface needs at least two distinct values of each — add runs at other ALMRs / LRs"
             )
         self.box_ = (a_lo, a_hi, l_lo, l_hi)
+        U = self.scale(X[:, 0], X[:, 1])
+        bounds = self.length_scale_bounds or [(_shortest_scale(U[:, axis]), 20.0) for axis in (0, 1)]
         if isinstance(self.kernel, Kernel):
             # a fitted kernel_ of another GPSurface: its hyperparameters start the optimizer (bootstrap)
             shape = None
         elif self.kernel == "matern":
-            shape = Matern(length_scale=[0.5, 0.5], length_scale_bounds=self.length_scale_bounds, nu=2.5)
+            shape = Matern(length_scale=[0.5, 0.5], length_scale_bounds=bounds, nu=2.5)
         elif self.kernel == "rbf":
-            shape = RBF(length_scale=[0.5, 0.5], length_scale_bounds=self.length_scale_bounds)
+            shape = RBF(length_scale=[0.5, 0.5], length_scale_bounds=bounds)
         else:
             raise DataError(f"GPSurface: unknown kernel {self.kernel!r}; use 'matern' or 'rbf'")
         kernel = (
@@ -93,7 +110,7 @@ class GPSurface:
             # a length scale at its bound is reported (the surface is flat or rough along that
             # axis at the resolution of the runs), not printed in the middle of a report
             warnings.simplefilter("always", ConvergenceWarning)
-            self.gp_.fit(self.scale(X[:, 0], X[:, 1]), y)
+            self.gp_.fit(U, y)
         self.warnings_ = [str(w.message).splitlines()[0] for w in caught if issubclass(w.category, ConvergenceWarning)]
         self.kernel_ = self.gp_.kernel_
         # sklearn standardizes y with np.std (0 → 1); the WhiteKernel's level is in those units
