@@ -118,7 +118,8 @@ def demo(
     ),
     set_: SetOption = None,
 ) -> None:
-    """The main job on the embedded demo world: build it, pretrain its base model, evaluate it."""
+    """The main job on the embedded demo world: build it, pretrain its base model, evaluate it, run
+    the ALMR × LR study from it and the frontier analysis that recommends the full run."""
     from almr.pipeline import run_demo
 
     run_demo(out_dir, _config(config, set_), console)
