@@ -11,9 +11,11 @@ import pytest
 
 from almr.config import AlmrConfig
 from almr.errors import AlmrError, ConfigError
+from almr.sweep import study as study_module
+from almr.sweep.design import distributions
 from almr.sweep.launch import FunctionLauncher, RunExit, RunSpec
 from almr.sweep.records import fit_ready, load_records
-from almr.sweep.study import open_study, run_sweep
+from almr.sweep.study import SweepResult, open_study, run_sweep
 from almr.sweep.synthetic import KEYS, Surface, fake_run
 
 SURFACE = Surface(a=-3.5, b=0.5, width=0.5, peak=0.5, spread=0.4, height=12.0, tilt=1.0)
@@ -191,3 +193,44 @@ def test_adaptive_design_proposes_batches_and_prunes_runs_that_cannot_catch_up(t
     best = result.best
     assert best is not None and best.status == "completed"
     assert best.averaged_metric > SURFACE.base + 0.5 * SURFACE.height  # it found the bump
+
+
+def test_two_drivers_share_one_study_and_run_each_point_once(tmp_path: Path) -> None:
+    config = spec(tmp_path, parallel=2)
+    open_study(config)  # created once; both drivers load it (as workers of a shared RDB study would)
+    runs = Counting(fake_run(SURFACE))
+    launchers = [ThreadLauncher(runs, wait=lambda spec: time.sleep(0.3)) for _ in range(2)]
+    other = threading.Thread(target=run_sweep, args=(config, launchers[1]))
+    other.start()
+    result = run_sweep(config, launchers[0])
+    other.join(timeout=60)
+    result = SweepResult(result.sweep_dir, load_records(tmp_path / "sweep"))
+    assert sorted(runs.calls) == sorted(r.run_id for r in result.records) and set(runs.calls.values()) == {1}
+    assert len(result.records) == 6 and {r.status for r in result.records} == {"completed"}
+    assert all(launcher.ended for launcher in launchers)  # both drivers ran some of the points
+
+
+def test_a_run_whose_driver_died_is_taken_over_once_it_goes_silent(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(study_module, "STALE_S", 3600.0)  # alive until the driver has waited for it
+    config = spec(tmp_path)
+    study = open_study(config)
+    # a driver took the first grid point, marked it, and was killed (SIGKILL)
+    dead = study.ask(distributions(config.sweep))
+    dead.set_user_attr("driver", "a-driver-killed-by-sigkill")
+    dead.set_user_attr("heartbeat", time.time())
+    runs = Counting(fake_run(SURFACE))
+    logs: list[str] = []
+
+    def log(line: str) -> None:
+        logs.append(line)
+        if "waiting for" in line:  # from now on the dead driver's mark is too old
+            study_module.STALE_S = 0.0
+
+    result = run_sweep(config, FunctionLauncher(runs), log=log)
+    assert len(result.records) == 6 and {r.status for r in result.records} == {"completed"}
+    assert set(runs.calls.values()) == {1}
+    assert any("waiting for 1 run(s) of other drivers" in line for line in logs)
+    taken = next(r for r in result.records if (r.almr, r.lr) == (dead.params["almr"], dead.params["lr"]))
+    assert logs.index(next(x for x in logs if taken.run_id in x)) > logs.index(
+        next(x for x in logs if "waiting" in x)
+    )  # taken over only after it went silent

@@ -28,16 +28,24 @@ Contract of `run_sweep(config, launcher=None, ...)`:
   SIGTERM). The record keeps its partial histories with status `pruned`.
 - **Resume**: running the same spec again skips every finished trial; a trial left RUNNING by an
   interrupted driver is relaunched in the same folder, with `--resume` when the folder holds a
-  complete checkpoint. An interrupt (Ctrl-C, SIGTERM) stops the runs in flight and leaves them so.
+  complete checkpoint. An interrupt (Ctrl-C, SIGTERM) stops the runs in flight and releases them.
+- **Many drivers** (a shared `sweep.storage`, e.g. PostgreSQL, and a shared `sweep_dir`): each
+  driver marks the trials it runs (user attrs `driver`, `heartbeat` every `HEARTBEAT_S` at its
+  polls) and never touches another live driver's; a trial released by an interrupted driver, or
+  whose driver stopped marking it for `STALE_S` (or 3 polls, if longer), is taken over. At most
+  `max_runs` runs start in all: the count includes every driver's runs in flight.
 """
 
+import fcntl
 import json
 import math
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +61,8 @@ from almr.sweep.records import RunRecord, fill_from_metrics, load_records, read_
 
 STUDY = "almr-sweep"
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+HEARTBEAT_S = 10.0  # a driver marks each of its runs alive this often (at its polls)
+STALE_S = 120.0  # a run whose driver has not marked it for this long is taken over by another
 
 
 @dataclass
@@ -180,6 +190,7 @@ class _Active:
     handle: Any = None
     reported: set[int] = field(default_factory=set)
     pruned: bool = False
+    beat: float = 0.0
 
 
 def _check(active: _Active, average: list[str], pruning: bool) -> bool:
@@ -205,6 +216,57 @@ def _check(active: _Active, average: list[str], pruning: bool) -> bool:
                 active.pruned = True
                 return True
     return False
+
+
+@contextmanager
+def _choosing(sweep_dir: Path) -> Iterator[None]:
+    """Drivers sharing a sweep folder take turns to choose runs: popping an enqueued grid point or
+    taking over an orphan is a read-then-write that SQLite does not make atomic (measured: two
+    drivers ran a point twice without this lock)."""
+    with (sweep_dir / "drivers.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _heartbeat(active: _Active, force: bool = False) -> None:
+    now = time.time()
+    if force or now - active.beat >= HEARTBEAT_S:
+        active.trial.set_user_attr("heartbeat", now)
+        active.beat = now
+
+
+def _orphans(study: optuna.Study, driver: str, poll_s: float) -> list[optuna.trial.FrozenTrial]:
+    """RUNNING trials that no live driver holds: released by an interrupted driver (`driver` ""),
+    or whose driver has not touched them for max(STALE_S, 3 poll intervals) — it died. A trial of a
+    study from before drivers marked their trials counts from its start time."""
+    now = time.time()
+    orphans = []
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = frozen.user_attrs.get("driver")
+        if owner == driver:
+            continue
+        start = frozen.datetime_start.timestamp() if frozen.datetime_start else 0.0
+        beat = float(frozen.user_attrs.get("heartbeat", start))
+        stale = max(STALE_S, 3 * max(poll_s, float(frozen.user_attrs.get("poll_s", 0.0))))
+        if owner == "" or now - beat > stale:
+            orphans.append(frozen)
+    return orphans
+
+
+def _settle(study: optuna.Study, trial: optuna.trial.Trial, record: RunRecord | None) -> bool:
+    """Tell a RUNNING trial whose run already ended (its record is final); False if it must run."""
+    if record is None or record.status not in ("completed", "failed", "pruned"):
+        return False
+    if record.status == "pruned":
+        _tell_pruned(study, trial, record.averaged_metric)
+    elif record.status == "completed" and record.averaged_metric is not None:
+        study.tell(trial, record.averaged_metric)
+    else:
+        study.tell(trial, state=TrialState.FAIL)
+    return True
 
 
 def _tell_pruned(study: optuna.Study, trial: optuna.trial.Trial, last: float | None) -> None:
@@ -272,6 +334,7 @@ def run_sweep(
     pruning = sweep.pruning.enabled
     average = config.eval.average
     records = {r.run_id: r for r in load_records(sweep_dir)}
+    driver = uuid.uuid4().hex  # this driver's mark on the trials it runs (see _orphans)
     by_id: dict[str, _Active] = {}
     if isinstance(launcher, FunctionLauncher):  # an in-process run asks between its probe events
         launcher.should_stop = lambda spec: _check(by_id[spec.run_id], average, pruning)
@@ -291,7 +354,10 @@ def run_sweep(
         before = records[rid].wall_time_s if rid in records else 0.0
         spec = RunSpec(rid, almr, lr, run_dir, point, resume=resume, threads=threads_per_run(config))
         RunRecord(run_id=rid, almr=almr, lr=lr, status="running", base_hash=base, wall_time_s=before).save(run_dir)
+        trial.set_user_attr("driver", driver)
+        trial.set_user_attr("poll_s", sweep.poll_s)
         active = _Active(trial, spec, time.time(), before)
+        _heartbeat(active, force=True)
         active.reported = {int(k) for k in study._storage.get_trial(trial._trial_id).intermediate_values}
         by_id[rid] = active
         log(f"{'resume' if resume else 'start'} {rid} (ALMR {almr:.4g}, LR {lr:.3g})")
@@ -300,7 +366,36 @@ def run_sweep(
         except Exception as err:  # a submission that cannot start is a failed run, not a crash
             _finish(study, active, RunExit(False, f"could not start: {type(err).__name__}: {err}"), config, base)
             return None
+        except BaseException:  # interrupted while starting: release the trial for a resume
+            trial.set_user_attr("driver", "")
+            raise
         return active
+
+    def fill_slots() -> None:
+        """Take over runs no live driver holds (this folder's interrupted driver, a dead worker of a
+        shared study) — settling those whose record is final — then ask for new runs, while slots are
+        free. One driver at a time (`_choosing`)."""
+        nonlocal records
+        with _choosing(sweep_dir):
+            orphans = _orphans(study, driver, sweep.poll_s)
+            if orphans:
+                records = {r.run_id: r for r in load_records(sweep_dir)}
+            for frozen in orphans:
+                if len(in_flight) >= sweep.parallel:
+                    break
+                trial = optuna.trial.Trial(study, frozen._trial_id)
+                if _settle(study, trial, records.get(frozen.user_attrs.get("run_id", ""))):
+                    continue
+                if (active := launch(trial, resume_ok=True)) is not None:
+                    in_flight.append(active)
+            while len(in_flight) < sweep.parallel:
+                started = len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
+                if started >= total:  # counts every driver's runs in flight (a shared study)
+                    break
+                if sweep.design == "grid" and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                    break
+                if (active := launch(study.ask(dists), resume_ok=False)) is not None:
+                    in_flight.append(active)
 
     in_flight: list[_Active] = []
     # SIGTERM (kill, scancel of the driver's own job) must stop the runs in flight like Ctrl-C:
@@ -310,32 +405,20 @@ def run_sweep(
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        # Trials an interrupted driver left RUNNING: settle those whose record is final, relaunch the rest.
-        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            trial = optuna.trial.Trial(study, frozen._trial_id)
-            record = records.get(frozen.user_attrs.get("run_id", ""))
-            if record is not None and record.status in ("completed", "failed", "pruned"):
-                if record.status == "pruned":
-                    _tell_pruned(study, trial, record.averaged_metric)
-                elif record.status == "completed" and record.averaged_metric is not None:
-                    study.tell(trial, record.averaged_metric)
-                else:
-                    study.tell(trial, state=TrialState.FAIL)
-                continue
-            if (active := launch(trial, resume_ok=True)) is not None:
-                in_flight.append(active)
-
-        stopping = False
+        stopping = waiting_logged = False
         while True:
-            finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-            while not stopping and len(in_flight) < sweep.parallel and finished + len(in_flight) < total:
-                if sweep.design == "grid" and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                    break
-                if (active := launch(study.ask(dists), resume_ok=False)) is not None:
-                    in_flight.append(active)
-                finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+            if not stopping:
+                fill_slots()
             if not in_flight:
-                break
+                others = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if stopping or not others:
+                    break
+                # other drivers' runs: wait for them to end, or take them over if their driver died
+                if not waiting_logged:
+                    log(f"waiting for {len(others)} run(s) of other drivers (taken over after {STALE_S:.0f} s silence)")
+                    waiting_logged = True
+                time.sleep(sweep.poll_s)
+                continue
             ended = _look(study, launcher, in_flight, config, base, pruning)
             if ended:
                 records = {r.run_id: r for r in load_records(sweep_dir)}
@@ -345,8 +428,9 @@ def run_sweep(
             elif in_flight:
                 time.sleep(sweep.poll_s)
     finally:
-        for active in in_flight:  # interrupted: stop what is in flight; the trial stays RUNNING for resume
+        for active in in_flight:  # interrupted: stop what is in flight and release it for a resume
             launcher.stop(active.handle)
+            active.trial.set_user_attr("driver", "")
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return SweepResult(sweep_dir, load_records(sweep_dir))
@@ -362,6 +446,7 @@ def _look(study: optuna.Study, launcher: Launcher, in_flight: list[_Active], con
     from `in_flight`). Returns how many ended."""
     ended = 0
     for active in list(in_flight):
+        _heartbeat(active)
         if _check(active, config.eval.average, pruning):
             launcher.stop(active.handle)
         exit_ = launcher.poll(active.handle)
