@@ -18,9 +18,8 @@ Contract of `run_sweep(config, launcher=None, ...)`:
   freed by early stopping or a short Slurm job never idles. Each run is told its averaged metric
   (final probe scores over `eval.average`), or FAIL (a run that failed or left no probe scores:
   excluded from the GP, reported, never a 0); a pruned run is told its last averaged metric (see
-  `_tell_pruned`). Which runs the GP proposes depends on the
-  order in which runs end; with `sweep.parallel: 1` (or an in-process launcher) a sweep is
-  reproducible run for run.
+  `_tell_pruned`). Which runs the GP proposes depends on the order in which runs end; with
+  `sweep.parallel: 1` (or an in-process launcher) a sweep is reproducible run for run.
 - **Early stopping** (`sweep.pruning.enabled`): between polls the driver reads each running
   run's metrics.jsonl; every new probe event is reported to its trial as the averaged metric at
   step = tokens trained, and when Optuna's `PercentilePruner` says the run cannot keep up with the
@@ -32,8 +31,10 @@ Contract of `run_sweep(config, launcher=None, ...)`:
 - **Many drivers** (a shared `sweep.storage`, e.g. PostgreSQL, and a shared `sweep_dir`): each
   driver marks the trials it runs (user attrs `driver`, `heartbeat` every `HEARTBEAT_S` at its
   polls) and never touches another live driver's; a trial released by an interrupted driver, or
-  whose driver stopped marking it for `STALE_S` (or 3 polls, if longer), is taken over. At most
-  `max_runs` runs start in all: the count includes every driver's runs in flight.
+  whose driver stopped marking it for `STALE_S` (or 3 polls, if longer), is taken over. Runs are
+  chosen under a flock on `SWEEP_DIR/drivers.lock`. At most `max_runs` runs start in all: the
+  count includes every driver's runs in flight; a driver with nothing to start waits for the
+  others' runs, so it returns with the study complete.
 """
 
 import fcntl
