@@ -206,3 +206,15 @@ def test_length_scales_are_bounded_below_by_the_run_spacing():
     X = np.column_stack([rng.uniform(0, 1, 40), 10 ** rng.uniform(-4, -2, 40)])
     surface = GPSurface(random_state=0).fit(X, rng.normal(0.0, 1.0, 40))
     assert np.allclose(surface.kernel_.k1.k2.hyperparameter_length_scale.bounds, [[0.05, 20.0], [0.05, 20.0]])
+
+
+def test_a_small_grid_is_not_fit_as_a_bump_at_each_run():
+    # the averaged metric of the demo's 3 × 3 study (almr demo, 262,144-token runs)
+    X = np.array([(a, lr) for a in (0.1, 0.5, 0.9) for lr in (3e-4, 1e-3, 3e-3)])
+    y = np.array([61.0, 61.67, 62.67, 61.0, 69.0, 72.0, 62.67, 67.67, 61.67])
+    loose = GPSurface(length_scale_bounds=(0.05, 20.0), random_state=0).fit(X, y)
+    assert loose.length_scales_[0] < 0.06 and loose.noise_std_ < 0.01  # interpolates: a bump per run
+    surface = GPSurface(random_state=0).fit(X, y)
+    assert surface.length_scales_[0] == pytest.approx(0.25) and surface.noise_std_ > 0.3
+    assert any("ALMR length scale at its lower bound 0.25 (half the runs' spacing" in w for w in surface.warnings_)
+    assert not any("Decreasing the bound" in w and "length_scale" in w for w in surface.warnings_)

@@ -107,17 +107,29 @@ class GPSurface:
             random_state=self.random_state,
         )
         with warnings.catch_warnings(record=True) as caught:
-            # a length scale at its bound is reported (the surface is flat or rough along that
-            # axis at the resolution of the runs), not printed in the middle of a report
+            # the optimizer's notes (a hyperparameter at its bound) go to the report, not the terminal
             warnings.simplefilter("always", ConvergenceWarning)
             self.gp_.fit(U, y)
-        self.warnings_ = [str(w.message).splitlines()[0] for w in caught if issubclass(w.category, ConvergenceWarning)]
         self.kernel_ = self.gp_.kernel_
+        self.length_scales_ = tuple(float(s) for s in np.atleast_1d(self.kernel_.k1.k2.length_scale))
+        # sklearn's note on a length scale at a bound says "decrease the bound"; the lower bound is
+        # the runs' spacing on purpose, so say what it means instead
+        notes = [str(w.message).splitlines()[0] for w in caught if issubclass(w.category, ConvergenceWarning)]
+        self.warnings_ = [n for n in notes if "length_scale" not in n]
+        bounds_used = np.broadcast_to(np.atleast_2d(self.kernel_.k1.k2.hyperparameter_length_scale.bounds), (2, 2))
+        why = " (half the runs' spacing on that axis)" if self.length_scale_bounds is None else ""
+        for axis, scale, (low, high) in zip(("ALMR", "log LR"), self.length_scales_, bounds_used, strict=True):
+            if scale <= 1.01 * low:
+                self.warnings_.append(
+                    f"{axis} length scale at its lower bound {low:.3g}{why}: the surface varies as fast as the "
+                    "runs can show; runs in between would resolve it"
+                )
+            elif scale >= 0.99 * high:
+                self.warnings_.append(f"{axis} length scale at its upper bound {high:.3g}: flat along {axis}")
         # sklearn standardizes y with np.std (0 → 1); the WhiteKernel's level is in those units
         y_std = float(np.std(y)) or 1.0
         self.noise_var_ = float(self.kernel_.k2.noise_level) * y_std**2
         self.noise_std_ = float(np.sqrt(self.noise_var_))
-        self.length_scales_ = tuple(float(s) for s in np.atleast_1d(self.kernel_.k1.k2.length_scale))
         self.n_train_ = len(y)
         return self
 
