@@ -13,9 +13,9 @@ Contract:
 - each length scale is at least half the median gap between the distinct scaled values the runs
   take on that axis (never below 0.05; at most 20), unless `length_scale_bounds` is given: runs
   cannot resolve a feature finer than their spacing, and on a small grid a shorter scale turns the
-  surface into bumps at the runs (measured on synthetic ridges: the 3 × 3 grid's pick lost 0.84
-  instead of 0.94 points on average at noise 0.5, 1.52 instead of 1.65 at noise 2; 4 × 4 gained
-  less, 7 × 7 grids and scattered adaptive designs keep the 0.05 floor, unchanged);
+  surface into bumps at the runs (`benchmarks/bench_frontier.py`: the 3 × 3 grid's pick loses
+  9% less on synthetic ridges, 4 × 4 5–7% less; 7 × 7 grids and scattered adaptive designs keep
+  the 0.05 floor, unchanged);
 - `predict(..., return_std=True)` returns the posterior of the latent surface f (the noise
   variance is taken out), `predict_cov` its joint covariance, `noise_std_` the fitted σ;
 - `gradient` is the gradient of the posterior mean in the *scaled* plane (∂f/∂u, ∂f/∂v), by
