@@ -49,6 +49,7 @@ def _runs(ax, analysis: "Analysis") -> None:
             linewidths=1.0,
             label=style["label"],
             zorder=4,
+            clip_on=False,  # runs on the edges of the studied box are drawn whole, not halved
         )
 
 
@@ -86,7 +87,7 @@ def plot_fig1(analysis: "Analysis", path: Path, svg: bool = False) -> Path:
             band["almr"],
             10 ** band["log10_lr"],
             "--",
-            color="black" if main else "0.85",
+            color="black" if main else "0.65",
             lw=1.8 if main else 1.0,
             label=f"metric frontier ({mf.form_})",
             zorder=5,
@@ -109,7 +110,7 @@ def plot_fig1(analysis: "Analysis", path: Path, svg: bool = False) -> Path:
             path_a,
             path_l,
             "-",
-            color="tab:blue" if not main else "0.85",
+            color="tab:blue" if not main else "0.65",
             lw=1.8 if not main else 1.0,
             label="loss frontier (steepest descent)",
             zorder=5,
@@ -131,6 +132,7 @@ def plot_fig1(analysis: "Analysis", path: Path, svg: bool = False) -> Path:
             edgecolors="white",
             zorder=7,
             label=f"recommendation (P(best) {rec.prob_best_:.2f})",
+            clip_on=False,
         )
     peaks = mf.peaks_
     axes[1].scatter(
@@ -142,6 +144,7 @@ def plot_fig1(analysis: "Analysis", path: Path, svg: bool = False) -> Path:
         edgecolors="black",
         zorder=6,
         label="peaks (local maxima)",
+        clip_on=False,
     )
     ridge = mf.ridge_
     axes[1].scatter(
@@ -153,6 +156,7 @@ def plot_fig1(analysis: "Analysis", path: Path, svg: bool = False) -> Path:
         edgecolors="black",
         zorder=6,
         label="best LR per studied ALMR",
+        clip_on=False,
     )
     cmr = summary["baselines"].get("cmr_point")
     if cmr and cmr.get("inside_studied_box"):
