@@ -218,3 +218,17 @@ def test_a_small_grid_is_not_fit_as_a_bump_at_each_run():
     assert surface.length_scales_[0] == pytest.approx(0.25) and surface.noise_std_ > 0.3
     assert any("ALMR length scale at its lower bound 0.25 (half the runs' spacing" in w for w in surface.warnings_)
     assert not any("Decreasing the bound" in w and "length_scale" in w for w in surface.warnings_)
+
+
+def test_fig2_trajectories_end_at_the_runs_averaged_metric():
+    from almr.frontier.plots import probe_trajectory
+    from almr.sweep.records import RunRecord
+
+    history = [{"tokens": 0, "scores": {"a": 10.0, "b": 20.0, "c": 90.0}},
+               {"tokens": 100, "scores": {"a": 30.0, "b": 50.0, "c": 0.0}}]  # fmt: skip
+    record = RunRecord(run_id="r", almr=0.5, lr=1e-3, status="completed", probe_history=history,
+                       scores=history[-1]["scores"], averaged_metric=40.0, average=["a", "b"])  # fmt: skip
+    assert probe_trajectory(record, None) == ([0, 100], [15.0, 40.0])  # eval.average, not every probe task
+    assert probe_trajectory(record, ["c"]) == ([0, 100], [90.0, 0.0])  # frontier.metric_keys wins
+    old = record.model_copy(update={"average": []})  # a record written before `average` was kept
+    assert probe_trajectory(old, None)[1] == [40.0, pytest.approx(80.0 / 3)]

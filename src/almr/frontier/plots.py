@@ -23,6 +23,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from almr.frontier.analyze import Analysis
+    from almr.sweep.records import RunRecord
 
 STATUS_STYLE = {
     "completed": {"marker": "o", "color": "black", "label": "completed run"},
@@ -167,6 +168,14 @@ def plot_fig1(analysis: "Analysis", path: Path, svg: bool = False) -> Path:
     return _save(fig, path, svg)
 
 
+def probe_trajectory(record: "RunRecord", keys: list[str] | None) -> tuple[list[int], list[float]]:
+    """(tokens, averaged metric) at each probe of a run: the mean of `keys` (frontier.metric_keys),
+    else of the record's own `average` (the sweep's eval.average), so the last point is the run's
+    averaged_metric; NaN where a key is missing."""
+    ys = [_probe_metric(e["scores"], keys or record.average or None) for e in record.probe_history]
+    return [e["tokens"] for e in record.probe_history], [np.nan if y is None else y for y in ys]
+
+
 def _probe_metric(scores: dict[str, float], keys: list[str] | None) -> float | None:
     picked = [scores[k] for k in keys if k in scores] if keys else list(scores.values())
     if not picked or (keys and len(picked) < len(keys)):
@@ -215,18 +224,17 @@ def plot_fig2(analysis: "Analysis", path: Path, svg: bool = False) -> Path:
             ax.set_axis_off()
         return _save(fig, path, svg)
     for label, r in picks:
-        xs = [e["tokens"] for e in r.probe_history]
-        ys = [_probe_metric(e["scores"], keys) for e in r.probe_history]
+        xs, ys = probe_trajectory(r, keys)
         axes[0].plot(
             xs,
-            [np.nan if y is None else y for y in ys],
+            ys,
             marker="o",
             ms=3,
             label=f"{label}: ALMR {r.almr:.2f}, LR {r.lr:.2g}",
         )
     axes[0].set_xlabel("tokens")
-    axes[0].set_ylabel("averaged probe metric")
-    axes[0].set_title("probe metric during CPT, selected runs")
+    axes[0].set_ylabel("averaged metric (probe)")
+    axes[0].set_title("averaged metric during CPT, selected runs")
     axes[0].legend(fontsize=7)
     label, r = picks[0]
     tasks = sorted({t for e in r.probe_history for t in e["scores"]})
@@ -237,6 +245,6 @@ def plot_fig2(analysis: "Analysis", path: Path, svg: bool = False) -> Path:
         )
     axes[1].set_xlabel("tokens")
     axes[1].set_ylabel("score (0-100)")
-    axes[1].set_title(f"each probe task, run {r.run_id} ({label})")
+    axes[1].set_title(f"each probe task: ALMR {r.almr:.2f}, LR {r.lr:.2g} ({label})")
     axes[1].legend(fontsize=7)
     return _save(fig, path, svg)

@@ -9,7 +9,8 @@ collects them. A record holds only numbers a frontier fit needs and where they c
   (stopped early because its intermediate probe metrics could not catch up);
 - `val_loss`: final held-out loss per source/domain; `val_history`: [{tokens, loss{}}];
 - `scores`: final benchmark scores on 0-100 (probe or full suite); `probe_history`:
-  [{tokens, scores{}}]; `averaged_metric`: the mean the study ranks by (`eval.average`);
+  [{tokens, scores{}}]; `averaged_metric`: the mean the study ranks by, of the final scores
+  named in `average` (the sweep's `eval.average`);
 - `tokens`, `steps`, `wall_time_s`, `error` (why a run failed), `base_hash` (identity of the
   sweep's base config, so that a directory mixing studies is refused).
 """
@@ -43,6 +44,7 @@ class RunRecord(BaseModel):
     scores: dict[str, float] = Field(default_factory=dict)
     probe_history: list[dict] = Field(default_factory=list)
     averaged_metric: float | None = None
+    average: list[str] = Field(default_factory=list)  # the scores averaged_metric is the mean of
     error: str | None = None
 
     def save(self, run_dir: Path) -> Path:
@@ -91,7 +93,7 @@ def fill_from_metrics(record: RunRecord, run_dir: Path, average: list[str]) -> R
     val = [{"tokens": e["tokens"], "loss": e["loss"]} for e in events if e.get("event") == "val"]
     probe = [{"tokens": e["tokens"], "scores": e["scores"]} for e in events if e.get("event") == "probe"]
     stepped = [e for e in events if "step" in e]
-    update: dict = {"val_history": val, "probe_history": probe}
+    update: dict = {"val_history": val, "probe_history": probe, "average": list(average)}
     if val:
         update["val_loss"] = val[-1]["loss"]
     if probe:
