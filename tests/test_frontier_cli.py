@@ -59,7 +59,24 @@ def test_cli_writes_report_json_and_figures(tmp_path):
     report = (out / "report.md").read_text()
     assert "run-07 (ALMR 0.3" in report and "CUDA out of memory" in report
     assert f"{lin['b']:.3f}" in report and "Critical Mixture Ratio" in report
+    assert "includes 0" not in report  # a slope of 1.2 is determined by these runs
     assert "step 0" in report  # where the baseline came from
+
+
+def test_the_report_says_when_the_runs_do_not_determine_the_frontier_slope(tmp_path):
+    sweep = tmp_path / "flat"
+    losses, base = paper_like_losses(1e6)
+    # the best LR does not depend on the ALMR (b = 0), and the metric is noisy
+    records = synthetic_sweep(ALMRS, LRS, ridge_metric(-4.0, 0.0), losses, base, metric_noise=1.5, seed=3)
+    for r in records:
+        r.save(sweep / "runs" / r.run_id)
+    out = tmp_path / "out"
+    fast = [a for s in FAST if "n_bootstrap" not in s for a in ("--set", s)]
+    result = run_cli(sweep, "--out", out, *fast, "--set", "frontier.n_bootstrap=40")
+    assert result.exit_code == 0, result.output
+    ci = json.loads((out / "frontier.json").read_text())["metric_frontier"]["forms"]["linear"]["ci95"]
+    assert ci["b"][0] < 0 < ci["b"][1]
+    assert "The interval of b includes 0: these runs do not tell" in (out / "report.md").read_text()
 
 
 def test_cli_refuses_mixed_studies_and_too_few_runs(tmp_path):

@@ -47,13 +47,21 @@ def markdown_report(s: dict[str, Any]) -> str:
         if ci
         else " (no bootstrap CI: n_bootstrap = 0)"
     )
+    undetermined = (
+        " The interval of b includes 0: these runs do not tell whether the best LR falls or rises with ALMR; "
+        "runs at more ALMRs (or the adaptive design) would."
+        if ci and ci["b"][0] < 0.0 < ci["b"][1]
+        else ""
+    )
+    b = lin["coef"]["b"]
+    line = f"log10 LR* = {lin['coef']['a']:.3f} {'−' if b < 0 else '+'} {abs(b):.3f}·ALMR"
     counts = s["counts"]
     out += [
         f"- **Recommendation**: ALMR **{rec['almr']:.3f}**, LR **{rec['lr']:.3g}**{cons}; expected averaged metric "
         f"{rec['metric']['mean']:.2f} ± {rec['metric']['std']:.2f}; probability of being best (within "
         f"{rec['radius']:g} of the studied ranges) **{rec['prob_best_within_radius']:.2f}**.",
-        f"- **Metric frontier** (Eq. 1 analog): log10 LR* = {lin['coef']['a']:.3f} + {lin['coef']['b']:.3f}·ALMR"
-        f"{ci_text}; the form that fits best by leave-one-out error: **{mfr['selected_form']}**.",
+        f"- **Metric frontier** (Eq. 1 analog): {line}"
+        f"{ci_text}; the form that fits best by leave-one-out error: **{mfr['selected_form']}**.{undetermined}",
         f"- **Loss frontier** (Eq. 2 analog): from the recommendation the {lfr['source']} loss falls fastest along "
         f"d log10 LR / d ALMR = {_n(lfr['slope_log10lr_per_almr'], '.3g')}.",
         f"- Runs: {counts['completed']} completed (fitted), {counts['failed']} failed, {counts['pruned']} pruned, "
