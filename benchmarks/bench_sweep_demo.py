@@ -14,7 +14,7 @@ and LR ∈ [1e-4, 1e-2] (log):
 Runs, tokens and wall time are printed for each design; `--json` keeps everything. Reruns reuse
 the finished runs (the sweeps resume).
 
-    python benchmarks/bench_sweep_demo.py --out /tmp/almr-sweep-bench --threads 1 --json demo-sweep.json
+    python benchmarks/bench_sweep_demo.py --out /tmp/almr-sweep-bench --tokens 131072 --threads 1 --parallel 2
 """
 
 import argparse
