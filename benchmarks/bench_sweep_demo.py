@@ -66,7 +66,7 @@ def confirm(study: AlmrConfig, out: Path, name: str, almr: float, lr: float, arg
     from almr.sweep.launch import LocalLauncher, RunSpec
     from almr.sweep.records import fill_from_metrics
 
-    run_dir = (out / "confirm" / name).resolve()
+    run_dir = (out / "confirm" / f"{name}-almr{almr:.4f}-lr{lr:.3e}").resolve()  # a rerun reuses only the same point
     run_dir.mkdir(parents=True, exist_ok=True)
     point = point_config(sweep_config(study, out / "grid", args, "grid"), almr, lr, str(run_dir))
     record = fill_from_metrics(RunRecord(run_id=name, almr=almr, lr=lr), run_dir, point.eval.average)

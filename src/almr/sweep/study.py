@@ -232,9 +232,9 @@ def _choosing(sweep_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _heartbeat(active: _Active, force: bool = False) -> None:
+def _heartbeat(active: _Active) -> None:
     now = time.time()
-    if force or now - active.beat >= HEARTBEAT_S:
+    if now - active.beat >= HEARTBEAT_S:  # a new run's beat is 0: marked at once
         active.trial.set_user_attr("heartbeat", now)
         active.beat = now
 
@@ -358,7 +358,7 @@ def run_sweep(
         trial.set_user_attr("driver", driver)
         trial.set_user_attr("poll_s", sweep.poll_s)
         active = _Active(trial, spec, time.time(), before)
-        _heartbeat(active, force=True)
+        _heartbeat(active)
         active.reported = {int(k) for k in study._storage.get_trial(trial._trial_id).intermediate_values}
         by_id[rid] = active
         log(f"{'resume' if resume else 'start'} {rid} (ALMR {almr:.4g}, LR {lr:.3g})")
@@ -408,7 +408,7 @@ def run_sweep(
     try:
         stopping = waiting_logged = False
         while True:
-            if not stopping:
+            if not stopping and len(in_flight) < sweep.parallel:
                 fill_slots()
             if not in_flight:
                 others = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
