@@ -68,7 +68,7 @@ def read_texts(path: Path) -> list[str]:
 
 
 def bench_tokenize(root: Path, megabytes: float, repeats: int = 3) -> dict:
-    from almr.config import DataConfig
+    from almr.data.config import DataConfig
     from almr.data.tokenize import tokenize_sources
 
     en, zh = make_corpus(root, megabytes)
@@ -177,7 +177,7 @@ def bench_blend(sequences: int) -> dict:
 def bench_loader(root: Path, data: dict, seconds: float = 8.0) -> dict:
     import torch
 
-    from almr.config import BatchConfig, DataConfig, MixtureConfig
+    from almr.data.config import BatchConfig, DataConfig, MixtureConfig
     from almr.data.loader import PackedLoader
     from almr.data.plan import build_plan
 

@@ -24,8 +24,8 @@ import torch
 
 
 def build_world(tmp: Path) -> Path:
-    from almr.config import WorldConfig
     from almr.world.build import build_world as build
+    from almr.world.config import WorldConfig
 
     world = tmp / "world"
     build(world, WorldConfig(seed=0, countries=24, en_docs=1500, zh_docs=1500, math_docs=200, code_docs=200,

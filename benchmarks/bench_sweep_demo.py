@@ -95,8 +95,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from almr.pipeline import study_config
+    from almr.stages.base_model import pretrain_base
     from almr.world.build import build_world
-    from almr.world.pretrain import pretrain_base
 
     config = load_config("demo")
     out = args.out

@@ -35,6 +35,13 @@ def test_unknown_key_names_it_and_suggests(tmp_path: Path) -> None:
     assert "did you mean 'cpt.optimizer.lr'" in message
 
 
+def test_renamed_key_names_the_new_spelling(tmp_path: Path) -> None:
+    path = write(tmp_path, "world:\n  pretrain: {tokens: 100}\n")
+    assert "world.pretrain was renamed to base" in error_of(path)
+    assert "world.pretrain was renamed to base" in error_of(None, ["world.pretrain.tokens=5"])
+    assert load_config(None, ["base.tokens=5"]).base.tokens == 5
+
+
 def test_unknown_section() -> None:
     assert "colour: unknown key" in error_of(None, ["colour=red"])
 

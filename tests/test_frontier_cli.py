@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from almr.cli import app
-from almr.config import FrontierConfig
 from almr.errors import AlmrError
+from almr.frontier.config import FrontierConfig
 from almr.frontier.data import load_baseline
 from almr.frontier.recommend import Recommender
 from almr.frontier.synthetic import paper_like_losses, ridge_metric, synthetic_sweep

@@ -20,10 +20,10 @@ def test_demo_runs_every_stage_on_a_small_world(tmp_path: Path) -> None:
     from almr.pipeline import run_demo
 
     torch.set_num_threads(1)
-    world = [f"world.{k}={v}" for k, v in SMALL_WORLD.model_dump().items() if k not in ("model", "pretrain")]
+    world = [f"world.{k}={v}" for k, v in SMALL_WORLD.model_dump().items() if k != "model"]
     config = load_config("demo", [
-        *world, "world.pretrain.tokens=24576", "world.pretrain.probe_every_tokens=8192",
-        "world.pretrain.schedule.warmup_steps=1", "eval.limit=4",
+        *world, "base.tokens=24576", "base.probe_every_tokens=8192",
+        "base.schedule.warmup_steps=1", "eval.limit=4",
         "cpt.total_tokens=8192", "cpt.validation.every_steps=1", "cpt.probe.every_tokens=4096",
         "cpt.schedule.warmup_steps=0", "eval.probe.items_per_task=8",
         "sweep.design=grid", "sweep.almr.values=[0.1, 0.5, 0.9]", "sweep.lr.values=[0.001, 0.003]",

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from almr.config import ScheduleConfig
 from almr.errors import ConfigError
+from almr.train.config import ScheduleConfig
 from almr.train.schedule import lr_at, lr_factor
 
 

@@ -327,7 +327,7 @@ def test_cli_build_and_stats(tmp_path: Path, monkeypatch, capsys) -> None:
     out = tmp_path / "w"
     args = ["world", "build", str(out), "--seed", "3"]
     for key, value in SMALL_WORLD.model_dump().items():
-        if key not in ("seed", "model", "pretrain"):
+        if key not in ("seed", "model"):
             args += ["--set", f"world.{key}={value}"]
     monkeypatch.setattr(sys, "argv", ["almr", *args])
     with pytest.raises(SystemExit) as info:

@@ -1,7 +1,9 @@
 import json
 from pathlib import Path
 
-from almr.config import AlmrConfig, WorldConfig
+from almr.config import AlmrConfig
+from almr.stages.config import BaseModelConfig
+from almr.train.config import ScheduleConfig
 from worlds import SMALL_WORLD
 
 
@@ -11,12 +13,13 @@ def test_pretrained_base_knows_english_better_than_chinese(small_world: Path, tm
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from almr.world.pretrain import pretrain_base
+    from almr.stages.base_model import pretrain_base
 
     torch.set_num_threads(1)
-    world = SMALL_WORLD.model_dump()
-    world["pretrain"].update(tokens=40960, schedule={"kind": "cosine", "warmup_steps": 2, "min_lr_ratio": 0.1})
-    config = AlmrConfig(world=WorldConfig.model_validate(world))
+    base_section = BaseModelConfig(
+        tokens=40960, schedule=ScheduleConfig(kind="cosine", warmup_steps=2, min_lr_ratio=0.1)
+    )
+    config = AlmrConfig(world=SMALL_WORLD, base=base_section)
     run = tmp_path / "base-run"
     base = pretrain_base(small_world, run, tmp_path / "shards", config, progress=False)
 

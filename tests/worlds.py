@@ -1,6 +1,6 @@
 """Small demo worlds for tests (a module of its own: more than one file here is named conftest)."""
 
-from almr.config import WorldConfig
+from almr.world.config import WorldConfig
 
 SMALL_WORLD = WorldConfig(
     seed=7,

@@ -85,8 +85,8 @@ def world_pretrain(
     set_: SetOption = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Pretrain the world's base model from random init on a mostly-English mixture (world.pretrain)."""
-    from almr.world.pretrain import pretrain_base
+    """Pretrain the world's base model from random init on a mostly-English mixture (the base section)."""
+    from almr.stages.base_model import pretrain_base
 
     out_dir = out_dir or world_dir.parent
     base = pretrain_base(world_dir, out_dir / "base-run", out_dir / "shards", _config(config, set_), progress)

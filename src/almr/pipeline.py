@@ -15,7 +15,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from almr.config import AlmrConfig, ModelConfig, dump_config
+from almr.config import AlmrConfig, dump_config
+from almr.train.config import ModelConfig
 
 
 def run_demo(out_dir: Path, config: AlmrConfig, console: Console) -> Path:
@@ -23,10 +24,10 @@ def run_demo(out_dir: Path, config: AlmrConfig, console: Console) -> Path:
     from almr.evaluate.harness import run_eval
     from almr.evaluate.results import markdown_table, save_result
     from almr.frontier.analyze import analyze_sweep
+    from almr.stages.base_model import pretrain_base
     from almr.sweep.status import status_view
     from almr.sweep.study import probe_base_model, run_sweep
     from almr.world.build import build_world
-    from almr.world.pretrain import pretrain_base
     from almr.world.stats import markdown_table as stats_markdown
     from almr.world.stats import rich_table, world_stats
 
@@ -53,8 +54,8 @@ def run_demo(out_dir: Path, config: AlmrConfig, console: Console) -> Path:
     report += [
         "## 2. The base model",
         "",
-        f"Pretrained from random initialization on {config.world.pretrain.tokens:,} tokens "
-        f"({100 * config.world.pretrain.almr:.0f}% Chinese): `{base}`. Held-out loss per source:",
+        f"Pretrained from random initialization on {config.base.tokens:,} tokens "
+        f"({100 * config.base.almr:.0f}% Chinese): `{base}`. Held-out loss per source:",
         "",
         _loss_markdown(losses),
         "",
@@ -123,7 +124,7 @@ def _loss_markdown(losses: list[dict[str, Any]]) -> str:
 def study_config(world_dir: Path, base: Path, out_dir: Path, config: AlmrConfig) -> AlmrConfig:
     """The demo's sweep: the config's cpt/mixture/sweep settings, from the world's base model on the
     world's shards, probing the world's benchmarks, with its folder under `out_dir`."""
-    from almr.world.pretrain import world_data
+    from almr.world.build import world_data
 
     update = {
         "model": ModelConfig(name_or_path=str(base), dtype=config.model.dtype),

@@ -7,8 +7,9 @@ import pytest
 import torch
 from data_helpers import corpus, write_jsonl
 
-from almr.config import BatchConfig, DataConfig, MixtureConfig, load_config
+from almr.config import load_config
 from almr.data.blend import counts_at
+from almr.data.config import BatchConfig, DataConfig, MixtureConfig
 from almr.data.loader import PackedLoader, validation_sequences
 from almr.data.plan import Plan, build_plan
 from almr.data.shards import IndexedShard

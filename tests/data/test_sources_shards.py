@@ -12,7 +12,7 @@ import pytest
 import zstandard
 from data_helpers import corpus, write_jsonl
 
-from almr.config import DataConfig
+from almr.data.config import DataConfig
 from almr.data.shards import IndexedShard, ShardWriter
 from almr.data.sources import iter_texts
 from almr.data.tokenize import tokenize_sources

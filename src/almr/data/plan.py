@@ -26,8 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from almr.config import BatchConfig, DataConfig, MixtureConfig
 from almr.data import blend
+from almr.data.config import BatchConfig, DataConfig, MixtureConfig
 from almr.data.tokenize import _file_list, _input_fingerprint, read_manifest, source_dir, tokenizer_info
 from almr.errors import DataError
 

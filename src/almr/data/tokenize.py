@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from almr.chinese import ScriptCounts
-from almr.config import DataConfig, SourceConfig
+from almr.data.config import DataConfig, SourceConfig
 from almr.data.shards import ShardWriter, token_dtype
 from almr.data.sources import BadRecord, Chunk, decode_chunk, iter_chunks, resolve_files
 from almr.durable import atomic_write_bytes

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
-from almr.config import FrontierConfig
 from almr.errors import AlmrError, DataError
 from almr.frontier.baselines import DCPTLaw, critical_mixture_ratio, dcpt_points
+from almr.frontier.config import FrontierConfig
 from almr.frontier.data import Baseline, check_base_hash, load_baseline, loss_sources, sweep_arrays
 from almr.frontier.frontier import LossFrontier, MetricFrontier
 from almr.frontier.recommend import Recommender

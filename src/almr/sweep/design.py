@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import optuna
 
-from almr.config import AlmrConfig, SweepConfig
+from almr.config import AlmrConfig
+from almr.sweep.config import SweepConfig
 
 SWEPT_KEYS = ("mixture.almr", "cpt.optimizer.lr", "cpt.run_dir")
 

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from almr.config import AlmrConfig, SweepSlurmConfig
+from almr.config import AlmrConfig
+from almr.sweep.config import SweepSlurmConfig
 
 LOG = "run.log"
 

@@ -30,9 +30,10 @@ from torch.distributed.checkpoint.stateful import Stateful
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
-from almr.config import AlmrConfig, CptConfig, ModelConfig, dump_config
+from almr.config import AlmrConfig, dump_config
 from almr.errors import AlmrError, ConfigError, DataError
 from almr.train import checkpoint as ckpt
+from almr.train.config import CptConfig, ModelConfig
 from almr.train.metrics import MetricsLog, model_flops_per_token, peak_flops, truncate_after
 from almr.train.parallel import Distributed, all_reduce_sum, close_distributed, init_distributed, parallelize
 from almr.train.schedule import lr_factor

@@ -13,8 +13,8 @@ Steps are 0-based: step s is the (s+1)-th optimizer update of a run of `total_st
 
 import math
 
-from almr.config import ScheduleConfig
 from almr.errors import ConfigError
+from almr.train.config import ScheduleConfig
 
 
 def lr_factor(step: int, total_steps: int, schedule: ScheduleConfig) -> float:

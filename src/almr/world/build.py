@@ -30,11 +30,12 @@ from typing import Any
 
 from rich.progress import Progress
 
-from almr.config import WorldConfig
+from almr.data.config import DataConfig, SourceConfig
 from almr.data.sources import iter_texts
 from almr.errors import AlmrError
 from almr.world import bench
 from almr.world.chat import ChatWriter
+from almr.world.config import WorldConfig
 from almr.world.corpus import SOURCES, CorpusWriter
 from almr.world.facts import load_countries
 from almr.world.model import save_model_config
@@ -87,6 +88,23 @@ def read_manifest(world_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise AlmrError(f"{world_dir} is not a world directory (no {MANIFEST}); build one with `almr world build DIR`")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def world_data(world_dir: Path, shard_dir: Path) -> DataConfig:
+    """The world's four corpora as data sources, tagged with their language and domain."""
+    world_dir = Path(world_dir)
+    manifest = read_manifest(world_dir)
+    sources = [
+        SourceConfig(
+            name=name,
+            language=info["language"],
+            domain=info["domain"],
+            train=[str(world_dir / info["train"])],
+            valid=[str(world_dir / info["valid"])],
+        )
+        for name, info in manifest["sources"].items()
+    ]
+    return DataConfig(tokenizer=str(world_dir / "tokenizer"), shard_dir=str(shard_dir), sources=sources)
 
 
 def _write_world(root: Path, config: WorldConfig) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import GenerationConfig, LlamaConfig, PreTrainedTokenizerFast
 
-from almr.config import TinyLlamaConfig
+from almr.world.config import TinyLlamaConfig
 from almr.world.tokenizer import EOS, EOT
 
 

@@ -1,6 +1,6 @@
-"""`almr world pretrain`: the world's base model, trained from random initialization by the CPT
-trainer on a mostly-English mixture (`world.pretrain`: 95% English, math and code, 5% Chinese
-by default), so that it plays Llama-3's part: good at English, weak at Chinese.
+"""The `base` stage (`almr world pretrain`): the world's base model, trained from random
+initialization by the CPT trainer on a mostly-English mixture (`base`: 95% English, math and
+code, 5% Chinese by default), so that it plays Llama-3's part: good at English, weak at Chinese.
 
 It is an ordinary CPT run — the world's corpora tokenized into shards by `almr.data`, a
 mixture plan, `almr.train.cpt.train_cpt` — whose config this module writes from the world
@@ -12,39 +12,15 @@ nothing; an interrupted run resumes.
 import json
 from pathlib import Path
 
-from almr.config import (
-    AlmrConfig,
-    CptConfig,
-    DataConfig,
-    MixtureConfig,
-    ModelConfig,
-    ProbeConfig,
-    SourceConfig,
-    ValidationConfig,
-)
-from almr.world.build import read_manifest
-
-
-def world_data(world_dir: Path, shard_dir: Path) -> DataConfig:
-    """The world's four corpora as data sources, tagged with their language and domain."""
-    world_dir = Path(world_dir)
-    manifest = read_manifest(world_dir)
-    sources = [
-        SourceConfig(
-            name=name,
-            language=info["language"],
-            domain=info["domain"],
-            train=[str(world_dir / info["train"])],
-            valid=[str(world_dir / info["valid"])],
-        )
-        for name, info in manifest["sources"].items()
-    ]
-    return DataConfig(tokenizer=str(world_dir / "tokenizer"), shard_dir=str(shard_dir), sources=sources)
+from almr.config import AlmrConfig
+from almr.data.config import MixtureConfig
+from almr.train.config import CptConfig, ModelConfig, ProbeConfig, ValidationConfig
+from almr.world.build import world_data
 
 
 def pretrain_config(world_dir: Path, run_dir: Path, shard_dir: Path, config: AlmrConfig) -> AlmrConfig:
     """The CPT config that pretrains the base model of the world at `world_dir` into `run_dir`."""
-    pretrain = config.world.pretrain
+    pretrain = config.base
     steps = pretrain.tokens // (pretrain.batch.global_batch_size * pretrain.batch.seq_len)
     cpt = CptConfig(
         batch=pretrain.batch,

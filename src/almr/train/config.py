@@ -1,0 +1,138 @@
+"""Config sections of training: the model a stage starts from, the processes it runs on, and
+each training stage's optimizer and schedule; the CPT trainer's own section (`cpt`)."""
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from almr.data.config import BatchConfig
+from almr.section import Section
+
+
+class ModelConfig(Section):
+    """The model a stage starts from."""
+
+    name_or_path: str | None = Field(
+        None, description="A local Hugging Face model directory, or a hub id where the machine is online."
+    )
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="Training precision: bfloat16 autocast on GPUs, float32 on CPUs."
+    )
+
+
+class ParallelConfig(Section):
+    """How many processes a stage runs on and how the model is split across them."""
+
+    nodes: int = Field(1, ge=1, description="Machines.")
+    gpus_per_node: int = Field(1, ge=1, description="Processes per machine (one per GPU).")
+    tensor_parallel: int = Field(
+        1, ge=1, description="Tensor-parallel degree (Megatron-style; the paper used 2 for 8B, 8 for 70B)."
+    )
+    pipeline_parallel: int = Field(1, ge=1, description="Pipeline-parallel degree (the paper used 2 for 70B).")
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+    @property
+    def data_parallel(self) -> int:
+        return self.world_size // (self.tensor_parallel * self.pipeline_parallel)
+
+    @model_validator(mode="after")
+    def _splits_evenly(self) -> "ParallelConfig":
+        model_parallel = self.tensor_parallel * self.pipeline_parallel
+        if self.world_size % model_parallel:
+            raise ValueError(
+                f"nodes × gpus_per_node = {self.world_size} is not divisible by tensor_parallel × "
+                f"pipeline_parallel = {model_parallel}; change the GPU count or the parallel degrees"
+            )
+        return self
+
+
+class OptimizerConfig(Section):
+    name: Literal["adamw"] = Field("adamw", description="The optimizer (the paper: AdamW).")
+    lr: float = Field(3e-5, gt=0, description="Peak learning rate.")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    weight_decay: float = Field(0.01, ge=0, description="Decoupled weight decay.")
+    grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip; 0 disables it.")
+
+    @model_validator(mode="after")
+    def _betas_in_range(self) -> "OptimizerConfig":
+        for beta in self.betas:
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"betas {list(self.betas)} must each lie in [0, 1), e.g. [0.9, 0.95]")
+        return self
+
+
+class ScheduleConfig(Section):
+    kind: Literal["linear", "cosine", "wsd"] = Field(
+        "linear", description="Decay after warmup: linear, cosine or warmup-stable-decay."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear warmup from 0 to the peak learning rate.")
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final learning rate as a fraction of the peak.")
+    decay_fraction: float = Field(0.2, gt=0.0, le=1.0, description="wsd only: the fraction of steps spent decaying.")
+
+
+class StageConfig(Section):
+    """One training stage (CPT, SFT or DPO): batch shape, optimizer and schedule."""
+
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+
+class CheckpointConfig(Section):
+    """When the CPT trainer writes checkpoints (training state + a Hugging Face directory)."""
+
+    every_steps: int = Field(0, ge=0, description="Write a checkpoint every N optimizer steps; 0: only at the end.")
+    keep_last: int = Field(2, ge=1, description="Keep the newest K complete checkpoints; older ones are deleted.")
+
+
+class ValidationConfig(Section):
+    """Held-out loss per source (English, Chinese, math, code ...) during CPT."""
+
+    every_steps: int = Field(
+        0, ge=0, description="Validation loss per source every M steps, before the first and after the last; 0: off."
+    )
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="Sequences per forward pass during validation; default: cpt.batch.micro_batch_size."
+    )
+
+
+class ProbeConfig(Section):
+    """A benchmark probe suite run during CPT, for metric trajectories (the paper's Fig. 2)."""
+
+    every_tokens: int = Field(0, ge=0, description="Run the probe each time this many more tokens are trained; 0: off.")
+
+
+class CptConfig(StageConfig):
+    """Continual pre-training: the StageConfig batch/optimizer/schedule plus run length, run folder,
+    checkpoints, validation, probes and how the model is wrapped."""
+
+    run_dir: str = Field("runs/cpt", description="Run folder: config.yaml, metrics.jsonl, checkpoints/.")
+    steps: int | None = Field(
+        None, ge=1, description="Optimizer steps; default: total_tokens / (global_batch_size × seq_len)."
+    )
+    total_tokens: int | None = Field(
+        None, ge=1, description="Training tokens when steps is not set (rounded down to whole steps)."
+    )
+    seed: int = Field(0, description="Seeds random init and every random number generator of the run.")
+    random_init: bool = Field(
+        False,
+        description="Build the model from the config.json at model.name_or_path with random weights instead of "
+        "loading its weights (the demo world's base model, tests).",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    compile: bool = Field(False, description="torch.compile each decoder layer (no speed-up on a CPU).")
+    tensorboard: bool = Field(False, description="Also write TensorBoard event files (needs the tensorboard package).")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+
+    @model_validator(mode="after")
+    def _one_length(self) -> "CptConfig":
+        if self.steps is not None and self.total_tokens is not None:
+            raise ValueError("set either steps or total_tokens, not both")
+        return self
