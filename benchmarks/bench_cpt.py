@@ -73,7 +73,7 @@ def run_almr(args: argparse.Namespace, model_dir: Path, out: Path) -> list[float
         "cpt.device": "cpu",
     }  # fmt: skip
     config = load_config(None, [f"{k}={v}" for k, v in sets.items()])
-    train_cpt(config, loader=TensorLoader(sequences(args), args.micro))
+    train_cpt(config.model, config.cpt, loader=TensorLoader(sequences(args), args.micro))
     lines = (out / "metrics.jsonl").read_text().splitlines()
     return [e["step_time"] for e in map(json.loads, lines) if e["event"] == "train"]
 

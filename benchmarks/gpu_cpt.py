@@ -62,7 +62,7 @@ def main() -> None:
     }  # fmt: skip
     config = load_config(None, [f"{k}={v}" for k, v in sets.items()])
     data = torch.randint(0, shape["vocab_size"], (args.steps * global_batch, seq_len + 1))
-    train_cpt(config, loader=TensorLoader(data, args.micro), progress=True)
+    train_cpt(config.model, config.cpt, loader=TensorLoader(data, args.micro), progress=True)
 
     events = [json.loads(line) for line in (tmp / "run/metrics.jsonl").read_text().splitlines()]
     start = next(e for e in events if e["event"] == "start")

@@ -17,8 +17,7 @@ from almr.errors import AlmrError, ConfigError, DataError
 from almr.train import checkpoint as ckpt
 from almr.train import cpt
 from almr.train.checkpoint import Checkpointer
-from almr.train.cpt import train_cpt
-from train_toys import ToyLoader, make_model_dir, toy_config, toy_validation
+from train_toys import ToyLoader, make_model_dir, toy_config, toy_validation, train_toy
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 TESTS = Path(__file__).parent
@@ -47,7 +46,7 @@ def events(run_dir: Path, kind: str) -> list[dict]:
 
 def test_loss_falls_on_a_learnable_sequence(tmp_path: Path, model_dir: Path) -> None:
     config = toy_config(tmp_path, model_dir, steps=40, **{"optimizer.lr": 1e-2})
-    result = train_cpt(config, loader=ToyLoader(4, SEQ, VOCAB))
+    result = train_toy(config, loader=ToyLoader(4, SEQ, VOCAB))
     assert result.steps == 40 and result.tokens == 40 * 8 * SEQ
     first, last = sum(result.losses[:3]) / 3, sum(result.losses[-3:]) / 3
     assert first > 5.0  # ~ln(256) at random init
@@ -56,7 +55,7 @@ def test_loss_falls_on_a_learnable_sequence(tmp_path: Path, model_dir: Path) -> 
 
 def test_metrics_schema(tmp_path: Path, model_dir: Path) -> None:
     config = toy_config(tmp_path, model_dir, steps=4, **{"validation.every_steps": 2})
-    train_cpt(config, loader=ToyLoader(4, SEQ, VOCAB), validation=toy_validation(3, SEQ, VOCAB))
+    train_toy(config, loader=ToyLoader(4, SEQ, VOCAB), validation=toy_validation(3, SEQ, VOCAB))
     run = tmp_path / "run"
     (start,) = events(run, "start")
     assert start["peak_flops"] > 1e9 and start["flops_per_token"] > 6 * 50_000
@@ -74,9 +73,9 @@ def test_metrics_schema(tmp_path: Path, model_dir: Path) -> None:
 
 
 def test_gradient_accumulation_matches_the_large_batch(tmp_path: Path, model_dir: Path) -> None:
-    big = train_cpt(toy_config(tmp_path / "a", model_dir, steps=3, **{"batch.micro_batch_size": 8}),
+    big = train_toy(toy_config(tmp_path / "a", model_dir, steps=3, **{"batch.micro_batch_size": 8}),
                     loader=ToyLoader(8, SEQ, VOCAB))  # fmt: skip
-    small = train_cpt(toy_config(tmp_path / "b", model_dir, steps=3, **{"batch.micro_batch_size": 2}),
+    small = train_toy(toy_config(tmp_path / "b", model_dir, steps=3, **{"batch.micro_batch_size": 2}),
                       loader=ToyLoader(2, SEQ, VOCAB))  # fmt: skip
     assert small.losses == pytest.approx(big.losses, rel=1e-5)
     from safetensors.torch import load_file
@@ -91,7 +90,7 @@ def test_gradient_accumulation_matches_the_large_batch(tmp_path: Path, model_dir
 def test_checkpoint_loads_in_plain_transformers_and_generates(tmp_path: Path, model_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    result = train_cpt(toy_config(tmp_path, model_dir, steps=2), loader=ToyLoader(4, SEQ, VOCAB))
+    result = train_toy(toy_config(tmp_path, model_dir, steps=2), loader=ToyLoader(4, SEQ, VOCAB))
     hf = result.checkpoint / "hf"
     model = AutoModelForCausalLM.from_pretrained(hf)
     tokenizer = AutoTokenizer.from_pretrained(hf)
@@ -108,7 +107,7 @@ def test_validation_loss_is_over_exactly_the_held_out_sequences(tmp_path: Path, 
     held_out = toy_validation(7, SEQ, VOCAB)  # 7 sequences per source: not a multiple of the micro batch
     held_out["code"][1][2, 5:] = -100  # masked targets do not count
     config = toy_config(tmp_path, model_dir, steps=2, **{"validation.every_steps": 2, "validation.micro_batch_size": 3})
-    result = train_cpt(config, loader=ToyLoader(4, SEQ, VOCAB), validation=held_out)
+    result = train_toy(config, loader=ToyLoader(4, SEQ, VOCAB), validation=held_out)
     logged = events(tmp_path / "run", "val")[-1]
     assert logged["step"] == 2
     model = AutoModelForCausalLM.from_pretrained(result.checkpoint / "hf").eval()
@@ -121,13 +120,13 @@ def test_validation_loss_is_over_exactly_the_held_out_sequences(tmp_path: Path, 
 
 def test_resume_continues_with_the_same_losses(tmp_path: Path, model_dir: Path) -> None:
     config = toy_config(tmp_path, model_dir, steps=6, **{"checkpoint.every_steps": 3, "checkpoint.keep_last": 3})
-    full = train_cpt(config, loader=ToyLoader(4, SEQ, VOCAB))
+    full = train_toy(config, loader=ToyLoader(4, SEQ, VOCAB))
     checkpoints = Checkpointer(tmp_path / "run/checkpoints", 3).complete()
     assert [p.name for p in checkpoints] == ["step_00000003", "step_00000006"]
     import shutil
 
     shutil.rmtree(checkpoints[-1])  # as if the run died after step 3's checkpoint
-    resumed = train_cpt(config, resume=True, loader=ToyLoader(4, SEQ, VOCAB))
+    resumed = train_toy(config, resume=True, loader=ToyLoader(4, SEQ, VOCAB))
     assert resumed.losses == full.losses[3:]
     assert [e["step"] for e in events(tmp_path / "run", "train")] == [1, 2, 3, 4, 5, 6]
 
@@ -136,10 +135,9 @@ _SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
-from train_toys import ToyLoader, toy_config
-from almr.train.cpt import train_cpt
+from train_toys import ToyLoader, toy_config, train_toy
 config = toy_config(Path({tmp!r}), Path({model!r}), steps=12, **{{"checkpoint.every_steps": 4}})
-train_cpt(config, resume={resume}, loader=ToyLoader(4, 32, 256, delay={delay}))
+train_toy(config, resume={resume}, loader=ToyLoader(4, 32, 256, delay={delay}))
 """
 
 
@@ -181,18 +179,18 @@ def test_not_a_causal_lm_is_refused(tmp_path: Path) -> None:
     vit = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     vit.save_pretrained(tmp_path / "vit")
     with pytest.raises(ConfigError, match="not a causal language model"):
-        train_cpt(toy_config(tmp_path, tmp_path / "vit"), loader=ToyLoader(4, SEQ, VOCAB))
+        train_toy(toy_config(tmp_path, tmp_path / "vit"), loader=ToyLoader(4, SEQ, VOCAB))
     with pytest.raises(ConfigError, match="cannot read a model"):
-        train_cpt(toy_config(tmp_path, tmp_path / "missing"), loader=ToyLoader(4, SEQ, VOCAB))
+        train_toy(toy_config(tmp_path, tmp_path / "missing"), loader=ToyLoader(4, SEQ, VOCAB))
 
 
 def test_token_ids_beyond_the_vocabulary_are_refused(tmp_path: Path, model_dir: Path) -> None:
     bad_validation = toy_validation(2, SEQ, VOCAB)
     bad_validation["zh"][0][1, 1] = VOCAB
     with pytest.raises(DataError, match=r"validation set 'zh' holds token id 256 .* 256 entries"):
-        train_cpt(toy_config(tmp_path, model_dir), loader=ToyLoader(4, SEQ, VOCAB), validation=bad_validation)
+        train_toy(toy_config(tmp_path, model_dir), loader=ToyLoader(4, SEQ, VOCAB), validation=bad_validation)
     with pytest.raises(DataError, match="a training batch holds token id 261"):
-        train_cpt(toy_config(tmp_path / "b", model_dir), loader=ToyLoader(4, SEQ, VOCAB, bad_id_at=16))
+        train_toy(toy_config(tmp_path / "b", model_dir), loader=ToyLoader(4, SEQ, VOCAB, bad_id_at=16))
 
 
 def test_global_batch_must_divide_by_the_actual_world_size(tmp_path: Path, model_dir: Path,
@@ -201,21 +199,21 @@ def test_global_batch_must_divide_by_the_actual_world_size(tmp_path: Path, model
     monkeypatch.setattr(cpt, "init_distributed", lambda device: two)
     config = toy_config(tmp_path, model_dir, **{"batch.global_batch_size": 4})
     with pytest.raises(ConfigError, match=r"global_batch_size=4 is not divisible by .* 4 × 2 = 8"):
-        train_cpt(config, loader=ToyLoader(4, SEQ, VOCAB))
+        train_toy(config, loader=ToyLoader(4, SEQ, VOCAB))
 
 
 def test_resume_with_a_different_config_names_what_differs(tmp_path: Path, model_dir: Path) -> None:
-    train_cpt(toy_config(tmp_path, model_dir, steps=2), loader=ToyLoader(4, SEQ, VOCAB))
+    train_toy(toy_config(tmp_path, model_dir, steps=2), loader=ToyLoader(4, SEQ, VOCAB))
     with pytest.raises(ConfigError, match="already holds checkpoints"):
-        train_cpt(toy_config(tmp_path, model_dir, steps=2), loader=ToyLoader(4, SEQ, VOCAB))
+        train_toy(toy_config(tmp_path, model_dir, steps=2), loader=ToyLoader(4, SEQ, VOCAB))
     changed = toy_config(tmp_path, model_dir, steps=2, seed=3, **{"optimizer.lr": 1e-3, "checkpoint.keep_last": 5})
     with pytest.raises(ConfigError) as err:
-        train_cpt(changed, resume=True, loader=ToyLoader(4, SEQ, VOCAB))
+        train_toy(changed, resume=True, loader=ToyLoader(4, SEQ, VOCAB))
     message = str(err.value)
     assert "cpt.optimizer.lr: checkpoint 0.003, now 0.001" in message and "cpt.seed: checkpoint 0, now 3" in message
     assert "keep_last" not in message  # how checkpoints are kept does not change the trajectory
     with pytest.raises(ConfigError, match="no complete checkpoint"):
-        train_cpt(toy_config(tmp_path / "new", model_dir), resume=True, loader=ToyLoader(4, SEQ, VOCAB))
+        train_toy(toy_config(tmp_path / "new", model_dir), resume=True, loader=ToyLoader(4, SEQ, VOCAB))
 
 
 def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path: Path, model_dir: Path,
@@ -232,11 +230,11 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path: Path, mo
     monkeypatch.setattr(ckpt, "export_hf", export_then_fill_the_disk)
     config = toy_config(tmp_path, model_dir, steps=4, **{"checkpoint.every_steps": 2})
     with pytest.raises(AlmrError, match=r"step 4 .* the disk is full.*step_00000002 is complete and usable"):
-        train_cpt(config, loader=ToyLoader(4, SEQ, VOCAB))
+        train_toy(config, loader=ToyLoader(4, SEQ, VOCAB))
     folders = sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir())
     assert folders == ["step_00000002"]  # the half-written step_00000004.tmp is gone
     monkeypatch.setattr(ckpt, "export_hf", real_export)
-    resumed = train_cpt(config, resume=True, loader=ToyLoader(4, SEQ, VOCAB))
+    resumed = train_toy(config, resume=True, loader=ToyLoader(4, SEQ, VOCAB))
     assert resumed.steps == 4 and len(resumed.losses) == 2
 
 
@@ -245,6 +243,6 @@ def test_cli_reports_bad_input_as_one_message(tmp_path: Path) -> None:
     batch = "{micro_batch_size: 1, global_batch_size: 1}"
     config.write_text(f"cpt: {{run_dir: {tmp_path / 'run'}, steps: 2, batch: {batch}}}\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(["almr", "cpt", str(config), "--no-progress"], capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, "-m", "almr.cli", "cpt", str(config), "--no-progress"], capture_output=True, text=True, env=env)
     assert done.returncode == 2
     assert "model.name_or_path is not set" in done.stderr and "Traceback" not in done.stderr

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from almr.train.cpt import train_cpt
-from train_toys import ToyLoader, make_model_dir, toy_config, toy_validation
+from train_toys import ToyLoader, make_model_dir, toy_config, toy_validation, train_toy
 
 TESTS = Path(__file__).parent
 VOCAB, SEQ = 256, 32
@@ -22,11 +21,10 @@ _WORKER = """
 import os, sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
-from train_toys import ToyLoader, toy_config, toy_validation
-from almr.train.cpt import train_cpt
+from train_toys import ToyLoader, toy_config, toy_validation, train_toy
 rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
 config = toy_config(Path({tmp!r}), Path({model!r}), **{settings!r})
-train_cpt(config, loader=ToyLoader(2, 32, 256, rank=rank, world_size=world), validation=toy_validation(3, 32, 256))
+train_toy(config, loader=ToyLoader(2, 32, 256, rank=rank, world_size=world), validation=toy_validation(3, 32, 256))
 """
 
 
@@ -48,7 +46,7 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     try:
         one = toy_config(tmp_path / "one", model_dir, **SETTINGS)
-        train_cpt(one, loader=ToyLoader(2, SEQ, VOCAB), validation=toy_validation(3, SEQ, VOCAB))
+        train_toy(one, loader=ToyLoader(2, SEQ, VOCAB), validation=toy_validation(3, SEQ, VOCAB))
         two_run, one_run = tmp_path / "two/run", tmp_path / "one/run"
         (start,) = _events(two_run, "start")
         assert start["world_size"] == 2 and start["grad_accumulation"] == 2
@@ -62,7 +60,7 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
 
         # The sharded checkpoint of the 2-process run resumes in one process (DCP reshards it).
         shutil.rmtree(two_run / "checkpoints/step_00000004")
-        resumed = train_cpt(toy_config(tmp_path / "two", model_dir, **SETTINGS), resume=True,
+        resumed = train_toy(toy_config(tmp_path / "two", model_dir, **SETTINGS), resume=True,
                             loader=ToyLoader(2, SEQ, VOCAB), validation=toy_validation(3, SEQ, VOCAB))  # fmt: skip
         assert resumed.losses == pytest.approx(one_losses[2:], rel=1e-5)
     finally:

@@ -84,6 +84,13 @@ def toy_validation(
     return {name: (torch.stack(rows)[:, :-1], torch.stack(rows)[:, 1:]) for name, rows in by_source.items()}
 
 
+def train_toy(config: Any, **kwargs: Any) -> Any:
+    """`train_cpt` on the model and cpt sections of a `toy_config` (loader=, validation=, ...)."""
+    from almr.train.cpt import train_cpt
+
+    return train_cpt(config.model, config.cpt, **kwargs)
+
+
 def toy_config(tmp: Path, model_dir: Path, **cpt: Any) -> Any:
     """An AlmrConfig for a tiny CPU run; keyword arguments are dotted cpt.* overrides."""
     from almr.config import load_config

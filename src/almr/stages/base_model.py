@@ -3,7 +3,7 @@ initialization by the CPT trainer on a mostly-English mixture (`base`: 95% Engli
 code, 5% Chinese by default), so that it plays Llama-3's part: good at English, weak at Chinese.
 
 It is an ordinary CPT run — the world's corpora tokenized into shards by `almr.data`, a
-mixture plan, `almr.train.cpt.train_cpt` — whose config this module writes from the world
+mixture plan, the CPT stage (`almr.stages.cpt.run_cpt`) — whose config this module writes from the world
 directory. The run folder keeps everything a CPT run keeps; the base model is the Hugging
 Face directory (`hf/`) of its final checkpoint. Running it again finds that checkpoint and does
 nothing; an interrupted run resumes.
@@ -14,7 +14,11 @@ from pathlib import Path
 
 from almr.config import AlmrConfig
 from almr.data.config import MixtureConfig
+from almr.data.tokenize import tokenize_sources
+from almr.stages.cpt import run_cpt
+from almr.train.checkpoint import COMPLETE, Checkpointer
 from almr.train.config import CptConfig, ModelConfig, ProbeConfig, ValidationConfig
+from almr.train.schedule import lr_factor
 from almr.world.build import world_data
 
 
@@ -53,14 +57,6 @@ def pretrain_config(world_dir: Path, run_dir: Path, shard_dir: Path, config: Alm
 
 def pretrain_base(world_dir: Path, run_dir: Path, shard_dir: Path, config: AlmrConfig, progress: bool = True) -> Path:
     """Tokenize the world, pretrain its base model and return the model's directory."""
-    from transformers import AutoTokenizer
-
-    from almr.data.tokenize import tokenize_sources
-    from almr.evaluate.probe import probe_from_config
-    from almr.train.checkpoint import COMPLETE, Checkpointer
-    from almr.train.cpt import train_cpt
-    from almr.train.schedule import lr_factor
-
     run_config = AlmrConfig.model_validate(pretrain_config(world_dir, run_dir, shard_dir, config).model_dump())
     cpt = run_config.cpt
     steps = cpt.total_tokens // (cpt.batch.global_batch_size * cpt.batch.seq_len)
@@ -69,7 +65,6 @@ def pretrain_base(world_dir: Path, run_dir: Path, shard_dir: Path, config: AlmrC
     if latest is not None and json.loads((latest / COMPLETE).read_text(encoding="utf-8"))["step"] == steps:
         return latest / "hf"
     tokenize_sources(run_config.data, progress=progress)
-    probe = probe_from_config(run_config, AutoTokenizer.from_pretrained(run_config.model.name_or_path))
-    result = train_cpt(run_config, resume=latest is not None, probe=probe, progress=progress)
-    assert result.checkpoint is not None  # train_cpt always saves at the end
+    result = run_cpt(run_config, resume=latest is not None, progress=progress)
+    assert result.checkpoint is not None  # the trainer always saves at the end
     return result.checkpoint / "hf"

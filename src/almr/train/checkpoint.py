@@ -65,10 +65,15 @@ class Checkpointer:
     """Writes, finds, loads and prunes the checkpoints under `root`. Every rank calls `save` and
     `load` (they are collective); rank 0 alone writes the small files, renames and deletes."""
 
-    def __init__(self, root: Path, keep_last: int, rank: int = 0) -> None:
+    def __init__(self, root: Path, keep_last: int, rank: int = 0, every_steps: int = 0) -> None:
         self.root = Path(root)
         self.keep_last = keep_last
         self.is_writer = rank == 0
+        self.every_steps = every_steps
+
+    def should_save(self, step: int, last_step: int) -> bool:
+        """Every `every_steps` steps (0: never in between) and always after the last one."""
+        return step == last_step or bool(self.every_steps and step % self.every_steps == 0)
 
     def complete(self) -> list[Path]:
         """Complete checkpoints, oldest first."""

@@ -1,94 +1,47 @@
 """Continual pre-training (CPT) of a Hugging Face causal LM on a mixture loader.
 
-This file reads top to bottom as the run goes: build (processes, model, data, optimizer,
-schedule, checkpointer, metrics), resume, loop (step with visible gradient accumulation, log,
-validate, probe, save), close. Schedule math is in schedule.py, checkpoint I/O in checkpoint.py,
-process groups and FSDP2 in parallel.py, measurements in metrics.py, loaders in almr.data.
+`train_cpt` reads top to bottom as the run goes: build (processes, model, optimizer, schedule,
+checkpointer, measurements), resume, loop (step, log, validate, probe, save), close. Each part
+lives in its own module and is only asked here: the step and its gradient accumulation in
+step.py, the loss in loss.py, "is it due" and the measurements in validate.py and
+checkpoint.py, schedule math in schedule.py, resume rules in resume.py, process groups and
+FSDP2 in parallel.py, the metrics log in metrics.py. Building the loader from the data plan is
+the stage's job (`almr.stages.cpt`), so the trainer runs on any loader that keeps the protocol.
 
 The loader yields this process's micro-batches in global order: `input_ids` and `labels`
 ([micro, seq_len], labels already the next-token targets: no shift here) and `source_ids`
-([micro]); it keeps its position in `state_dict()`. Validation data is a mapping
-`{source: (input_ids [N, seq_len], labels [N, seq_len])}`.
+([micro]); it keeps its position in `state_dict()`.
 """
 
 import math
-import random
-import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from torch.distributed.checkpoint.stateful import Stateful
-from torch.distributed.fsdp import FSDPModule
-from torch.distributed.tensor import DTensor
 
-from almr.config import AlmrConfig, dump_config
 from almr.errors import AlmrError, ConfigError, DataError
 from almr.train import checkpoint as ckpt
 from almr.train.config import CptConfig, ModelConfig
 from almr.train.metrics import MetricsLog, model_flops_per_token, peak_flops, truncate_after
-from almr.train.parallel import Distributed, all_reduce_sum, close_distributed, init_distributed, parallelize
+from almr.train.model import build_model, vocab_size
+from almr.train.optimizer import build_optimizer
+from almr.train.parallel import Distributed, close_distributed, init_distributed, parallelize
+from almr.train.resume import resume_point, write_run_config
 from almr.train.schedule import lr_factor
-
-IGNORE_INDEX = -100
-
-# A resume must continue the same trajectory: these sections decide it and must match the
-# checkpoint's config, except for the keys after them, which change how the run is observed,
-# stored or placed. Other sections (world, eval, sweep, ...) never affect a CPT run.
-RESUME_MUST_MATCH = ("model.", "cpt.", "data.", "mixture.")
-RESUME_MAY_CHANGE = (
-    "cpt.run_dir", "cpt.checkpoint.", "cpt.validation.", "cpt.probe.",
-    "cpt.tensorboard", "cpt.device", "cpt.compile", "cpt.gradient_checkpointing",
-)  # fmt: skip
+from almr.train.state import RngState, TrainState, seed_everything
+from almr.train.step import StepResult, train_step
+from almr.train.validate import Probe, Prober, Validation, Validator
 
 
 class Loader(Protocol):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-Validation = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
-Probe = Callable[[torch.nn.Module, int, int], Mapping[str, float]]
-
-
-@dataclass
-class TrainState(Stateful):
-    step: int = 0  # optimizer steps done
-    tokens: int = 0  # tokens trained, all processes together
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "tokens": self.tokens}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step, self.tokens = int(state["step"]), int(state["tokens"])
-
-
-class RngState(Stateful):
-    """Every random number generator the step may draw from, so a resume continues them exactly."""
-
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()
-        }
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        random.setstate(state["python"])
-        np.random.set_state(state["numpy"])
-        torch.set_rng_state(state["torch"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state["cuda"])
 
 
 @dataclass
@@ -100,272 +53,166 @@ class CptResult:
     losses: list[float] = field(default_factory=list)  # training loss of each step this call ran
 
 
-def build_data(config: AlmrConfig, dist_env: Distributed) -> tuple[Loader, Validation]:
-    """THE integration point with almr.data: the packed mixture loader for this data-parallel rank
-    and the held-out sets per source, from the plan that config.data + config.mixture + cpt.batch
-    determine (the plan `almr data plan` prints). `train_cpt` calls it only when no loader is given."""
-    from almr.data.loader import PackedLoader, validation_sequences
-    from almr.data.plan import build_plan
-
-    cpt = config.cpt
-    budget = config.mixture.token_budget or cpt.total_tokens
-    plan = build_plan(config.data, config.mixture, cpt.batch, token_budget=budget)
-    loader = PackedLoader(plan, cpt.batch.micro_batch_size, dp_rank=dist_env.rank, dp_size=dist_env.world_size)
-    validation = {}
-    for source in plan.sources:
-        if source.valid_sequences:
-            held_out = validation_sequences(plan, source.name)
-            validation[source.name] = (held_out["input_ids"], held_out["labels"])
-    return loader, validation
-
-
 def train_cpt(
-    config: AlmrConfig,
-    *,
-    resume: bool = False,
-    loader: Loader | None = None,
+    model_config: ModelConfig,
+    cfg: CptConfig,
+    loader: Loader,
     validation: Validation | None = None,
+    *,
     probe: Probe | None = None,
+    resume: bool = False,
     progress: bool = False,
+    record: Mapping[str, Any] | None = None,
 ) -> CptResult:
-    """Run (or with `resume`, continue) the CPT stage described by `config`."""
-    cfg = config.cpt
-    run_dir = Path(cfg.run_dir)
+    """Run (or with `resume`, continue) CPT of `model_config`'s model as `cfg` says, on `loader`.
+    `record` is the resolved config the run folder and its checkpoints store and a resume is
+    checked against (default: the model and cpt sections)."""
+    record = dict(record or {"model": model_config.model_dump(mode="json"), "cpt": cfg.model_dump(mode="json")})
     owns_group = not torch.distributed.is_initialized()
-
     # ---------------------------------------------------------------- build
     dist_env = init_distributed(cfg.device)
     try:
-        batch = cfg.batch
-        per_pass = batch.micro_batch_size * dist_env.world_size
-        if batch.global_batch_size % per_pass:
-            raise ConfigError(
-                f"cpt.batch.global_batch_size={batch.global_batch_size} is not divisible by micro_batch_size × "
-                f"processes = {batch.micro_batch_size} × {dist_env.world_size} = {per_pass} (torchrun started "
-                f"{dist_env.world_size}); set it to a multiple of {per_pass} or change the process count"
-            )
-        accum = batch.global_batch_size // per_pass
-        checkpointer = ckpt.Checkpointer(run_dir / "checkpoints", cfg.checkpoint.keep_last, dist_env.rank)
-        resume_from = _resume_point(config, checkpointer, resume)
+        accum = _accumulation_steps(cfg, dist_env)
+        checkpointer = ckpt.Checkpointer(Path(cfg.run_dir) / "checkpoints", cfg.checkpoint.keep_last, dist_env.rank,
+                                         cfg.checkpoint.every_steps)  # fmt: skip
+        resume_from = resume_point(checkpointer, record, resume, cfg.run_dir)
         if probe is None and cfg.probe.every_tokens:
             raise ConfigError(
                 "cpt.probe.every_tokens is set but no probe suite was given; pass probe= to train_cpt, "
                 "or set cpt.probe.every_tokens=0"
             )
-
-        _seed_everything(cfg.seed)
-        model, tokenizer = build_model(config.model, cfg)
-        vocab = model.get_input_embeddings().weight.shape[0]
-        if loader is None:
-            loader, validation = build_data(config, dist_env)
-        validation = dict(validation or {})
-        for source, (inputs, labels) in validation.items():
+        seed_everything(cfg.seed)
+        model, tokenizer = build_model(model_config, random_init=cfg.random_init)
+        vocab = vocab_size(model)
+        for source, (inputs, labels) in (validation or {}).items():
             _check_ids(inputs, labels, vocab, f"validation set {source!r}")
         steps = _total_steps(cfg, loader, accum)
         lr_factor(0, steps, cfg.schedule)  # refuse an impossible schedule before any compute
-
-        flops_per_token = model_flops_per_token(model, batch.seq_len)
-        n_params = sum(p.numel() for p in model.parameters())
-        model = parallelize(model, dist_env, gradient_checkpointing=cfg.gradient_checkpointing, compile=cfg.compile)
-        bf16 = config.model.dtype == "bfloat16"
-        autocast = torch.autocast(dist_env.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-        optimizer = _adamw(model, cfg, dist_env.device)
+        run = _Run(model_config, cfg, dist_env, model, steps, record)
+        model = run.model = parallelize(model, dist_env, gradient_checkpointing=cfg.gradient_checkpointing,
+                                        compile=cfg.compile)  # fmt: skip
+        optimizer = build_optimizer(model, cfg.optimizer, dist_env.device)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, cfg.schedule))
-        peak, peak_source = peak_flops(dist_env.device.type, "bfloat16" if bf16 else "float32")
-        train_state = TrainState()
-        stateful: dict[str, Any] = {
-            "model_optim": ckpt.ModelAndOptimizer(model, optimizer),
-            "scheduler": scheduler,
-            "loader": loader,
-            "train": train_state,
-            "rng": RngState(),
-        }
+        validator = Validator(validation or {}, cfg.validation.micro_batch_size or cfg.batch.micro_batch_size,
+                              cfg.validation.every_steps, dist_env, run.precision)  # fmt: skip
+        prober = Prober(probe, cfg.probe.every_tokens, run.precision)
+        state = TrainState()
+        stateful = {"model_optim": ckpt.ModelAndOptimizer(model, optimizer), "scheduler": scheduler,
+                    "loader": loader, "train": state, "rng": RngState()}  # fmt: skip
 
         # ---------------------------------------------------------------- resume
         if resume_from is not None:
             checkpointer.load(resume_from, stateful)
-        log = None
-        if dist_env.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
-            if resume_from is None:
-                (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-            else:
-                truncate_after(run_dir / "metrics.jsonl", train_state.step)
-            log = MetricsLog(run_dir / "metrics.jsonl", tensorboard=cfg.tensorboard)
-            log.write(
-                "resume" if resume_from else "start", step=train_state.step, tokens=train_state.tokens,
-                checkpoint=str(resume_from) if resume_from else None, steps=steps, world_size=dist_env.world_size,
-                device=str(dist_env.device), dtype=config.model.dtype, parameters=n_params,
-                flops_per_token=flops_per_token, peak_flops=peak, peak_flops_source=peak_source,
-                micro_batch_size=batch.micro_batch_size, global_batch_size=batch.global_batch_size,
-                grad_accumulation=accum, seq_len=batch.seq_len,
-            )  # fmt: skip
-
-        def save() -> Path:
-            meta = {"tokens": train_state.tokens}
-            path = checkpointer.save(train_state.step, stateful, lambda folder: _write_exports(folder), meta)
-            if log:
-                log.write("checkpoint", step=train_state.step, tokens=train_state.tokens, path=str(path))
-            return path
-
-        def _write_exports(folder: Path) -> None:
-            ckpt.export_hf(model, tokenizer, folder, dist_env.is_main)
-            if dist_env.is_main:
-                (folder / "config.yaml").write_text(dump_config(config), encoding="utf-8")
-
-        def run_validation() -> None:
-            if not validation:
-                return
-            losses = validate(model, validation, cfg.validation.micro_batch_size or batch.micro_batch_size,
-                              dist_env, autocast)  # fmt: skip
-            if log:
-                log.write("val", step=train_state.step, tokens=train_state.tokens, loss=losses)
-
-        def run_probe() -> None:
-            model.eval()
-            with torch.no_grad(), autocast:
-                scores = dict(probe(model, train_state.step, train_state.tokens))  # type: ignore[misc]
-            model.train()
-            if log:
-                log.write("probe", step=train_state.step, tokens=train_state.tokens, scores=scores)
+        log = run.open_log(state, resume_from, accum)
+        if resume_from is None:  # the starting point of the trajectories: the model before any step
+            if validator.should_validate(0, steps):
+                log.write("val", step=0, tokens=0, loss=validator(model))
+            if prober.enabled:
+                log.write("probe", step=0, tokens=0, scores=prober(model, 0, 0))
 
         # ---------------------------------------------------------------- loop
-        tokens_per_step = batch.global_batch_size * batch.seq_len
-        max_norm = cfg.optimizer.grad_clip or math.inf
-        fsdp = isinstance(model, FSDPModule)
-        data = iter(loader)
-        losses: list[float] = []
-        last_saved: Path | None = None
-        if resume_from is None:  # the starting point of the trajectories: the model before any step
-            if cfg.validation.every_steps:
-                run_validation()
-            if probe and cfg.probe.every_tokens:
-                run_probe()
-        bar = _progress_bar(progress and dist_env.is_main, steps, train_state.step)
+        bar = _progress_bar(progress and dist_env.is_main, steps, state.step)
+        tokens_per_step = cfg.batch.global_batch_size * cfg.batch.seq_len
+        data, losses, last_saved = iter(loader), [], None
         model.train()
-        while train_state.step < steps:
-            start = time.perf_counter()
+        while state.step < steps:
+            started = time.perf_counter()
             micro_batches = [_next_batch(data, vocab, loader) for _ in range(accum)]
-            # Normalize by the tokens of the whole global batch, counted before any backward, so that
-            # accumulation over micro-batches and processes gives the gradient of one large batch.
-            local = sum((b["labels"] != IGNORE_INDEX).sum() for b in micro_batches)
-            global_tokens = all_reduce_sum(torch.as_tensor(local, dtype=torch.float32, device=dist_env.device))
-            loss_sum = torch.zeros((), device=dist_env.device)
-            for i, micro in enumerate(micro_batches):
-                if fsdp:
-                    model.set_requires_gradient_sync(i == accum - 1)  # reduce-scatter once per step
-                input_ids = micro["input_ids"].to(dist_env.device, non_blocking=True)
-                labels = micro["labels"].to(dist_env.device, non_blocking=True)
-                with autocast:
-                    logits = model(input_ids=input_ids, use_cache=False).logits
-                loss = F.cross_entropy(
-                    logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-                )
-                # FSDP averages gradients over processes; the world-size factor turns that into a sum.
-                (loss * (dist_env.world_size / global_tokens)).backward()
-                loss_sum += loss.detach()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            if isinstance(grad_norm, DTensor):
-                grad_norm = grad_norm.full_tensor()
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            train_state.step += 1
-            train_state.tokens += tokens_per_step
-
-            step_loss = (all_reduce_sum(loss_sum) / global_tokens).item()
-            elapsed = time.perf_counter() - start
-            tokens_per_s = tokens_per_step / elapsed
-            mfu = flops_per_token * tokens_per_s / (peak * dist_env.world_size)
-            losses.append(step_loss)
-            if log:
-                log.write(
-                    "train", step=train_state.step, tokens=train_state.tokens, loss=step_loss, lr=lr,
-                    grad_norm=grad_norm.item(), tokens_per_s=tokens_per_s, mfu=mfu, step_time=elapsed,
-                )  # fmt: skip
-            if bar:
-                bar.update(bar.task_ids[0], advance=1, tps=f"{tokens_per_s:,.0f}", loss=f"{step_loss:.4f}")
-            if not math.isfinite(step_loss):
-                raise AlmrError(
-                    f"the training loss became {step_loss} at step {train_state.step}; lower cpt.optimizer.lr "
-                    "or add warmup (cpt.schedule.warmup_steps), then resume from the last checkpoint"
-                )
-            done = train_state.step == steps
-            every = cfg.validation.every_steps
-            if every and (train_state.step % every == 0 or done):
-                run_validation()
-            every_tokens = cfg.probe.every_tokens
-            before = train_state.tokens - tokens_per_step
-            crossed = every_tokens and train_state.tokens // every_tokens > before // every_tokens
-            if probe and crossed:
-                run_probe()
-            every = cfg.checkpoint.every_steps
-            if done or (every and train_state.step % every == 0):
-                last_saved = save()
+            result = train_step(model, optimizer, scheduler, micro_batches, dist_env, run.precision,
+                                cfg.optimizer.grad_clip)  # fmt: skip
+            state.step += 1
+            state.tokens += tokens_per_step
+            losses.append(result.loss)
+            run.log_step(log, bar, state, result, time.perf_counter() - started)
+            if validator.should_validate(state.step, steps):
+                log.write("val", step=state.step, tokens=state.tokens, loss=validator(model))
+            if prober.should_probe(state.tokens - tokens_per_step, state.tokens):
+                log.write("probe", step=state.step, tokens=state.tokens, scores=prober(model, state.step, state.tokens))
+            if checkpointer.should_save(state.step, steps):
+                last_saved = checkpointer.save(state.step, stateful, lambda folder: run.export(folder, tokenizer),
+                                               {"tokens": state.tokens})  # fmt: skip
+                log.write("checkpoint", step=state.step, tokens=state.tokens, path=str(last_saved))
 
         # ---------------------------------------------------------------- close
         if bar:
             bar.stop()
-        if log:
-            log.write("end", step=train_state.step, tokens=train_state.tokens, checkpoint=str(last_saved))
-            log.close()
-        return CptResult(run_dir, train_state.step, train_state.tokens, last_saved or checkpointer.latest(), losses)
+        log.write("end", step=state.step, tokens=state.tokens, checkpoint=str(last_saved))
+        log.close()
+        return CptResult(Path(cfg.run_dir), state.step, state.tokens, last_saved or checkpointer.latest(), losses)
     finally:
         if owns_group:
             close_distributed()
 
 
-# --------------------------------------------------------------------------- parts of the build
+class _Run:
+    """What the loop writes about the run: the run folder's config and metrics log, the step
+    lines with throughput and MFU, the exported model. Only the main process writes."""
 
-
-def build_model(model_cfg: ModelConfig, cfg: CptConfig) -> tuple[torch.nn.Module, Any]:
-    """The causal LM (fp32 master weights) and its tokenizer from model.name_or_path; with
-    cpt.random_init, the architecture from its config.json with weights drawn from the seeded RNG."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    path = model_cfg.name_or_path
-    if not path:
-        raise ConfigError("model.name_or_path is not set; point it at a Hugging Face model directory (or hub id)")
-    try:
-        if cfg.random_init:
-            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=torch.float32)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    except ValueError as err:
-        raise ConfigError(
-            f"model.name_or_path={path} is not a causal language model that transformers can train "
-            f"({str(err).splitlines()[0]}); point it at a *ForCausalLM checkpoint such as a Llama"
-        ) from None
-    except OSError as err:
-        raise ConfigError(f"cannot read a model from model.name_or_path={path}: {str(err).splitlines()[0]}") from None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise ConfigError(
-            f"model.name_or_path={path} has no tokenizer that transformers can load ({str(err).splitlines()[0]}); "
-            "checkpoints must ship one, so save the tokenizer into that directory"
-        ) from None
-    vocab = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > vocab:
-        raise ConfigError(
-            f"the tokenizer at {path} has {len(tokenizer)} tokens but the model's embedding has {vocab} rows; "
-            "use the tokenizer the model was built for (or resize the model's embeddings)"
+    def __init__(self, model_config: ModelConfig, cfg: CptConfig, dist_env: Distributed, model: torch.nn.Module,
+                 steps: int, record: dict[str, Any]) -> None:  # fmt: skip
+        self.cfg, self.dist_env, self.model, self.steps, self.record = cfg, dist_env, model, steps, record
+        self.dtype = model_config.dtype
+        bf16 = self.dtype == "bfloat16"
+        self.precision: AbstractContextManager = (
+            torch.autocast(dist_env.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
         )
-    model.config.use_cache = False
-    return model, tokenizer
+        self.flops_per_token = model_flops_per_token(model, cfg.batch.seq_len)
+        self.parameters = sum(p.numel() for p in model.parameters())
+        self.peak, self.peak_source = peak_flops(dist_env.device.type, "bfloat16" if bf16 else "float32")
+
+    def open_log(self, state: TrainState, resume_from: Path | None, accum: int) -> MetricsLog:
+        run_dir, batch = Path(self.cfg.run_dir), self.cfg.batch
+        if not self.dist_env.is_main:
+            return MetricsLog(None)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_run_config(run_dir / "config.yaml", self.record)
+        if resume_from is None:
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        else:
+            truncate_after(run_dir / "metrics.jsonl", state.step)
+        log = MetricsLog(run_dir / "metrics.jsonl", tensorboard=self.cfg.tensorboard)
+        log.write(
+            "resume" if resume_from else "start", step=state.step, tokens=state.tokens,
+            checkpoint=str(resume_from) if resume_from else None, steps=self.steps,
+            world_size=self.dist_env.world_size, device=str(self.dist_env.device), dtype=self.dtype,
+            parameters=self.parameters, flops_per_token=self.flops_per_token, peak_flops=self.peak,
+            peak_flops_source=self.peak_source, micro_batch_size=batch.micro_batch_size,
+            global_batch_size=batch.global_batch_size, grad_accumulation=accum, seq_len=batch.seq_len,
+        )  # fmt: skip
+        return log
+
+    def log_step(self, log: MetricsLog, bar: Progress | None, state: TrainState, result: StepResult,
+                 elapsed: float) -> None:  # fmt: skip
+        tokens_per_s = self.cfg.batch.global_batch_size * self.cfg.batch.seq_len / elapsed
+        mfu = self.flops_per_token * tokens_per_s / (self.peak * self.dist_env.world_size)
+        log.write(
+            "train", step=state.step, tokens=state.tokens, loss=result.loss, lr=result.lr,
+            grad_norm=result.grad_norm, tokens_per_s=tokens_per_s, mfu=mfu, step_time=elapsed,
+        )  # fmt: skip
+        if bar:
+            bar.update(bar.task_ids[0], advance=1, tps=f"{tokens_per_s:,.0f}", loss=f"{result.loss:.4f}")
+        if not math.isfinite(result.loss):
+            raise AlmrError(
+                f"the training loss became {result.loss} at step {state.step}; lower cpt.optimizer.lr "
+                "or add warmup (cpt.schedule.warmup_steps), then resume from the last checkpoint"
+            )
+
+    def export(self, folder: Path, tokenizer: Any) -> None:
+        ckpt.export_hf(self.model, tokenizer, folder, self.dist_env.is_main)
+        if self.dist_env.is_main:
+            write_run_config(folder / "config.yaml", self.record)
 
 
-def _adamw(model: torch.nn.Module, cfg: CptConfig, device: torch.device) -> torch.optim.Optimizer:
-    # nanoGPT's rule: matrices decay, gains and biases do not.
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.optimizer.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    opt = cfg.optimizer
-    return torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas, eps=opt.eps, fused=device.type in ("cpu", "cuda"))
+def _accumulation_steps(cfg: CptConfig, dist_env: Distributed) -> int:
+    batch = cfg.batch
+    per_pass = batch.micro_batch_size * dist_env.world_size
+    if batch.global_batch_size % per_pass:
+        raise ConfigError(
+            f"cpt.batch.global_batch_size={batch.global_batch_size} is not divisible by micro_batch_size × "
+            f"processes = {batch.micro_batch_size} × {dist_env.world_size} = {per_pass} (torchrun started "
+            f"{dist_env.world_size}); set it to a multiple of {per_pass} or change the process count"
+        )
+    return batch.global_batch_size // per_pass
 
 
 def _total_steps(cfg: CptConfig, loader: Loader, accum: int) -> int:
@@ -380,63 +227,8 @@ def _total_steps(cfg: CptConfig, loader: Loader, accum: int) -> int:
             )
         return cfg.total_tokens // tokens_per_step
     if hasattr(loader, "__len__"):
-        return len(loader) // accum  # type: ignore[arg-type]
+        return len(loader) // accum
     raise ConfigError("set cpt.steps or cpt.total_tokens: the loader does not say how long it is")
-
-
-def _resume_point(config: AlmrConfig, checkpointer: ckpt.Checkpointer, resume: bool) -> Path | None:
-    latest = checkpointer.latest()
-    if not resume:
-        if latest is not None:
-            raise ConfigError(
-                f"{config.cpt.run_dir} already holds checkpoints (newest {latest.name}); continue it with "
-                "--resume, or choose a new cpt.run_dir"
-            )
-        if checkpointer.is_writer and checkpointer.root.is_dir():
-            shutil.rmtree(checkpointer.root)  # only unfinished .tmp folders of an earlier attempt
-        return None
-    if latest is None:
-        raise ConfigError(f"--resume: no complete checkpoint under {checkpointer.root}; start the run without --resume")
-    saved = yaml.safe_load((latest / "config.yaml").read_text(encoding="utf-8"))
-    differences = _config_differences(saved, config.model_dump(mode="json"))
-    if differences:
-        raise ConfigError(
-            f"--resume: the checkpoint {latest} was written by a different config or data plan; refused because\n"
-            + "\n".join(f"  {key}: checkpoint {old!r}, now {new!r}" for key, old, new in differences)
-            + "\nrestore those values, or start a new run_dir"
-        )
-    return latest
-
-
-def _config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    flat_old, flat_new = _flatten(old), _flatten(new)
-    keys = sorted(set(flat_old) | set(flat_new))
-    return [
-        (key, flat_old.get(key), flat_new.get(key))
-        for key in keys
-        if flat_old.get(key) != flat_new.get(key)
-        and key.startswith(RESUME_MUST_MATCH)
-        and not key.startswith(RESUME_MAY_CHANGE)
-    ]
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-# --------------------------------------------------------------------------- parts of the loop
 
 
 def _next_batch(data: Iterator[dict[str, torch.Tensor]], vocab: int, loader: Iterable[Any]) -> dict[str, torch.Tensor]:
@@ -462,39 +254,6 @@ def _check_ids(inputs: torch.Tensor, labels: torch.Tensor, vocab: int, what: str
             f"{what} holds token id {top} but the model's vocabulary has {vocab} entries (ids 0..{vocab - 1}); the "
             "data was tokenized with a different tokenizer: re-tokenize it with the model's tokenizer"
         )
-
-
-@torch.no_grad()
-def validate(
-    model: torch.nn.Module, validation: Validation, micro: int, dist_env: Distributed, autocast: Any
-) -> dict[str, float]:
-    """Mean next-token loss per source over exactly its held-out sequences, each counted once:
-    process r takes sequences r, r+W, …; all processes run the same number of forward passes
-    (FSDP gathers weights collectively), a process with none left repeats one at weight 0."""
-    model.eval()
-    results = {}
-    for source, (inputs, labels) in validation.items():
-        count = inputs.shape[0]
-        mine = torch.arange(dist_env.rank, count, dist_env.world_size)
-        rounds = math.ceil(math.ceil(count / dist_env.world_size) / micro)
-        totals = torch.zeros(2, dtype=torch.float64, device=dist_env.device)
-        for r in range(rounds):
-            index = mine[r * micro : (r + 1) * micro]
-            weight = 1.0
-            if index.numel() == 0:
-                index, weight = torch.tensor([0]), 0.0
-            x = inputs[index].to(dist_env.device)
-            y = labels[index].to(dist_env.device)
-            with autocast:
-                logits = model(input_ids=x, use_cache=False).logits
-            loss = F.cross_entropy(
-                logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-            )
-            totals += weight * torch.stack([loss.double(), (y != IGNORE_INDEX).sum().double()])
-        all_reduce_sum(totals)
-        results[source] = (totals[0] / totals[1]).item()
-    model.train()
-    return results
 
 
 def _progress_bar(enabled: bool, steps: int, done: int) -> Progress | None:

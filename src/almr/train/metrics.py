@@ -76,13 +76,17 @@ def _measure_matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
 
 class MetricsLog:
     """Appends one JSON object per event to metrics.jsonl (and, optionally, TensorBoard scalars).
-    Only the writing rank creates one; every line is flushed so that a killed run keeps its log."""
+    Every line is flushed so that a killed run keeps its log. With no path it writes nothing:
+    the log of the processes other than the main one."""
 
-    def __init__(self, path: Path, tensorboard: bool = False) -> None:
+    def __init__(self, path: Path | None, tensorboard: bool = False) -> None:
         self.path = path
+        self._file: Any = None
+        self._tb: Any = None
+        if path is None:
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("a", encoding="utf-8")
-        self._tb: Any = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -94,6 +98,8 @@ class MetricsLog:
             self._tb = SummaryWriter(str(path.parent / "tensorboard"))
 
     def write(self, event: str, **fields: Any) -> None:
+        if self._file is None:
+            return
         record = {"event": event, "time": round(time.time(), 3), **fields}
         self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._file.flush()
@@ -102,7 +108,8 @@ class MetricsLog:
                 self._tb.add_scalar(f"{event}/{key}", value, fields["step"])
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
 

@@ -1,0 +1,77 @@
+"""Where a run starts: from scratch, or with `--resume` from its newest complete checkpoint, but
+only when that checkpoint was written by a config that gives the same trajectory."""
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from almr.errors import ConfigError
+from almr.train.checkpoint import Checkpointer
+
+# A resume must continue the same trajectory: these sections decide it and must match the
+# checkpoint's config, except for the keys after them, which change how the run is observed,
+# stored or placed. Other sections (world, eval, sweep, ...) never affect a CPT run.
+RESUME_MUST_MATCH = ("model.", "cpt.", "data.", "mixture.")
+RESUME_MAY_CHANGE = (
+    "cpt.run_dir", "cpt.checkpoint.", "cpt.validation.", "cpt.probe.",
+    "cpt.tensorboard", "cpt.device", "cpt.compile", "cpt.gradient_checkpointing",
+)  # fmt: skip
+
+
+def resume_point(checkpointer: Checkpointer, record: Mapping[str, Any], resume: bool, run_dir: str) -> Path | None:
+    """The checkpoint to continue from, or None for a fresh start. A fresh start refuses a run
+    folder that holds checkpoints; a resume refuses one whose checkpoint's config (`config.yaml`)
+    differs from `record` on a key that decides the trajectory, naming every such key."""
+    latest = checkpointer.latest()
+    if not resume:
+        if latest is not None:
+            raise ConfigError(
+                f"{run_dir} already holds checkpoints (newest {latest.name}); continue it with "
+                "--resume, or choose a new cpt.run_dir"
+            )
+        if checkpointer.is_writer and checkpointer.root.is_dir():
+            shutil.rmtree(checkpointer.root)  # only unfinished .tmp folders of an earlier attempt
+        return None
+    if latest is None:
+        raise ConfigError(f"--resume: no complete checkpoint under {checkpointer.root}; start the run without --resume")
+    saved = yaml.safe_load((latest / "config.yaml").read_text(encoding="utf-8"))
+    differences = config_differences(saved, dict(record))
+    if differences:
+        raise ConfigError(
+            f"--resume: the checkpoint {latest} was written by a different config or data plan; refused because\n"
+            + "\n".join(f"  {key}: checkpoint {old!r}, now {new!r}" for key, old, new in differences)
+            + "\nrestore those values, or start a new run_dir"
+        )
+    return latest
+
+
+def write_run_config(path: Path, record: Mapping[str, Any]) -> None:
+    """The resolved config as YAML (`config.yaml` of a run folder and of each checkpoint), the
+    form `resume_point` compares against."""
+    path.write_text(yaml.safe_dump(dict(record), sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old, new) of every trajectory-deciding key whose value differs."""
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    keys = sorted(set(flat_old) | set(flat_new))
+    return [
+        (key, flat_old.get(key), flat_new.get(key))
+        for key in keys
+        if flat_old.get(key) != flat_new.get(key)
+        and key.startswith(RESUME_MUST_MATCH)
+        and not key.startswith(RESUME_MAY_CHANGE)
+    ]
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out

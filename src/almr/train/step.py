@@ -1,0 +1,57 @@
+"""One optimizer step of a language-model stage, gradient accumulation in plain sight."""
+
+import math
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
+
+from almr.train.loss import summed_loss, target_count
+from almr.train.parallel import Distributed, all_reduce_sum
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float  # mean next-token loss over the global batch
+    grad_norm: float  # before clipping
+    lr: float  # the learning rate this step used
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    micro_batches: Sequence[dict[str, torch.Tensor]],
+    dist_env: Distributed,
+    precision: AbstractContextManager,
+    grad_clip: float,
+) -> StepResult:
+    """Forward and backward over this process's micro-batches, then clip, step and zero.
+
+    The loss is normalized by the labelled tokens of the whole global batch, counted before any
+    backward, so that accumulation over micro-batches and processes gives the gradient of one
+    large batch."""
+    device = dist_env.device
+    local = sum(target_count(b["labels"]) for b in micro_batches)
+    global_tokens = all_reduce_sum(torch.as_tensor(local, dtype=torch.float32, device=device))
+    loss_sum = torch.zeros((), device=device)
+    for i, micro in enumerate(micro_batches):
+        if isinstance(model, FSDPModule):
+            model.set_requires_gradient_sync(i == len(micro_batches) - 1)  # reduce-scatter once per step
+        input_ids = micro["input_ids"].to(device, non_blocking=True)
+        labels = micro["labels"].to(device, non_blocking=True)
+        loss = summed_loss(model, input_ids, labels, precision)
+        # FSDP averages gradients over processes; the world-size factor turns that into a sum.
+        (loss * (dist_env.world_size / global_tokens)).backward()
+        loss_sum += loss.detach()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
+    if isinstance(grad_norm, DTensor):
+        grad_norm = grad_norm.full_tensor()
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(loss=(all_reduce_sum(loss_sum) / global_tokens).item(), grad_norm=grad_norm.item(), lr=lr)
