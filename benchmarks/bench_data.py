@@ -26,6 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+# only numpy and the blend at the top: the --blend-child process measures its own peak memory, so
+# everything else (pydantic, tokenizers, torch, datasets: the `bench` extra) is imported where it is used
+from almr.data.blend import build_tree, source_ids
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -125,8 +129,6 @@ def bench_tokenize(root: Path, megabytes: float, repeats: int = 3) -> dict:
 def bench_ratio(batches: int = 400, gbs: int = 256) -> list[dict]:
     import datasets
 
-    from almr.data.blend import build_tree, source_ids
-
     rows = []
     n = batches * gbs
     for almr in (0.05, 0.2, 0.5):
@@ -143,8 +145,6 @@ def bench_ratio(batches: int = 400, gbs: int = 256) -> list[dict]:
 
 
 def _blend_child(sequences: int) -> None:
-    from almr.data.blend import build_tree, source_ids
-
     weights = [0.2, 0.3, 0.15, 0.1, 0.1, 0.08, 0.05, 0.02]
     tree = build_tree(weights, [True] + [False] * 7)
     before = _peak_mb()

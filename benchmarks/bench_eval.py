@@ -45,11 +45,12 @@ def cpt_seconds(tmp: Path, world: Path, steps: int, probe: object | None, every_
     run = tmp / f"run-{probe is not None}"
     config = load_config("demo", [
         f"cpt.run_dir={run}", f"model.name_or_path={world.parent / 'model'}", "cpt.random_init=true",
-        f"cpt.steps={steps}", "cpt.device=cpu", f"cpt.probe.every_tokens={every_tokens if probe else 0}",
+        f"cpt.total_tokens={steps * 16 * 256}", "cpt.device=cpu",  # the demo preset's batch: 16 x 256 tokens
+        f"cpt.probe.every_tokens={every_tokens if probe else 0}",
     ])  # fmt: skip
     vocab = 2048
     started = time.perf_counter()
-    train_cpt(config, loader=ToyLoader(16, 256, vocab), probe=probe)  # type: ignore[arg-type]
+    train_cpt(config.model, config.cpt, loader=ToyLoader(16, 256, vocab), probe=probe)  # type: ignore[arg-type]
     return time.perf_counter() - started
 
 

@@ -1,6 +1,6 @@
 """How good is the frontier's pick from a given set of runs? Regret on synthetic ridges (docs/benchmarks.md).
 
-For `--instances` random surfaces per noise level (`almr.frontier.synthetic.ridge_metric`: a
+For `--instances` random surfaces per noise level (`ridge_metric` of tests/synthetic_records.py: a
 ridge log10 LR* = a + b·ALMR with random a, b, width, peak ALMR and curvature; seeded, nothing
 tuned to them) and four designs over ALMR [0.1, 0.9] × LR [10^-3.5, 10^-2.5] — 3×3, 4×4 and 7×7
 grids, and 16 scattered points (what an adaptive study leaves) — it compares three picks:
@@ -15,12 +15,16 @@ Regret = true maximum over the box − true value at the pick, in metric points;
 """
 
 import argparse
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 from almr.frontier.surface import GPSurface
-from almr.frontier.synthetic import ridge_metric
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic ridges are a test fixture
+from synthetic_records import ridge_metric
 
 BOX = (0.1, 0.9, -3.5, -2.5)
 

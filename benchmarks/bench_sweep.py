@@ -1,6 +1,6 @@
 """Sweep efficiency on synthetic response surfaces with a known optimum (docs/benchmarks.md, Sweep).
 
-For each of `--instances` random surfaces (`almr.sweep.synthetic.Surface.random(seed)`: a Gaussian
+For each of `--instances` random surfaces (`Surface.random(seed)` of tests/fake_runs.py: a Gaussian
 bump on a ridge log10 LR* = a + b·ALMR over ALMR ∈ [0, 1], log10 LR ∈ [−5, −2], noise σ 0.3
 points; seeds 1000, 1001, …, nothing tuned to them) this runs, through `almr.sweep.study.run_sweep`
 with an in-process `FunctionLauncher` (fake runs: no training; same Optuna study, SQLite storage,
@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +35,9 @@ from almr.config import AlmrConfig
 from almr.sweep.launch import FunctionLauncher
 from almr.sweep.records import RunRecord
 from almr.sweep.study import run_sweep
-from almr.sweep.synthetic import KEYS, Surface, fake_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake runs are a test fixture
+from fake_runs import KEYS, Surface, fake_run
 
 TOKENS = 100_000
 TARGET = 0.5

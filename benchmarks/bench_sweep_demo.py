@@ -26,8 +26,13 @@ from typing import Any
 
 from almr.config import AlmrConfig, dump_config, load_config
 from almr.frontier.analyze import Analysis, analyze_sweep
-from almr.sweep.records import RunRecord, load_records
+from almr.pipeline import study_config
+from almr.stages.base_model import pretrain_base
+from almr.sweep.design import point_config
+from almr.sweep.launch import LocalLauncher, RunSpec
+from almr.sweep.records import RunRecord, fill_from_metrics, load_records
 from almr.sweep.study import probe_base_model, run_sweep
+from almr.world.build import build_world
 
 
 def sweep_config(study: AlmrConfig, sweep_dir: Path, args: argparse.Namespace, design: str) -> AlmrConfig:
@@ -62,10 +67,6 @@ def summarize(name: str, records: list[RunRecord], analysis: Analysis, seconds: 
 
 def confirm(study: AlmrConfig, out: Path, name: str, almr: float, lr: float, args: argparse.Namespace) -> float | None:
     """One CPT run at (almr, lr) with the sweep's settings: its final averaged metric."""
-    from almr.sweep.design import point_config
-    from almr.sweep.launch import LocalLauncher, RunSpec
-    from almr.sweep.records import fill_from_metrics
-
     run_dir = (out / "confirm" / f"{name}-almr{almr:.4f}-lr{lr:.3e}").resolve()  # a rerun reuses only the same point
     run_dir.mkdir(parents=True, exist_ok=True)
     point = point_config(sweep_config(study, out / "grid", args, "grid"), almr, lr, str(run_dir))
@@ -93,10 +94,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-
-    from almr.pipeline import study_config
-    from almr.stages.base_model import pretrain_base
-    from almr.world.build import build_world
 
     config = load_config("demo")
     out = args.out

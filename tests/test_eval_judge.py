@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from almr.evaluate.data import load_records
+from almr.evaluate.benchmark_files import load_records
 from almr.evaluate.judge import JudgeClient, parse_human, parse_score, run_judge_task
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"

@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from almr.evaluate.probe import WorldProbe
+from almr.errors import ConfigError
+from almr.evaluate.config import EvalConfig
+from almr.evaluate.probe import WorldProbe, probe_from_config
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +47,14 @@ def test_probe_plugs_into_the_cpt_trainer_signature(small_world: Path, tiny: tup
     scores = probe(model, 1, 100)
     assert all(isinstance(v, float) for v in scores.values())
     assert 0.0 <= scores["world_mmlu"] <= 100.0
+
+
+def test_probe_from_config_reads_the_eval_section(small_world: Path, tiny: tuple) -> None:
+    _, tok = tiny
+    probe_section = {"items_per_task": 3, "tasks": ["world_mmlu"], "batch_size": 8}
+    probe = probe_from_config(EvalConfig(data_dir=str(small_world), probe=probe_section), tok)
+    assert isinstance(probe, WorldProbe)
+    assert (probe.world_dir, probe.items_per_task, probe.batch_size) == (small_world, 3, 8)
+    assert probe.tasks == ("world_mmlu",)
+    with pytest.raises(ConfigError, match=r"eval\.data_dir is not: point eval\.data_dir at a world directory"):
+        probe_from_config(EvalConfig(), tok)

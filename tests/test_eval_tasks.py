@@ -16,7 +16,7 @@ from lm_eval.api.model import LM
 
 from almr.errors import AlmrError, ConfigError, DataError
 from almr.evaluate import metrics
-from almr.evaluate.data import load_records
+from almr.evaluate.benchmark_files import load_records
 from almr.evaluate.harness import run_eval
 from almr.evaluate.tasks import utils
 

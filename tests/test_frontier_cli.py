@@ -7,11 +7,15 @@ import pytest
 from typer.testing import CliRunner
 
 from almr.cli import app
+from almr.config import AlmrConfig
 from almr.errors import AlmrError
 from almr.frontier.config import FrontierConfig
-from almr.frontier.data import load_baseline
 from almr.frontier.recommend import Recommender
-from almr.frontier.synthetic import paper_like_losses, ridge_metric, synthetic_sweep
+from almr.frontier.runs import load_baseline
+from almr.sweep.launch import FunctionLauncher
+from almr.sweep.study import run_sweep
+from fake_runs import KEYS, Surface, fake_run
+from synthetic_records import paper_like_losses, ridge_metric, synthetic_sweep
 
 ALMRS = [0.1, 0.3, 0.5, 0.7, 0.9]
 LRS = list(10 ** np.linspace(-5, -3, 5))
@@ -131,11 +135,6 @@ def test_frontier_config_defaults():
 
 def test_frontier_reads_a_directory_written_by_almr_sweep(tmp_path):
     """Interface check with almr.sweep: its records, its baseline.json, its failed-run errors."""
-    from almr.config import AlmrConfig
-    from almr.sweep.launch import FunctionLauncher
-    from almr.sweep.study import run_sweep
-    from almr.sweep.synthetic import KEYS, Surface, fake_run
-
     surface = Surface(a=-3.5, b=0.5, width=0.5, peak=0.5, spread=0.4, height=12.0, tilt=1.0)
     raw = {
         "mixture": {"almr": 0.5}, "cpt": {"probe": {"every_tokens": 25_000}}, "eval": {"average": list(KEYS)},

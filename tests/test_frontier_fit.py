@@ -1,14 +1,16 @@
-"""Frontier estimators on synthetic sweeps whose answer is known (almr.frontier.synthetic)."""
+"""Frontier estimators on synthetic sweeps whose answer is known (tests/synthetic_records.py)."""
 
 import numpy as np
 import pytest
 
 from almr.errors import AlmrError, DataError
 from almr.frontier.baselines import DCPTLaw, critical_mixture_ratio, dcpt_points
-from almr.frontier.data import load_baseline, sweep_arrays
 from almr.frontier.frontier import LossFrontier, MetricFrontier, fit_form, gradient_path, select_form
+from almr.frontier.plots import probe_trajectory
+from almr.frontier.runs import load_baseline, sweep_arrays
 from almr.frontier.surface import GPSurface
-from almr.frontier.synthetic import dcpt_loss, paper_like_losses, ridge_metric, synthetic_sweep
+from almr.sweep.records import RunRecord
+from synthetic_records import dcpt_loss, paper_like_losses, ridge_metric, synthetic_sweep
 
 ALMRS = [0.1, 0.3, 0.5, 0.7, 0.9]
 LRS = list(10 ** np.linspace(-5, -3, 6))
@@ -221,9 +223,6 @@ def test_a_small_grid_is_not_fit_as_a_bump_at_each_run():
 
 
 def test_fig2_trajectories_end_at_the_runs_averaged_metric():
-    from almr.frontier.plots import probe_trajectory
-    from almr.sweep.records import RunRecord
-
     history = [{"tokens": 0, "scores": {"a": 10.0, "b": 20.0, "c": 90.0}},
                {"tokens": 100, "scores": {"a": 30.0, "b": 50.0, "c": 0.0}}]  # fmt: skip
     record = RunRecord(run_id="r", almr=0.5, lr=1e-3, status="completed", probe_history=history,

@@ -1,53 +1,31 @@
 """Launchers: local subprocesses (threads, failure with the log's tail, early stop by terminating the
 process), the Slurm dry-run script, and the `almr sweep` / `almr sweep status` commands.
 
-The local runs execute this file as a script: a fake `almr cpt` that reads ALMR and LR from the
-run's config.yaml and writes metrics.jsonl from a known surface, slowly enough to be watched."""
-
-from __future__ import annotations
+The local runs execute tests/fake_cpt.py: a fake `almr cpt` that reads ALMR and LR from the run's
+config.yaml and writes metrics.jsonl from a known surface, slowly enough to be watched."""
 
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
+from typer.testing import CliRunner
 
-from almr.sweep.synthetic import KEYS, Surface
+from almr.cli import app
+from almr.config import AlmrConfig
+from almr.sweep.launch import LocalLauncher, RunSpec, sbatch_script
+from almr.sweep.study import plan_runs, run_sweep
+from fake_runs import KEYS
 
-if __name__ != "__main__":  # the fake run (this file as a script) starts fast without Optuna
-    from almr.config import AlmrConfig
-    from almr.sweep.launch import LocalLauncher, RunSpec, sbatch_script
-    from almr.sweep.study import plan_runs, run_sweep
-
-SURFACE = Surface(a=-3.5, b=0.5, width=0.5, peak=0.5, spread=0.4, height=12.0, tilt=1.0)
-
-
-def fake_cpt(config_path: str) -> int:
-    """A stand-in for `almr cpt CONFIG`: exits 3 at ALMR 0.8, sleeps between probes at LR 1e-4."""
-    config = yaml.safe_load(Path(config_path).read_text())
-    almr, lr = config["mixture"]["almr"], config["cpt"]["optimizer"]["lr"]
-    run_dir = Path(config["cpt"]["run_dir"])
-    with (run_dir / "metrics.jsonl").open("w") as out:
-        out.write(json.dumps({"event": "start", "step": 0, "tokens": 0, "threads": os.environ["OMP_NUM_THREADS"]}))
-        out.write("\n")
-        if almr == 0.8:
-            print("CUDA out of memory (fake)", flush=True)
-            return 3
-        final = float(SURFACE.value(almr, lr))
-        for step in range(1, 6):
-            value = SURFACE.base + (final - SURFACE.base) * step / 5
-            event = {"event": "probe", "step": step, "tokens": step * 1000, "scores": dict.fromkeys(KEYS, value)}
-            out.write(json.dumps(event) + "\n")
-            out.flush()
-            time.sleep(0.6 if lr == 1e-4 else 0.05)
-        out.write(json.dumps({"event": "end", "step": 5, "tokens": 5000}) + "\n")
-    return 0
+FAKE_CPT = Path(__file__).with_name("fake_cpt.py")
 
 
 def command(spec: RunSpec) -> list[str]:
-    return [sys.executable, __file__, str(spec.config_path)]
+    return [sys.executable, str(FAKE_CPT), str(spec.config_path)]
 
 
 def spec(tmp_path: Path, **sweep: object) -> AlmrConfig:
@@ -109,10 +87,6 @@ def test_slurm_dry_run_script_holds_the_resources_and_the_command(tmp_path: Path
 
 
 def test_cli_dry_run_and_status(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from almr.cli import app
-
     config = spec(tmp_path)
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
@@ -128,10 +102,6 @@ def test_cli_dry_run_and_status(tmp_path: Path) -> None:
     assert text.count("failed") >= 3 and text.count("completed") >= 3
     bad = CliRunner().invoke(app, ["sweep", str(path), "--set", "sweep.almr.low=0.9", "--set", "sweep.almr.high=0.1"])
     assert bad.exit_code != 0
-
-
-if __name__ == "__main__":
-    sys.exit(fake_cpt(sys.argv[1]))
 
 
 DRIVER = """
@@ -152,9 +122,6 @@ run_sweep(config, LocalLauncher(command=lambda spec: [sys.executable, "-c", hang
 
 
 def test_sigterm_to_the_driver_stops_the_runs_in_flight(tmp_path: Path) -> None:
-    import signal
-    import subprocess
-
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     driver = subprocess.Popen([sys.executable, str(script), str(tmp_path / "sweep")])

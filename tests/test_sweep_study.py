@@ -1,4 +1,4 @@
-"""The sweep driver on fake in-process runs (almr.sweep.synthetic): what runs, what is recorded,
+"""The sweep driver on fake in-process runs (tests/fake_runs.py): what runs, what is recorded,
 failures, resume after interruption, early stopping, refusing a mixed folder."""
 
 import json
@@ -16,7 +16,7 @@ from almr.sweep.design import distributions
 from almr.sweep.launch import FunctionLauncher, RunExit, RunSpec
 from almr.sweep.records import fit_ready, load_records
 from almr.sweep.study import SweepResult, open_study, run_sweep
-from almr.sweep.synthetic import KEYS, Surface, fake_run
+from fake_runs import KEYS, Surface, fake_run
 
 SURFACE = Surface(a=-3.5, b=0.5, width=0.5, peak=0.5, spread=0.4, height=12.0, tilt=1.0)
 

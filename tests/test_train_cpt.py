@@ -243,6 +243,7 @@ def test_cli_reports_bad_input_as_one_message(tmp_path: Path) -> None:
     batch = "{micro_batch_size: 1, global_batch_size: 1}"
     config.write_text(f"cpt: {{run_dir: {tmp_path / 'run'}, steps: 2, batch: {batch}}}\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "almr.cli", "cpt", str(config), "--no-progress"], capture_output=True, text=True, env=env)
+    command = [sys.executable, "-m", "almr.cli", "cpt", str(config), "--no-progress"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     assert done.returncode == 2
     assert "model.name_or_path is not set" in done.stderr and "Traceback" not in done.stderr

@@ -1,14 +1,20 @@
+import hashlib
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from almr.chinese import ScriptCounts, chinese_share
 from almr.cli import main
 from almr.errors import AlmrError
-from almr.world.build import build_world, read_manifest
-from almr.world.facts import RELATIONS, STATEMENTS, slots
+from almr.world.build import build_world, read_manifest, rng_for
+from almr.world.facts import RELATIONS, STATEMENTS, answer, load_countries, question, slots
+from almr.world.stats import world_stats
 from worlds import SMALL_WORLD
 
 
@@ -35,9 +41,6 @@ def test_same_seed_same_bytes_other_seed_differs(small_world: Path, tmp_path: Pa
 
 def test_bytes_do_not_depend_on_the_hash_seed(small_world: Path, tmp_path: Path) -> None:
     """Set iteration order of strings changes with PYTHONHASHSEED; the world must not."""
-    import os
-    import subprocess
-
     script = (
         "import sys; sys.path.insert(0, sys.argv[2]); from worlds import SMALL_WORLD; "
         "from almr.world.build import build_world; build_world(sys.argv[1], SMALL_WORLD)"
@@ -49,8 +52,6 @@ def test_bytes_do_not_depend_on_the_hash_seed(small_world: Path, tmp_path: Path)
 
 
 def test_manifest_lists_every_file_with_its_hash(small_world: Path) -> None:
-    import hashlib
-
     manifest = read_manifest(small_world)
     on_disk = {str(p.relative_to(small_world)) for p in small_world.rglob("*") if p.is_file()} - {"world.json"}
     assert set(manifest["files"]) == on_disk
@@ -84,9 +85,6 @@ def test_scripts_of_the_sources(small_world: Path) -> None:
 def test_english_only_facts_never_appear_in_chinese(small_world: Path) -> None:
     """Cross-lingual transfer is only measurable if the Chinese corpus and the Chinese chat data
     never state the facts of the English-only countries."""
-    from almr.world.build import rng_for
-    from almr.world.facts import load_countries
-
     countries = load_countries(
         SMALL_WORLD.countries, SMALL_WORLD.zh_country_share, rng_for(SMALL_WORLD.seed, "countries")
     )
@@ -127,9 +125,6 @@ def test_mcq_answers_are_among_distinct_choices(small_world: Path) -> None:
 
 
 def test_knowledge_answers_are_true_facts(small_world: Path) -> None:
-    from almr.world.build import rng_for
-    from almr.world.facts import answer, load_countries, question
-
     countries = load_countries(
         SMALL_WORLD.countries, SMALL_WORLD.zh_country_share, rng_for(SMALL_WORLD.seed, "countries")
     )
@@ -218,8 +213,6 @@ def test_sft_and_dpo_records(small_world: Path) -> None:
 
 
 def test_tokenizer_round_trips_and_has_llama3_specials(small_world: Path) -> None:
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(small_world / "tokenizer")
     assert len(tok) == SMALL_WORLD.vocab_size
     for text in [
@@ -241,21 +234,17 @@ def test_tokenizer_round_trips_and_has_llama3_specials(small_world: Path) -> Non
 
 def test_chinese_answers_tokenize_alike_in_prompts_and_running_text(small_world: Path) -> None:
     """A log-likelihood scorer encodes prompt and answer apart; the corpus encodes them together."""
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(small_world / "tokenizer")
 
     def ids(text: str) -> list[int]:
         return tok(text, add_special_tokens=False)["input_ids"]
 
-    for prompt, answer in [("评论：这个手机很好用\n情感：", "正面"), ("问题：法国的货币是什么？\n答案：", "欧元"),
-                           ("中文：", "法国位于欧洲。"), ("Question: Where is France?\nAnswer:", " Europe")]:
-        assert ids(prompt + answer) == ids(prompt) + ids(answer)
+    for prompt, reply in [("评论：这个手机很好用\n情感：", "正面"), ("问题：法国的货币是什么？\n答案：", "欧元"),
+                          ("中文：", "法国位于欧洲。"), ("Question: Where is France?\nAnswer:", " Europe")]:
+        assert ids(prompt + reply) == ids(prompt) + ids(reply)
 
 
 def test_chat_template_renders_llama3_layout(small_world: Path) -> None:
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(small_world / "tokenizer")
     messages = [
         {"role": "system", "content": "Be kind."},
@@ -277,9 +266,6 @@ def test_chat_template_renders_llama3_layout(small_world: Path) -> None:
 
 
 def test_base_model_config_is_a_tiny_llama(small_world: Path) -> None:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     config = AutoConfig.from_pretrained(small_world / "model")
     tok = AutoTokenizer.from_pretrained(small_world / "tokenizer")
     assert config.model_type == "llama" and config.vocab_size == len(tok)
@@ -293,10 +279,6 @@ def test_base_model_config_is_a_tiny_llama(small_world: Path) -> None:
 
 
 def test_stats_match_a_direct_count(small_world: Path) -> None:
-    from transformers import AutoTokenizer
-
-    from almr.world.stats import world_stats
-
     tok = AutoTokenizer.from_pretrained(small_world / "tokenizer")
     rows = {(r.source, r.split): r for r in world_stats(small_world, batch_size=7)}
     assert len(rows) == 8

@@ -16,6 +16,7 @@ ZH = [
 
 
 def make_tokenizer(folder: Path, vocab_size: int = 400) -> Path:
+    # imported here: transformers takes seconds to import, and the blend tests need no tokenizer
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

@@ -8,7 +8,7 @@ import torch
 from data_helpers import corpus, write_jsonl
 
 from almr.config import load_config
-from almr.data.blend import counts_at
+from almr.data.blend import assign, counts_at
 from almr.data.config import BatchConfig, DataConfig, MixtureConfig
 from almr.data.loader import PackedLoader, validation_sequences
 from almr.data.plan import Plan, build_plan
@@ -126,7 +126,7 @@ def test_phase_change_repeats_nothing(world: DataConfig) -> None:
     for plan, limit in ((one, stopped_at), (two, two.total_sequences)):
         loader = PackedLoader(plan, micro_batch_size=GBS)
         positions = np.arange(limit)
-        src, ranks = __import__("almr.data.blend", fromlist=["assign"]).assign(plan.tree, positions)
+        src, ranks = assign(plan.tree, positions)
         for i in range(4):
             stream_ranks = ranks[src == i] + plan.sources[i].start
             if i in loader.streams:

@@ -9,8 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 import zstandard
 from data_helpers import corpus, write_jsonl
+from transformers import AutoTokenizer
 
 from almr.data.config import DataConfig
 from almr.data.shards import IndexedShard, ShardWriter
@@ -42,6 +44,7 @@ def test_shard_round_trip_against_spec_and_megatron(tmp_path: Path, dtype: type)
     ours = IndexedShard(tmp_path / "s")
     assert ours.contiguous() and ours.dtype == np.dtype(dtype)
     assert [ours[i].tolist() for i in range(4)] == [d.tolist() for d in docs]
+    # imported here: megatron-core is a dev extra, slow to import, that only these two tests use
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
     theirs = IndexedDataset(str(tmp_path / "s"))
@@ -51,8 +54,7 @@ def test_shard_round_trip_against_spec_and_megatron(tmp_path: Path, dtype: type)
 
 
 def test_megatron_written_shard_reads(tmp_path: Path) -> None:
-    import torch
-    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder  # a dev extra, as above
 
     builder = IndexedDatasetBuilder(str(tmp_path / "m.bin"), dtype=np.uint16)
     for doc in ([5, 6, 7], [8], [9, 10]):
@@ -87,8 +89,6 @@ def test_formats_stream_the_same_texts(tmp_path: Path) -> None:
 
 
 def test_tokenize_manifest_and_skip_when_unchanged(tmp_path: Path, tokenizer_dir: Path) -> None:
-    from transformers import AutoTokenizer
-
     texts = corpus("zh", 30)
     write_jsonl(tmp_path / "zh.jsonl", texts)
     data = _data(tokenizer_dir, tmp_path, [{"name": "zh", "language": "zh", "train": [str(tmp_path / "zh.jsonl")]}])
@@ -197,8 +197,6 @@ def test_manifest_is_json(tmp_path: Path, tokenizer_dir: Path) -> None:
 
 def test_a_second_tokenizer_in_the_same_process_is_used(tmp_path: Path, tokenizer_dir: Path, small_world: Path) -> None:
     """In-process tokenization keeps its tokenizer between calls; another tokenizer must replace it."""
-    from transformers import AutoTokenizer
-
     texts = corpus("zh", 20)
     write_jsonl(tmp_path / "zh.jsonl", texts)
     src = [{"name": "zh", "language": "zh", "train": [str(tmp_path / "zh.jsonl")]}]

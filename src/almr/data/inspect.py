@@ -11,13 +11,16 @@ Contract: `inspect_plan(plan, png, sample_steps=8) -> dict` returns
 and writes a PNG of the realized ALMR per step (and cumulative) against the target.
 """
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from transformers import AutoTokenizer
 
 from almr.chinese import ScriptCounts
 from almr.data import blend
+from almr.data.loader import PackedLoader
 from almr.data.plan import Plan
 
 
@@ -42,8 +45,6 @@ def blend_statistics(plan: Plan, chunk_steps: int = 4096) -> dict[str, Any]:
 
 
 def inspect_plan(plan: Plan, png: str | Path | None = None, sample_steps: int = 8) -> dict[str, Any]:
-    from almr.data.loader import PackedLoader
-
     gbs, seq_len = plan.global_batch_size, plan.seq_len
     stats = blend_statistics(plan)
     per_step = stats["additional_per_step"]
@@ -57,8 +58,6 @@ def inspect_plan(plan: Plan, png: str | Path | None = None, sample_steps: int = 
                           "max_deviation_sequences": float(np.abs(sums - target * w).max())}
 
     # what the loader actually yields, decoded: per-source %Chinese of the first steps
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(plan.tokenizer["path"])
     loader = PackedLoader(plan, micro_batch_size=gbs)
     yielded = [ScriptCounts() for _ in plan.sources]
@@ -91,7 +90,20 @@ def inspect_plan(plan: Plan, png: str | Path | None = None, sample_steps: int = 
     return report
 
 
+def inspect_plan_file(
+    plan_file: str | Path, png: str | Path | None = None, sample_steps: int = 8
+) -> tuple[dict[str, Any], Path]:
+    """`almr data inspect`: `inspect_plan` of a saved plan, the plot at `png` (default: PLAN.png)
+    and the report as JSON beside the plan (PLAN.inspect.json); returns the report and that path."""
+    plan_file = Path(plan_file)
+    report = inspect_plan(Plan.load(plan_file), png or plan_file.with_suffix(".png"), sample_steps=sample_steps)
+    out = plan_file.with_suffix(".inspect.json")
+    out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    return report, out
+
+
 def plot_almr(realized: np.ndarray, target: float, png: Path, label: str) -> Path:
+    # imported here: only the plot needs matplotlib (~1 s to import), and only when a PNG is asked for
     import matplotlib
 
     matplotlib.use("Agg")

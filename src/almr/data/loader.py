@@ -35,9 +35,9 @@ import numpy as np
 import torch
 
 from almr.data import blend
+from almr.data.manifest import read_manifest
 from almr.data.plan import Plan
 from almr.data.shards import IndexedShard
-from almr.data.tokenize import read_manifest
 from almr.errors import DataError
 
 

@@ -27,8 +27,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from almr.data import blend
-from almr.data.config import BatchConfig, DataConfig, MixtureConfig
-from almr.data.tokenize import _file_list, _input_fingerprint, read_manifest, source_dir, tokenizer_info
+from almr.data.config import BatchConfig, DataConfig, MixtureConfig, SourceConfig
+from almr.data.manifest import TokenizerInfo, files_changed, read_manifest, source_dir, tokenizer_info
+from almr.durable import atomic_write_bytes
 from almr.errors import DataError
 
 PLAN_VERSION = 1
@@ -86,8 +87,6 @@ class Plan(BaseModel):
         return [int(c) for c in blend.counts_at(self.tree, consumed, len(self.sources))]
 
     def save(self, path: str | Path) -> Path:
-        from almr.durable import atomic_write_bytes
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, self.model_dump_json(indent=1).encode("utf-8"))
@@ -117,38 +116,24 @@ def build_plan(
 ) -> Plan:
     """The plan of one phase; raises DataError for anything that would fail or repeat data."""
     known = {s.name: s for s in data.sources}
-    names = list(mixture.sources) if mixture.sources is not None else list(known)
-    for key, listed in (("mixture.sources", names), ("mixture.weights", list(mixture.weights or {})),
-                        ("mixture.sub_weights", list(mixture.sub_weights))):
-        unknown = [n for n in listed if n not in known]
-        if unknown:
-            raise DataError(f"{key}: unknown source(s) {', '.join(unknown)}; known (data.sources): {', '.join(known)}")
-        outside = [n for n in listed if n not in names]
-        if outside:
-            raise DataError(f"{key}: {', '.join(outside)} not in mixture.sources; add them there or remove them here")
-    if not names:
-        raise DataError("no sources: list corpora under data.sources")
+    names = _taking_part(known, mixture)
     budget = token_budget if token_budget is not None else mixture.token_budget
     if budget is None:
         raise DataError("no token budget: set mixture.token_budget (or cpt.total_tokens)")
 
     sources = [known[n] for n in names]
-    additional = [s.language == mixture.additional_language for s in sources]
-    weights = _weights(names, additional, mixture)
+    weights = _weights(names, [s.language == mixture.additional_language for s in sources], mixture)
     if previous is not None:
         # sources of earlier phases stay in the plan at weight 0, so later phases still know their offsets
-        for name in previous.names:
-            if name not in names:
-                if name not in known:
-                    raise DataError(f"source {name} of the previous phase is no longer in data.sources; keep it there")
-                names.append(name)
-                sources.append(known[name])
-                additional.append(known[name].language == mixture.additional_language)
-                weights.append(0.0)
+        kept = _earlier_sources(previous, names, known)
+        sources += kept
+        names += [s.name for s in kept]
+        weights += [0.0] * len(kept)
+    additional = [s.language == mixture.additional_language for s in sources]
     almr = sum(w for w, a in zip(weights, additional, strict=True) if a)
 
     tok = tokenizer_info(data.tokenizer)
-    manifests = [_checked_manifest(data, s, tok) for s in sources]
+    manifests = [_checked_manifest(data.shard_dir, s, tok) for s in sources]
 
     seq_len, gbs = batch.seq_len, batch.global_batch_size
     total = math.ceil(budget / seq_len / gbs) * gbs
@@ -160,41 +145,84 @@ def build_plan(
     if previous is not None:
         starts, prev_info = _continue_from(previous, consumed, names, manifests, seq_len, mixture.seed, tok.fingerprint)
 
-    plan_sources = []
-    too_many = []
-    for i, (src, manifest) in enumerate(zip(sources, manifests, strict=True)):
-        train = manifest["splits"]["train"]
-        valid = manifest["splits"].get("valid", {"tokens": 0})
-        per_epoch = max(train["tokens"] - 1, 0) // seq_len
-        need = starts[i] + int(counts[i])
-        if need and not per_epoch:
-            raise DataError(
-                f"source {src.name}: {train['tokens']} train tokens, fewer than one sequence of {seq_len + 1}"
-            )
-        epochs = need / per_epoch if per_epoch else 0.0
-        if epochs > mixture.max_epochs:
-            too_many.append(f"{src.name} needs {epochs:.2f} epochs ({need:,} sequences of {per_epoch:,} per epoch)")
-        plan_sources.append(PlanSource(
-            name=src.name, language=src.language, domain=src.domain, additional=additional[i], weight=weights[i],
-            sequences=int(counts[i]), start=starts[i], sequences_per_epoch=per_epoch, epochs=epochs,
-            train_tokens=train["tokens"], valid_tokens=valid["tokens"],
-            valid_sequences=max(valid["tokens"] - 1, 0) // seq_len, chinese_share=train["chinese_share"],
-            shard=str(source_dir(data.shard_dir, src.name).resolve()), input_fingerprint=manifest["input_fingerprint"],
-        ))
-    if too_many:
-        raise DataError(
-            f"plan needs more than mixture.max_epochs = {mixture.max_epochs} passes over: " + "; ".join(too_many)
-            + ". Lower the token budget or these sources' weights, add data, or raise mixture.max_epochs"
-        )
+    plan_sources = [
+        _plan_source(src, manifest, seq_len, data.shard_dir, additional=additional[i], weight=weights[i],
+                     sequences=int(counts[i]), start=starts[i])
+        for i, (src, manifest) in enumerate(zip(sources, manifests, strict=True))
+    ]
+    _check_epochs(plan_sources, mixture.max_epochs)
     plan = Plan(
         seq_len=seq_len, global_batch_size=gbs, total_sequences=total, steps=total // gbs, token_budget=budget,
         seed=mixture.seed, max_epochs=mixture.max_epochs, additional_language=mixture.additional_language,
-        almr=almr, tokenizer={"path": tok.path, "fingerprint": tok.fingerprint, "eos_id": tok.eos_id,
-                              "vocab_size": tok.vocab_size},
-        sources=plan_sources, tree=tree, previous=prev_info,
+        almr=almr, tokenizer=tok.record(), sources=plan_sources, tree=tree, previous=prev_info,
     )
     plan.hash = plan.compute_hash()
     return plan
+
+
+def default_plan_path(plan: Plan, shard_dir: str | Path) -> Path:
+    """Where `almr data plan` writes a plan unless told: SHARD_DIR/plan-HASH.json (12 hex digits)."""
+    return Path(shard_dir) / f"plan-{plan.hash[:12]}.json"
+
+
+def _taking_part(known: dict[str, SourceConfig], mixture: MixtureConfig) -> list[str]:
+    """The names of the sources taking part; every source the mixture names must be known and take part."""
+    names = list(mixture.sources) if mixture.sources is not None else list(known)
+    for key, listed in (("mixture.sources", names), ("mixture.weights", list(mixture.weights or {})),
+                        ("mixture.sub_weights", list(mixture.sub_weights))):
+        unknown = [n for n in listed if n not in known]
+        if unknown:
+            raise DataError(f"{key}: unknown source(s) {', '.join(unknown)}; known (data.sources): {', '.join(known)}")
+        outside = [n for n in listed if n not in names]
+        if outside:
+            raise DataError(f"{key}: {', '.join(outside)} not in mixture.sources; add them there or remove them here")
+    if not names:
+        raise DataError("no sources: list corpora under data.sources")
+    return names
+
+
+def _earlier_sources(previous: Plan, names: list[str], known: dict[str, SourceConfig]) -> list[SourceConfig]:
+    """Sources of the previous phase that this one leaves out (they stay in the plan at weight 0)."""
+    kept = []
+    for name in previous.names:
+        if name not in names:
+            if name not in known:
+                raise DataError(f"source {name} of the previous phase is no longer in data.sources; keep it there")
+            kept.append(known[name])
+    return kept
+
+
+def _plan_source(
+    src: SourceConfig, manifest: dict[str, Any], seq_len: int, shard_dir: str, *, additional: bool, weight: float,
+    sequences: int, start: int,
+) -> PlanSource:
+    train = manifest["splits"]["train"]
+    valid = manifest["splits"].get("valid", {"tokens": 0})
+    per_epoch = max(train["tokens"] - 1, 0) // seq_len
+    need = start + sequences
+    if need and not per_epoch:
+        raise DataError(f"source {src.name}: {train['tokens']} train tokens, fewer than one sequence of {seq_len + 1}")
+    return PlanSource(
+        name=src.name, language=src.language, domain=src.domain, additional=additional, weight=weight,
+        sequences=sequences, start=start, sequences_per_epoch=per_epoch, epochs=need / per_epoch if per_epoch else 0.0,
+        train_tokens=train["tokens"], valid_tokens=valid["tokens"],
+        valid_sequences=max(valid["tokens"] - 1, 0) // seq_len, chinese_share=train["chinese_share"],
+        shard=str(source_dir(shard_dir, src.name).resolve()), input_fingerprint=manifest["input_fingerprint"],
+    )
+
+
+def _check_epochs(sources: list[PlanSource], max_epochs: float) -> None:
+    too_many = [
+        f"{s.name} needs {s.epochs:.2f} epochs ({s.start + s.sequences:,} sequences of {s.sequences_per_epoch:,} "
+        "per epoch)"
+        for s in sources
+        if s.epochs > max_epochs
+    ]
+    if too_many:
+        raise DataError(
+            f"plan needs more than mixture.max_epochs = {max_epochs} passes over: " + "; ".join(too_many)
+            + ". Lower the token budget or these sources' weights, add data, or raise mixture.max_epochs"
+        )
 
 
 def _weights(names: list[str], additional: list[bool], mixture: MixtureConfig) -> list[float]:
@@ -224,9 +252,9 @@ def _weights(names: list[str], additional: list[bool], mixture: MixtureConfig) -
     return [almr * w / group if a else (1 - almr) * w / rest for w, a in zip(sub, additional, strict=True)]
 
 
-def _checked_manifest(data: DataConfig, source: Any, tok: Any) -> dict[str, Any]:
-    manifest = read_manifest(data.shard_dir, source.name)
-    folder = source_dir(data.shard_dir, source.name)
+def _checked_manifest(shard_dir: str, source: SourceConfig, tok: TokenizerInfo) -> dict[str, Any]:
+    manifest = read_manifest(shard_dir, source.name)
+    folder = source_dir(shard_dir, source.name)
     if manifest is None:
         raise DataError(f"source {source.name}: no complete shards in {folder}; run `almr data tokenize` first")
     made_with = manifest["tokenizer"]
@@ -236,14 +264,7 @@ def _checked_manifest(data: DataConfig, source: Any, tok: Any) -> dict[str, Any]
             f"(fingerprint {made_with['fingerprint'][:12]}), but this run uses {tok.path} "
             f"(fingerprint {tok.fingerprint[:12]}); re-run `almr data tokenize` with this run's tokenizer"
         )
-    # raw files present and changed since tokenization: the shards are stale
-    try:
-        described = dict(manifest["source"])
-        described.update(train=_file_list(source.train, source.format), valid=_file_list(source.valid, source.format))
-        current = _input_fingerprint(described, tok, manifest["skip_bad_records"])
-    except DataError:
-        current = manifest["input_fingerprint"]  # raw files not here (shards copied): trust the manifest
-    if current != manifest["input_fingerprint"]:
+    if files_changed(manifest, source):
         raise DataError(f"source {source.name}: its files changed since tokenization; re-run `almr data tokenize`")
     if "train" not in manifest["splits"]:
         raise DataError(f"source {source.name}: no train split in {folder}")

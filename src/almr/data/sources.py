@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+import zstandard
+
 from almr.errors import DataError
 
 Format = Literal["jsonl", "parquet", "txt"]
@@ -108,8 +110,6 @@ def _open_binary(path: Path) -> IO[bytes]:
     if name.endswith(".gz"):
         return gzip.open(path, "rb")  # type: ignore[return-value]
     if name.endswith(".zst"):
-        import zstandard
-
         raw = zstandard.ZstdDecompressor().stream_reader(path.open("rb"), read_across_frames=True, closefd=True)
         return io.BufferedReader(raw)  # type: ignore[arg-type]
     return path.open("rb")
@@ -170,10 +170,8 @@ def _jsonl_chunks(path: Path, chunk_documents: int, skip: bool) -> Iterator[Chun
         # truncated or corrupt compressed streams: everything up to here was yielded; name the file
         kind = type(err).__name__
         raise DataError(f"{path}: cannot read the file ({kind}: {err}); is it truncated or corrupt?") from None
-    except Exception as err:
-        if type(err).__name__ == "ZstdError":
-            raise DataError(f"{path}: corrupt zstd stream ({err})") from None
-        raise
+    except zstandard.ZstdError as err:
+        raise DataError(f"{path}: corrupt zstd stream ({err})") from None
     if items:
         yield Chunk("jsonl", str(path), first, items)
     if records == 0:
@@ -181,6 +179,7 @@ def _jsonl_chunks(path: Path, chunk_documents: int, skip: bool) -> Iterator[Chun
 
 
 def _parquet_chunks(path: Path, text_field: str, chunk_documents: int, skip: bool) -> Iterator[Chunk | BadRecord]:
+    # imported here: only Parquet sources need pyarrow, and the tokenizer processes import this module
     import pyarrow.parquet as pq
 
     try:
@@ -208,61 +207,66 @@ def decode_chunk(chunk: Chunk, text_field: str, skip_bad_records: bool = False) 
     """The texts of a chunk's good records, in order, and its bad records."""
     texts: list[str] = []
     bad: list[BadRecord] = []
+    for decoded in _decoded(chunk, text_field):
+        if isinstance(decoded, str):
+            texts.append(decoded)
+        elif skip_bad_records:
+            bad.append(decoded)
+        else:
+            raise DataError(f"{decoded} (set data.skip_bad_records=true to skip and count such records)")
+    return texts, bad
 
-    def problem(file: str, line: int, reason: str) -> None:
-        record = BadRecord(file, line, reason)
-        if not skip_bad_records:
-            raise DataError(f"{record} (set data.skip_bad_records=true to skip and count such records)")
-        bad.append(record)
 
+def _decoded(chunk: Chunk, text_field: str) -> Iterator[str | BadRecord]:
+    """Each record of a chunk in order: its text, or why it has none."""
     if chunk.kind == "txt":
         for file, data in zip(chunk.files, chunk.items, strict=True):
-            try:
-                texts.append(data.decode("utf-8"))
-            except UnicodeDecodeError as err:
-                line = data.count(b"\n", 0, err.start) + 1
-                problem(file, line, f"non-UTF-8 bytes {data[err.start:err.end]!r}")
-        return texts, bad
+            yield _txt_text(file, data)
+        return
+    text_of = _parquet_text if chunk.kind == "parquet" else _jsonl_text
     for offset, item in enumerate(chunk.items):
         if item is None and chunk.kind == "jsonl":
             continue  # a blank line
-        line = chunk.first_line + offset
-        if chunk.kind == "parquet":
-            value: Any = item
-            if isinstance(value, bytes):
-                try:
-                    value = value.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    problem(chunk.file, line, f"field '{text_field}': non-UTF-8 bytes at byte {err.start}")
-                    continue
-            if not isinstance(value, str):
-                problem(chunk.file, line, f"field '{text_field}' is {_kind(value)}, not a string")
-                continue
-            texts.append(value)
-            continue
+        yield text_of(chunk.file, chunk.first_line + offset, item, text_field)
+
+
+def _txt_text(file: str, data: bytes) -> str | BadRecord:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        return BadRecord(file, line, f"non-UTF-8 bytes {data[err.start:err.end]!r}")
+
+
+def _parquet_text(file: str, row: int, value: Any, text_field: str) -> str | BadRecord:
+    if isinstance(value, bytes):
         try:
-            text_line = item.decode("utf-8")
+            value = value.decode("utf-8")
         except UnicodeDecodeError as err:
-            problem(chunk.file, line, f"non-UTF-8 bytes {item[err.start:err.end]!r} at byte {err.start}")
-            continue
-        try:
-            record = json.loads(text_line)
-        except json.JSONDecodeError as err:
-            problem(chunk.file, line, f"malformed JSON: {err.msg} at column {err.colno}")
-            continue
-        if not isinstance(record, dict):
-            problem(chunk.file, line, f"record is {_kind(record)}, not a JSON object")
-            continue
-        if text_field not in record:
-            fields = ", ".join(sorted(record)) or "none"
-            problem(chunk.file, line, f"no field '{text_field}' (fields: {fields}); set the source's text_field")
-            continue
-        value = record[text_field]
-        if not isinstance(value, str):
-            problem(chunk.file, line, f"field '{text_field}' is {_kind(value)}, not a string")
-            continue
-        texts.append(value)
-    return texts, bad
+            return BadRecord(file, row, f"field '{text_field}': non-UTF-8 bytes at byte {err.start}")
+    if not isinstance(value, str):
+        return BadRecord(file, row, f"field '{text_field}' is {_kind(value)}, not a string")
+    return value
+
+
+def _jsonl_text(file: str, line: int, raw: bytes, text_field: str) -> str | BadRecord:
+    try:
+        text_line = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return BadRecord(file, line, f"non-UTF-8 bytes {raw[err.start:err.end]!r} at byte {err.start}")
+    try:
+        record = json.loads(text_line)
+    except json.JSONDecodeError as err:
+        return BadRecord(file, line, f"malformed JSON: {err.msg} at column {err.colno}")
+    if not isinstance(record, dict):
+        return BadRecord(file, line, f"record is {_kind(record)}, not a JSON object")
+    if text_field not in record:
+        fields = ", ".join(sorted(record)) or "none"
+        return BadRecord(file, line, f"no field '{text_field}' (fields: {fields}); set the source's text_field")
+    value = record[text_field]
+    if not isinstance(value, str):
+        return BadRecord(file, line, f"field '{text_field}' is {_kind(value)}, not a string")
+    return value
 
 
 def _kind(value: Any) -> str:

@@ -5,76 +5,52 @@ Contract
   `data.sources` (a DataConfig) with the Hugging Face tokenizer at `data.tokenizer`, on the
   Rust tokenizer's own threads (or in `data.workers` processes), into
   `SHARD_DIR/NAME/{train,valid}.{bin,idx}` and `SHARD_DIR/NAME/manifest.json`, and returns
-  the manifests. Each document is the tokenizer's
+  the manifests (fields: `almr.data.manifest`). Each document is the tokenizer's
   ids without special tokens, then EOS. Documents keep file order.
 - Re-running on an unchanged source (same files by path, size and mtime, same tokenizer
   fingerprint and reading options) does nothing. A run is complete only when its manifest
   exists: the old manifest is removed first, shards are renamed into place after fsync, and
   the manifest is written last (atomically), so an interrupted run leaves nothing that looks
   complete.
-- `tokenizer_info(path)` gives the fingerprint (sha256 of the tokenizer's canonical JSON and
-  of its EOS id), EOS id and vocabulary size that manifests and plans compare.
-
-Manifest fields (`MANIFEST_VERSION` 1): version, source {name, language, domain, format,
-text_field, train/valid file lists with size and mtime_ns}, skip_bad_records, tokenizer
-{path, fingerprint, eos_id, vocab_size}, dtype, input_fingerprint, and per split (train,
-valid): documents, tokens, han/other character counts and chinese_share (almr.chinese),
-bad_records (count, by_reason, the first 20 with file:line), bin_bytes.
 """
 
-import hashlib
-import json
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from tokenizers import Tokenizer
 
 from almr.chinese import ScriptCounts
 from almr.data.config import DataConfig, SourceConfig
+from almr.data.manifest import (
+    SPLITS,
+    TokenizerInfo,
+    describe_source,
+    input_fingerprint,
+    new_manifest,
+    read_manifest,
+    remove_manifest,
+    source_dir,
+    tokenizer_info,
+    up_to_date,
+    write_manifest,
+)
 from almr.data.shards import ShardWriter, token_dtype
-from almr.data.sources import BadRecord, Chunk, decode_chunk, iter_chunks, resolve_files
-from almr.durable import atomic_write_bytes
+from almr.data.sources import BadRecord, Chunk, decode_chunk, iter_chunks
 from almr.errors import DataError
 
-MANIFEST_VERSION = 1
-MANIFEST = "manifest.json"
-SPLITS = ("train", "valid")
 _EXAMPLES = 20
 
-
-@dataclass(frozen=True)
-class TokenizerInfo:
-    path: str
-    fingerprint: str
-    eos_id: int
-    vocab_size: int
-    json: str  # the fast tokenizer's serialized form, shipped to worker processes
-
-
-def tokenizer_info(path: str | None) -> TokenizerInfo:
-    if not path:
-        raise DataError("data.tokenizer is not set; point it at a Hugging Face tokenizer directory")
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(path)
-    except Exception as err:
-        raise DataError(f"data.tokenizer {path}: cannot load a tokenizer ({err})") from None
-    if not getattr(tok, "is_fast", False):
-        raise DataError(f"data.tokenizer {path}: not a fast (Rust) tokenizer; convert it to tokenizer.json")
-    if tok.eos_token_id is None:
-        raise DataError(f"data.tokenizer {path}: has no EOS token; set eos_token in its tokenizer_config.json")
-    serialized = tok.backend_tokenizer.to_str()
-    digest = hashlib.sha256(serialized.encode("utf-8"))
-    digest.update(f"|eos={tok.eos_token_id}".encode())
-    return TokenizerInfo(str(path), digest.hexdigest(), int(tok.eos_token_id), len(tok), serialized)
+# one chunk's result: (tokens, document lengths, han count, other count, bad records)
+Encoded = tuple[np.ndarray, np.ndarray, int, int, list[BadRecord]]
 
 
 # --------------------------------------------------------------------------- worker side
@@ -86,14 +62,10 @@ def _init_worker(tok_json: str, eos_id: int, dtype: str, rust_threads: bool = Fa
     if not rust_threads:  # one Rust thread per process: the parallelism is the processes
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
         os.environ["RAYON_NUM_THREADS"] = "1"
-    from tokenizers import Tokenizer
-
     _WORKER.update(tok=Tokenizer.from_str(tok_json), json=tok_json, eos=eos_id, dtype=np.dtype(dtype))
 
 
-def _encode_chunk(
-    chunk: Chunk, text_field: str, skip: bool
-) -> tuple[np.ndarray, np.ndarray, int, int, list[BadRecord]]:
+def _encode_chunk(chunk: Chunk, text_field: str, skip: bool) -> Encoded:
     """Decode, tokenize and script-count one chunk: (tokens, lengths, han, other, bad records)."""
     texts, bad = decode_chunk(chunk, text_field, skip)
     encodings = _WORKER["tok"].encode_batch_fast(texts, add_special_tokens=False)
@@ -110,46 +82,6 @@ def _encode_chunk(
 
 
 # --------------------------------------------------------------------------- driver side
-
-
-def source_dir(shard_dir: str | Path, name: str) -> Path:
-    return Path(shard_dir) / name
-
-
-def read_manifest(shard_dir: str | Path, name: str) -> dict[str, Any] | None:
-    path = source_dir(shard_dir, name) / MANIFEST
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _file_list(patterns: list[str], fmt: str) -> list[dict[str, Any]]:
-    if not patterns:
-        return []
-    out = []
-    for path, kind in resolve_files(patterns, fmt):
-        stat = path.stat()
-        out.append({"path": str(path.resolve()), "format": kind, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
-    return out
-
-
-def _input_fingerprint(source: dict[str, Any], tok: TokenizerInfo, skip: bool) -> str:
-    key = json.dumps(
-        {"v": MANIFEST_VERSION, "source": source, "tokenizer": tok.fingerprint, "skip": skip}, sort_keys=True
-    )
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-def _up_to_date(manifest: dict[str, Any] | None, fingerprint: str, folder: Path) -> bool:
-    if manifest is None or manifest.get("input_fingerprint") != fingerprint:
-        return False
-    for split, info in manifest["splits"].items():
-        for suffix in (".bin", ".idx"):
-            if not (folder / f"{split}{suffix}").is_file():
-                return False
-        if (folder / f"{split}.bin").stat().st_size != info["bin_bytes"]:
-            return False
-    return True
 
 
 def tokenize_sources(
@@ -207,20 +139,15 @@ def tokenize_source(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     folder = source_dir(data.shard_dir, source.name)
-    described = {
-        "name": source.name, "language": source.language, "domain": source.domain, "format": source.format,
-        "text_field": source.text_field,
-        "train": _file_list(source.train, source.format), "valid": _file_list(source.valid, source.format),
-    }
-    fingerprint = _input_fingerprint(described, tok, data.skip_bad_records)
-    manifest_path = folder / MANIFEST
+    described = describe_source(source)
+    fingerprint = input_fingerprint(described, tok.fingerprint, data.skip_bad_records)
     old = read_manifest(data.shard_dir, source.name)
-    if _up_to_date(old, fingerprint, folder):
+    if up_to_date(old, fingerprint, folder):
         log(f"{source.name}: up to date ({old['splits']['train']['tokens']:,} train tokens); nothing to do")  # type: ignore[index]
         return old  # type: ignore[return-value]
     folder.mkdir(parents=True, exist_ok=True)
     # no manifest while shards are being replaced: half-done work never looks complete
-    manifest_path.unlink(missing_ok=True)
+    remove_manifest(folder)
     dtype = token_dtype(tok.vocab_size)
     splits: dict[str, Any] = {}
     for split in SPLITS:
@@ -228,19 +155,8 @@ def tokenize_source(
         if not files:
             continue
         splits[split] = _tokenize_split(source, split, files, data, dtype, pool, folder, progress, log)
-    manifest = {
-        "version": MANIFEST_VERSION,
-        "source": described,
-        "skip_bad_records": data.skip_bad_records,
-        "tokenizer": {
-            "path": tok.path, "fingerprint": tok.fingerprint, "eos_id": tok.eos_id, "vocab_size": tok.vocab_size
-        },
-        "dtype": dtype.name,
-        "input_fingerprint": fingerprint,
-        "splits": splits,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    atomic_write_bytes(manifest_path, json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8"))
+    manifest = new_manifest(described, tok, data.skip_bad_records, dtype, fingerprint, splits)
+    write_manifest(folder, manifest)
     return manifest
 
 
@@ -249,71 +165,76 @@ def _tokenize_split(
     pool: "_Workers", folder: Path, progress: bool, log: Callable[[str], None],
 ) -> dict[str, Any]:
     paths = [(Path(f["path"]), f["format"]) for f in files]
-    total_bytes = sum(f["size"] for f in files)
-    han = other = 0
-    bad_count = 0
-    reasons: Counter[str] = Counter()
-    examples: list[str] = []
-
-    def note_bad(records: list[BadRecord]) -> None:
-        nonlocal bad_count
-        for record in records:
-            bad_count += record.count
-            reasons[_reason_kind(record.reason)] += record.count
-            if len(examples) < _EXAMPLES:
-                examples.append(str(record))
-                log(f"warning: skipped {record}")
-
-    chunks: Iterator[Chunk | BadRecord] = iter_chunks(
-        paths, source.text_field, data.chunk_documents, data.skip_bad_records
-    )
-    bar = _Progress(f"{source.name}/{split}", total_bytes, progress)
+    tally = _Tally(log)
+    chunks = iter_chunks(paths, source.text_field, data.chunk_documents, data.skip_bad_records)
+    bar = _Progress(f"{source.name}/{split}", sum(f["size"] for f in files), progress)
     with ShardWriter(folder / split, dtype) as writer, bar:
-
-        def consume(result: tuple[np.ndarray, np.ndarray, int, int, list[BadRecord]], nbytes: int) -> None:
-            nonlocal han, other
-            tokens, lengths, h, o, bad = result
+        for (tokens, lengths, han, other, bad), nbytes in _encoded(chunks, source, data, pool, tally):
             writer.add(tokens, lengths)
-            han += h
-            other += o
-            note_bad(bad)
+            tally.han += han
+            tally.other += other
+            tally.note_bad(bad)
             bar.advance(nbytes, len(tokens))
-
-        executor = pool.get()
-        # a bounded window of chunks in flight keeps memory flat however large the corpus;
-        # results are consumed in submission order, so documents keep file order
-        window: deque[tuple[Future | None, Any, int]] = deque()
-        for chunk in chunks:
-            if isinstance(chunk, BadRecord):
-                note_bad([chunk])
-                continue
-            args = (chunk, source.text_field, data.skip_bad_records)
-            if executor is None:
-                consume(_encode_chunk(*args), _chunk_bytes(chunk))
-                continue
-            window.append((executor.submit(_encode_chunk, *args), None, _chunk_bytes(chunk)))
-            if len(window) >= 4 * max(pool.workers, 1):
-                future, _, nbytes = window.popleft()
-                consume(future.result(), nbytes)  # type: ignore[union-attr]
-        while window:
-            future, _, nbytes = window.popleft()
-            consume(future.result(), nbytes)  # type: ignore[union-attr]
         if writer.documents == 0:
             raise DataError(
                 f"source {source.name} ({split}): no documents in {', '.join(f['path'] for f in files)}; "
                 "every record was empty or bad"
             )
         writer.commit()
-    counts = ScriptCounts(han, other)
     return {
         "documents": writer.documents,
         "tokens": writer.tokens,
-        "han": han,
-        "other": other,
-        "chinese_share": counts.chinese_share,
-        "bad_records": {"count": bad_count, "by_reason": dict(reasons), "examples": examples},
+        "han": tally.han,
+        "other": tally.other,
+        "chinese_share": ScriptCounts(tally.han, tally.other).chinese_share,
+        "bad_records": {"count": tally.bad, "by_reason": dict(tally.reasons), "examples": tally.examples},
         "bin_bytes": writer.tokens * dtype.itemsize,
     }
+
+
+def _encoded(
+    chunks: Iterable[Chunk | BadRecord], source: SourceConfig, data: DataConfig, pool: "_Workers", tally: "_Tally"
+) -> Iterator[tuple[Encoded, int]]:
+    """Each chunk's result and its input bytes, in chunk order; file-level bad records go to `tally`."""
+    executor = pool.get()
+    # a bounded window of chunks in flight keeps memory flat however large the corpus;
+    # results are consumed in submission order, so documents keep file order
+    window: deque[tuple[Future, int]] = deque()
+    for chunk in chunks:
+        if isinstance(chunk, BadRecord):
+            tally.note_bad([chunk])
+            continue
+        args = (chunk, source.text_field, data.skip_bad_records)
+        if executor is None:
+            yield _encode_chunk(*args), _chunk_bytes(chunk)
+            continue
+        window.append((executor.submit(_encode_chunk, *args), _chunk_bytes(chunk)))
+        if len(window) >= 4 * max(pool.workers, 1):
+            future, nbytes = window.popleft()
+            yield future.result(), nbytes
+    while window:
+        future, nbytes = window.popleft()
+        yield future.result(), nbytes
+
+
+@dataclass
+class _Tally:
+    """What one split's records add up to besides tokens: script counts and bad records."""
+
+    log: Callable[[str], None]
+    han: int = 0
+    other: int = 0
+    bad: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def note_bad(self, records: list[BadRecord]) -> None:
+        for record in records:
+            self.bad += record.count
+            self.reasons[_reason_kind(record.reason)] += record.count
+            if len(self.examples) < _EXAMPLES:
+                self.examples.append(str(record))
+                self.log(f"warning: skipped {record}")
 
 
 def _chunk_bytes(chunk: Chunk) -> int:
@@ -342,8 +263,6 @@ class _Progress:
 
     def __enter__(self) -> "_Progress":
         if self.enabled:
-            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
             self._bar = Progress(
                 TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[rate]}"),
                 TimeRemainingColumn(),

@@ -6,11 +6,13 @@ Modules, one job each:
 
 - `metrics`   pure metric functions (CMRC/DRCD EM+F1, jieba ROUGE, BLEU, GSM8K, SECEU/EQ, %Chinese)
 - `registry`  every task we know: family, data files, mode, primary metric; the suites
-- `data`      reading benchmark files in their published layouts, with file/line/field errors
-- `tasks/`    lm-eval YAML task definitions + `utils.py` (`!function` hooks into `metrics`)
+- `benchmark_files`  reading benchmark files in their published layouts, with file/line/field errors
+- `tasks/`    lm-eval YAML task definitions (variants `include:` a shared `_*_template`) + `utils.py`
+              (`!function` hooks into `metrics`; prompts from `almr.prompts`)
 - `harness`   runs a suite through lm-eval (in-process HFLM or an OpenAI-compatible URL)
 - `loglik`    our batched log-likelihood scorer (the probe's fast path)
-- `probe`     `WorldProbe`, the callable the CPT trainer runs every `cpt.probe.every_tokens`
+- `probe`     `WorldProbe`, the callable the CPT trainer runs every `cpt.probe.every_tokens`;
+              `probe_from_config(eval_section, tokenizer)` builds it
 - `results`   result JSON, Markdown/CSV tables in the layout of the paper's Tables 4–5, averaged metric
 - `codeexec`  HumanEval-style tests in a sandboxed subprocess with a time limit (opt-in)
 - `judge`     BelleEval scoring and the BotChat-style Turing test through a judge endpoint

@@ -17,7 +17,7 @@ TIME_LIMIT_S = 5.0
 
 
 def _limits() -> None:  # runs in the child before exec
-    import resource
+    import resource  # POSIX only: imported where this runs (os.name == "posix"), not on import of the module
 
     resource.setrlimit(resource.RLIMIT_CPU, (int(TIME_LIMIT_S) + 1, int(TIME_LIMIT_S) + 1))
     resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))

@@ -17,16 +17,23 @@ all other tasks see raw prompts, as base models are evaluated.
 """
 
 import glob
+import json
+import logging
 import os
 import time
-from collections.abc import Mapping
+import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import constants
+
 from almr.errors import AlmrError, ConfigError, DataError
-from almr.evaluate.data import check_data
+from almr.evaluate.benchmark_files import check_data
+from almr.evaluate.config import EvalConfig
 from almr.evaluate.registry import TaskInfo, resolve_tasks
-from almr.evaluate.results import from_lm_eval
+from almr.evaluate.results import default_result_path, from_lm_eval, save_result
+from almr.evaluate.tasks import TASKS_DIR
 
 
 def is_url(model: object) -> bool:
@@ -36,8 +43,6 @@ def is_url(model: object) -> bool:
 def check_builtin_cache(tasks: list[TaskInfo]) -> None:
     """Built-in lm-eval tasks read the Hugging Face cache; offline, a missing dataset would
     surface as a network error deep inside `datasets`, so name it up front."""
-    from huggingface_hub import constants
-
     cache = Path(constants.HF_HUB_CACHE)
     for task in tasks:
         if task.kind != "builtin":
@@ -52,9 +57,7 @@ def check_builtin_cache(tasks: list[TaskInfo]) -> None:
 
 
 def _task_manager(tasks: list[TaskInfo], metadata: dict[str, Any]) -> Any:
-    from lm_eval.tasks import TaskManager
-
-    from almr.evaluate.tasks import TASKS_DIR
+    from lm_eval.tasks import TaskManager  # lm_eval.tasks takes ~3 s to import: only when a suite runs
 
     builtin = any(t.kind == "builtin" for t in tasks)
     # include_defaults=False skips a ~20 s scan of lm-eval's own tasks when only ours run.
@@ -63,6 +66,7 @@ def _task_manager(tasks: list[TaskInfo], metadata: dict[str, Any]) -> Any:
 
 def _local_lm(model: Any, tokenizer: Any, batch_size: int, device: str, max_length: int | None,
               chat_tasks: list[str]) -> tuple[Any, Any, str]:  # fmt: skip
+    # heavy (torch, transformers): only when a local model is evaluated
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -99,7 +103,7 @@ def _local_lm(model: Any, tokenizer: Any, batch_size: int, device: str, max_leng
 
 def _api_lm(url: str, chat: bool, tokenizer: str | None, endpoint_model: str | None, batch_size: int,
             timeout_s: int, max_retries: int) -> Any:  # fmt: skip
-    from lm_eval.api.registry import get_model
+    from lm_eval.api.registry import get_model  # heavy (lm-eval's model registry): only for an endpoint
 
     base = url.rstrip("/")
     for suffix in ("/chat/completions", "/completions"):
@@ -124,14 +128,41 @@ def _api_lm(url: str, chat: bool, tokenizer: str | None, endpoint_model: str | N
 
 def _served_model(base: str) -> str:
     """The first model id of GET {base}/models (vLLM serves one)."""
-    import json
-    import urllib.request
-
     try:
         with urllib.request.urlopen(base + "/models", timeout=10) as reply:
             return json.load(reply)["data"][0]["id"]
     except Exception as err:
         raise AlmrError(f"{base}/models did not list a model ({err}); pass --endpoint-model NAME") from None
+
+
+def check_request(
+    infos: list[TaskInfo],
+    model: Any,
+    *,
+    tokenizer: Any = None,
+    data_dir: str | Path | None = None,
+    data_files: Mapping[str, str] | None = None,
+    allow_code_execution: bool = False,
+) -> None:
+    """Everything `run_eval` can check before a model is built, in this order: no judge task, the
+    code-execution opt-in, every data file of our tasks, the cache of built-in tasks, and a tokenizer
+    for log-likelihood tasks over an endpoint."""
+    judged = [t.name for t in infos if t.kind == "judge"]
+    if judged:
+        raise ConfigError(f"{', '.join(judged)}: LLM-judge tasks run with `almr eval judge`, not in an lm-eval suite")
+    code = [t.name for t in infos if t.runs_code]
+    if code and not allow_code_execution:
+        raise ConfigError(
+            f"{', '.join(code)} run model-written code; pass --allow-code-execution to run it in a sandboxed "
+            "subprocess with a time limit, or leave these tasks out"
+        )
+    check_data(infos, data_dir, data_files)
+    check_builtin_cache(infos)
+    if is_url(model) and not tokenizer and any(t.mode == "loglikelihood" and not t.chat for t in infos):
+        raise ConfigError(
+            f"{model}: log-likelihood tasks over an endpoint need the served model's tokenizer to count context "
+            "tokens; pass --tokenizer DIR"
+        )
 
 
 def run_eval(
@@ -155,29 +186,15 @@ def run_eval(
     """Evaluate `model` (a directory, an in-memory model, or an http(s) URL) on a suite or tasks."""
     started = time.time()
     infos = resolve_tasks(suite, tasks)
-    judged = [t.name for t in infos if t.kind == "judge"]
-    if judged:
-        raise ConfigError(f"{', '.join(judged)}: LLM-judge tasks run with `almr eval judge`, not in an lm-eval suite")
-    code = [t.name for t in infos if t.runs_code]
-    if code and not allow_code_execution:
-        raise ConfigError(
-            f"{', '.join(code)} run model-written code; pass --allow-code-execution to run it in a sandboxed "
-            "subprocess with a time limit, or leave these tasks out"
-        )
-    check_data(infos, data_dir, data_files)
-    check_builtin_cache(infos)
+    check_request(infos, model, tokenizer=tokenizer, data_dir=data_dir, data_files=data_files,
+                  allow_code_execution=allow_code_execution)  # fmt: skip
     url = is_url(model)
     chat_tasks = [t for t in infos if t.chat]
     plain_tasks = [t for t in infos if not t.chat]
-    if url and not tokenizer and any(t.mode == "loglikelihood" for t in plain_tasks):
-        raise ConfigError(
-            f"{model}: log-likelihood tasks over an endpoint need the served model's tokenizer to count context "
-            "tokens; pass --tokenizer DIR"
-        )
 
     if allow_code_execution:  # lm-eval's built-in humaneval (evaluate's code_eval) checks this variable
         os.environ["HF_ALLOW_CODE_EVAL"] = "1"
-    from lm_eval.api.model import LM
+    from lm_eval.api.model import LM  # heavy (~1 s to import): only once the checks have passed
 
     if isinstance(model, LM):  # any lm-eval backend object, used as it is
         lm, name = model, type(model).__name__
@@ -197,11 +214,34 @@ def run_eval(
     return from_lm_eval(raw, infos, model=name, suite=suite, limit=limit, wall_s=time.time() - started)
 
 
+def evaluate_and_save(
+    model: str,
+    config: EvalConfig,
+    *,
+    suite: str | None = None,
+    tasks: Sequence[str] = (),
+    limit: int | None = None,
+    data_dir: str | Path | None = None,
+    data_files: Mapping[str, str] | None = None,
+    tokenizer: str | None = None,
+    endpoint_model: str | None = None,
+    allow_code_execution: bool = False,
+    out: str | Path | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """`almr eval`: `run_eval` with the `eval` section filling what the arguments leave open, the
+    result saved to `out` (default `eval/<model>-<suite>.json`); returns the result and its path."""
+    result = run_eval(
+        model, suite=suite, tasks=list(tasks), limit=limit or config.limit, data_dir=data_dir or config.data_dir,
+        data_files=data_files, tokenizer=tokenizer, batch_size=config.batch_size,
+        allow_code_execution=allow_code_execution or config.allow_code_execution, max_gen_toks=config.max_gen_toks,
+        endpoint_model=endpoint_model, timeout_s=config.timeout_s, max_retries=config.max_retries,
+    )  # fmt: skip
+    return result, save_result(result, out or default_result_path(model, suite or "tasks"))
+
+
 def _evaluate(lm: Any, group: list[TaskInfo], metadata: dict[str, Any], limit: int | None, chat: bool,
               allow_code: bool, max_gen_toks: int | None) -> dict[str, Any]:  # fmt: skip
-    import logging
-
-    from lm_eval.evaluator import evaluate
+    from lm_eval.evaluator import evaluate  # heavy (~2.5 s to import): only when a suite runs
 
     # lm-eval warns once per custom_dataset task about --metadata, which is how we pass data_dir
     logging.getLogger("lm_eval.api.task").setLevel(logging.ERROR)

@@ -24,7 +24,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from almr.errors import AlmrError
+from almr.errors import AlmrError, ConfigError
+from almr.evaluate.benchmark_files import load_records
+from almr.evaluate.config import EvalConfig
+from almr.evaluate.registry import TASKS
+from almr.evaluate.results import default_result_path, judge_result, save_result
 
 PROMPTS_DIR = Path(__file__).parent / "judge_prompts"
 Messages = list[dict[str, str]]
@@ -151,6 +155,7 @@ def chat_replier(model: Any, tokenizer: Any = None, max_new_tokens: int = 128, e
             return client._post(body)
 
         return remote
+    # heavy (torch, transformers): only when the model under test runs in this process
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -167,3 +172,32 @@ def chat_replier(model: Any, tokenizer: Any = None, max_new_tokens: int = 128, e
         return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
     return local
+
+
+def judge_and_save(
+    model: str,
+    config: EvalConfig,
+    *,
+    judge: str | None = None,
+    tasks: Sequence[str] = ("belle_eval",),
+    data_dir: str | Path | None = None,
+    limit: int | None = None,
+    out: str | Path | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """`almr eval judge`: the model under test (a directory or URL) answers every item of `tasks`, the
+    judge endpoint (`judge`, default eval.judge.url) grades each answer, and the result is saved to
+    `out` (default `eval/<model>-judge.json`). Items not judged are listed under each task's
+    `failures`, never scored 0. Returns the result and its path."""
+    url = judge or config.judge.url
+    if not url:
+        raise ConfigError("no judge endpoint: pass --judge URL or set eval.judge.url")
+    # every data file is read and checked before the first model or judge call
+    records = {name: load_records(name, data_dir or config.data_dir)[:limit] for name in tasks}
+    client = JudgeClient(url, config.judge.model, config.judge.timeout_s, config.judge.retries)
+    reply = chat_replier(model, timeout_s=config.timeout_s, retries=config.max_retries)
+    started = time.time()
+    scored = {name: run_judge_task(name, records[name], reply, client, config.judge.prompts_dir) for name in tasks}
+    result = judge_result(
+        scored, [TASKS[name] for name in tasks], model=model, judge=url, limit=limit, wall_s=time.time() - started
+    )
+    return result, save_result(result, out or default_result_path(model, "judge"))

@@ -12,6 +12,10 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 
+import jieba
+import sacrebleu
+from rouge_chinese import Rouge
+
 from almr.chinese import ScriptCounts
 
 # --------------------------------------------------------------------------- CMRC 2018 / DRCD
@@ -33,7 +37,7 @@ _word_tokenizer = None
 def _word_tokenize(text: str) -> list[str]:
     global _word_tokenizer
     if _word_tokenizer is None:
-        from nltk.tokenize import NLTKWordTokenizer
+        from nltk.tokenize import NLTKWordTokenizer  # nltk.tokenize takes ~3 s to import: only when CMRC is scored
 
         _word_tokenizer = NLTKWordTokenizer()
     return _word_tokenizer.tokenize(text)
@@ -100,8 +104,6 @@ def cmrc_f1(prediction: str, answers: Iterable[str]) -> float:
 
 def jieba_tokens(text: str) -> str:
     """Space-joined jieba tokens, as OpenCompass's JiebaRougeEvaluator feeds rouge_chinese."""
-    import jieba
-
     jieba.setLogLevel(logging.WARNING)  # its dictionary-loading chatter is not a result
     return " ".join(jieba.cut(text))
 
@@ -109,8 +111,6 @@ def jieba_tokens(text: str) -> str:
 def rouge_jieba(prediction: str, reference: str) -> dict[str, float]:
     """ROUGE-1/2/L F of one summary on jieba tokens, ×100 (OpenCompass's JiebaRougeEvaluator;
     its mean over items is the corpus score, as `Rouge.get_scores(avg=True)` computes it)."""
-    from rouge_chinese import Rouge
-
     pred = jieba_tokens(prediction).strip() or "__PREDPLACEHOLDER__"
     ref = jieba_tokens(reference).strip() or "__REFRPLACEHOLDER__"
     score = Rouge().get_scores([pred], [ref])[0]
@@ -131,8 +131,6 @@ def bleu_tokenizer(target_language: str) -> str:
 
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], target_language: str) -> float:
     """sacrebleu corpus BLEU (0–100) with one reference per segment."""
-    import sacrebleu
-
     return float(
         sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize=bleu_tokenizer(target_language)).score
     )

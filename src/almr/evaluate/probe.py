@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
-from almr.config import AlmrConfig
+from almr.errors import ConfigError
 from almr.evaluate import metrics
-from almr.evaluate.data import load_records
+from almr.evaluate.benchmark_files import load_records
+from almr.evaluate.config import EvalConfig
 from almr.evaluate.loglik import Encoded, LoglikScorer
 from almr.evaluate.tasks import utils
 
@@ -104,15 +105,12 @@ class WorldProbe:
         return out
 
 
-def probe_from_config(config: AlmrConfig, tokenizer: Any) -> WorldProbe | None:
-    """The probe `cpt.probe.every_tokens` asks for, on the world at `eval.data_dir`; None when off."""
-    from almr.errors import ConfigError
-
-    if not config.cpt.probe.every_tokens:
-        return None
-    if not config.eval.data_dir:
+def probe_from_config(eval_config: EvalConfig, tokenizer: Any) -> WorldProbe:
+    """The probe of `eval.probe` on the world at `eval.data_dir`. Whether to probe at all is the
+    caller's decision (`cpt.probe.every_tokens`); it calls this only when probing is on."""
+    if not eval_config.data_dir:
         raise ConfigError(
             "cpt.probe.every_tokens is set but eval.data_dir is not: point eval.data_dir at a world directory "
             "(almr world build), whose benchmarks the probe scores, or set cpt.probe.every_tokens=0"
         )
-    return WorldProbe(config.eval.data_dir, tokenizer, **config.eval.probe.model_dump())
+    return WorldProbe(eval_config.data_dir, tokenizer, **eval_config.probe.model_dump())

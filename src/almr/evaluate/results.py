@@ -20,6 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import lm_eval
+
+import almr
 from almr.errors import AlmrError, DataError
 from almr.evaluate.registry import FAMILIES, TASKS, TaskInfo
 
@@ -71,10 +74,6 @@ def _task_metrics(entry: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def from_lm_eval(raw_list: Sequence[dict[str, Any]], infos: Sequence[TaskInfo], *, model: str, suite: str | None,
                  limit: int | None, wall_s: float) -> dict[str, Any]:  # fmt: skip
     """One almr result from the dicts lm-eval's `evaluate` returned (one per pass)."""
-    import lm_eval
-
-    import almr
-
     tasks: dict[str, Any] = {}
     for raw in raw_list:
         for info in infos:
@@ -116,8 +115,6 @@ def from_lm_eval(raw_list: Sequence[dict[str, Any]], infos: Sequence[TaskInfo], 
 def judge_result(scored: Mapping[str, Mapping[str, Any]], infos: Sequence[TaskInfo], *, model: str, judge: str,
                  limit: int | None, wall_s: float) -> dict[str, Any]:  # fmt: skip
     """One almr result from `judge.run_judge_task` outputs; unjudged items are listed under `failures`."""
-    import almr
-
     tasks = {}
     for info in infos:
         r = scored[info.name]
@@ -152,6 +149,13 @@ def save_result(result: Mapping[str, Any], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
+
+
+def default_result_path(model: str, label: str) -> Path:
+    """Where `almr eval` and `almr eval judge` write a result unless told: `eval/<model>-<label>.json`,
+    <model> being the last part of the model's directory or URL."""
+    stem = model.rstrip("/").split("/")[-1] or "model"
+    return Path("eval") / f"{stem}-{label}.json"
 
 
 def load_result(path: str | Path) -> dict[str, Any]:

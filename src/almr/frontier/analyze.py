@@ -1,7 +1,7 @@
 """`almr frontier SWEEP_DIR`: everything the analysis of one sweep computes, in one call.
 
 `analyze_sweep(sweep_dir, config, out_dir)` reads the run records (`almr.sweep.records`), the
-baseline (`data.load_baseline`), fits the recommendation, the metric frontier, a GP surface per
+baseline (`runs.load_baseline`), fits the recommendation, the metric frontier, a GP surface per
 validation source and for the combined loss, the loss frontier through the recommendation, and
 the D-CPT / CMR baselines, then writes to `out_dir` (default `SWEEP_DIR/frontier/`):
 `frontier.json` (every number, machine-readable), `report.md`, `fig1_frontier.png` and
@@ -13,6 +13,7 @@ nearest (in log10) to the recommended LR among those with completed runs at ≥ 
 has that, all completed runs (said in the report).
 """
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,11 @@ from scipy.stats import spearmanr
 from almr.errors import AlmrError, DataError
 from almr.frontier.baselines import DCPTLaw, critical_mixture_ratio, dcpt_points
 from almr.frontier.config import FrontierConfig
-from almr.frontier.data import Baseline, check_base_hash, load_baseline, loss_sources, sweep_arrays
 from almr.frontier.frontier import LossFrontier, MetricFrontier
+from almr.frontier.plots import plot_fig1, plot_fig2
 from almr.frontier.recommend import Recommender
+from almr.frontier.report import markdown_report
+from almr.frontier.runs import Baseline, check_base_hash, load_baseline, loss_sources, sweep_arrays
 from almr.frontier.surface import GPSurface
 from almr.sweep.records import RunRecord, load_records
 
@@ -89,6 +92,17 @@ def analyze_records(records: list[RunRecord], config: FrontierConfig, baseline: 
         )
     lf = LossFrontier(source=config.loss_source, start=(rec.almr_, rec.lr_), grid_size=config.grid_size, **common)
     lf.fit(records)
+    surfaces = _loss_surfaces(records, config, sources, lf, mf.surface_.box_)
+    dcpt, baselines = _baselines(records, config, rec, baseline)
+    summary = _summary(records=records, config=config, base_hash=base_hash, baseline=baseline, rec=rec, mf=mf,
+                       lf=lf, surfaces=surfaces, baselines=baselines)  # fmt: skip
+    return Analysis(records, baseline, rec, mf, lf, surfaces, dcpt, summary)
+
+
+def _loss_surfaces(records: list[RunRecord], config: FrontierConfig, sources: list[str], lf: LossFrontier,
+                   box: tuple[float, float, float, float]) -> dict[str, GPSurface]:  # fmt: skip
+    """A GP surface of each source's final validation loss and of the combined loss, over the metric's
+    box (the loss frontier's own surface for its source)."""
     surfaces: dict[str, GPSurface] = {}
     for src in [*sources, "combined"] if sources else []:
         if src == config.loss_source:
@@ -98,13 +112,10 @@ def analyze_records(records: list[RunRecord], config: FrontierConfig, baseline: 
         surfaces[src] = GPSurface(
             kernel=config.kernel,
             n_restarts_optimizer=config.n_restarts_optimizer,
-            box=mf.surface_.box_,
+            box=box,
             random_state=config.random_state,
         ).fit(data.X, data.y)
-
-    dcpt, baselines = _baselines(records, config, rec, baseline)
-    summary = _summary(records, config, base_hash, baseline, rec, mf, lf, surfaces, baselines)
-    return Analysis(records, baseline, rec, mf, lf, surfaces, dcpt, summary)
+    return surfaces
 
 
 # --------------------------------------------------------------------------- baselines on the same runs
@@ -119,14 +130,31 @@ def _baseline_runs(records: list[RunRecord], lr: float) -> tuple[list[RunRecord]
     return done, "all completed runs (no single studied LR has completed runs at ≥ 3 ALMRs)"
 
 
-def _baselines(records: list[RunRecord], config: FrontierConfig, rec: Recommender, baseline: Baseline | None):
+def _baselines(records: list[RunRecord], config: FrontierConfig, rec: Recommender,
+               baseline: Baseline | None) -> tuple[dict[str, DCPTLaw], dict[str, Any]]:  # fmt: skip
+    """The D-CPT laws (additional and general source) and the CMR, fitted to the runs at one LR
+    (module docstring); the summary's `baselines` section (without `cmr_point`)."""
     runs, which = _baseline_runs(records, rec.lr_)
+    laws, fits, notes = _dcpt_laws(runs, config)
+    gen = config.general_source
+    cmr = None
+    if gen in laws and baseline is not None and gen in baseline.val_loss:
+        cmr = _cmr(laws[gen], runs, config, baseline.val_loss[gen])
+    elif gen in laws:
+        notes.append(f"CMR: no base-model {gen} loss (baseline.json or step-0 validation)")
+    out = {"runs": which, "lr": float(np.median([r.lr for r in runs])), "dcpt": fits, "notes": notes, "cmr": cmr}
+    return laws, out
+
+
+def _dcpt_laws(runs: list[RunRecord], config: FrontierConfig) -> tuple[dict[str, DCPTLaw], dict[str, Any], list[str]]:
+    """The D-CPT law of the additional and of the general source, their summaries, and why a law is missing."""
     laws: dict[str, DCPTLaw] = {}
-    out: dict[str, Any] = {"runs": which, "lr": float(np.median([r.lr for r in runs])), "dcpt": {}, "notes": []}
+    fits: dict[str, Any] = {}
+    notes: list[str] = []
     for src, additional in ((config.additional_source, True), (config.general_source, False)):
         r, D, loss = dcpt_points(runs, src, additional)
         if not loss:
-            out["notes"].append(f"D-CPT for {src}: the runs have no validation history of {src}")
+            notes.append(f"D-CPT for {src}: the runs have no validation history of {src}")
             continue
         try:
             law = DCPTLaw(
@@ -136,10 +164,10 @@ def _baselines(records: list[RunRecord], config: FrontierConfig, rec: Recommende
                 random_state=config.random_state,
             ).fit(r, D, loss)
         except AlmrError as err:
-            out["notes"].append(f"D-CPT for {src}: {err}")
+            notes.append(f"D-CPT for {src}: {err}")
             continue
         laws[src] = law
-        out["dcpt"][src] = {
+        fits[src] = {
             "share": "ALMR" if additional else "1 − ALMR",
             "params": law.params_,
             "d_ref_tokens": law.d_ref_,
@@ -148,23 +176,21 @@ def _baselines(records: list[RunRecord], config: FrontierConfig, rec: Recommende
             "r2": law.r2_,
             "points": law.n_points_,
         }
-    gen = config.general_source
-    out["cmr"] = None
-    if gen in laws and baseline is not None and gen in baseline.val_loss:
-        base = baseline.val_loss[gen]
-        if config.epsilon is not None:
-            tol, rule = config.epsilon, f"ε = {config.epsilon:g} (frontier.epsilon)"
-        else:
-            tol, rule = (
-                config.cmr_tolerance * base,
-                f"{config.cmr_tolerance:g} × base loss = {config.cmr_tolerance * base:.4g}",
-            )
-        budget = float(max(r.tokens for r in runs))
-        cmr = critical_mixture_ratio(laws[gen], budget, base, tol)
-        out["cmr"] = {"almr": cmr, "tolerance": tol, "rule": rule, "base_loss": base, "budget_tokens": budget}
-    elif gen in laws:
-        out["notes"].append(f"CMR: no base-model {gen} loss (baseline.json or step-0 validation)")
-    return laws, out
+    return laws, fits, notes
+
+
+def _cmr(general: DCPTLaw, runs: list[RunRecord], config: FrontierConfig, base: float) -> dict[str, Any]:
+    """The Critical Mixture Ratio at the runs' budget, with its tolerance and the rule that set it."""
+    if config.epsilon is not None:
+        tol, rule = config.epsilon, f"ε = {config.epsilon:g} (frontier.epsilon)"
+    else:
+        tol, rule = (
+            config.cmr_tolerance * base,
+            f"{config.cmr_tolerance:g} × base loss = {config.cmr_tolerance * base:.4g}",
+        )
+    budget = float(max(r.tokens for r in runs))
+    cmr = critical_mixture_ratio(general, budget, base, tol)
+    return {"almr": cmr, "tolerance": tol, "rule": rule, "base_loss": base, "budget_tokens": budget}
 
 
 # --------------------------------------------------------------------------- the JSON summary
@@ -204,10 +230,48 @@ def _surface_info(s: GPSurface) -> dict[str, Any]:
     }
 
 
-def _summary(records, config, base_hash, baseline, rec, mf, lf, surfaces, baselines) -> dict[str, Any]:
+def _summary(
+    *,
+    records: list[RunRecord],
+    config: FrontierConfig,
+    base_hash: str,
+    baseline: Baseline | None,
+    rec: Recommender,
+    mf: MetricFrontier,
+    lf: LossFrontier,
+    surfaces: dict[str, GPSurface],
+    baselines: dict[str, Any],
+) -> dict[str, Any]:
+    """`frontier.json`: every number of the analysis in plain JSON types (`report.md` is written from it)."""
     box = mf.surface_.box_
-    inside = lambda a, lr: box[0] <= a <= box[1] and box[2] <= np.log10(lr) <= box[3]  # noqa: E731
-    runs = [
+    return _f(
+        {
+            "format": "almr-frontier/1",
+            "base_hash": base_hash,
+            "config": config.model_dump(mode="json"),
+            "baseline": None if baseline is None else baseline.as_dict(),
+            "runs": _runs_summary(records),
+            "counts": {
+                s: sum(r.status == s for r in records) for s in ("completed", "failed", "pruned", "pending", "running")
+            },
+            "excluded": [e.as_dict() for e in mf.excluded_],
+            "box": {"almr": [box[0], box[1]], "lr": [10 ** box[2], 10 ** box[3]]},
+            "surfaces": {
+                "metric": _surface_info(mf.surface_),
+                **{f"loss:{k}": _surface_info(v) for k, v in surfaces.items()},
+            },
+            "metric_frontier": _metric_frontier_summary(mf),
+            "loss_frontier": _loss_frontier_summary(lf),
+            "recommendation": _recommendation_summary(rec, mf, surfaces, baseline, config),
+            "loss_optimum": _loss_optimum(lf, mf, surfaces) if config.loss_source == "combined" else None,
+            "baselines": {**baselines, "cmr_point": _cmr_point(baselines, mf, surfaces)},
+            "tradeoff": _tradeoff(records, baseline),
+        }
+    )
+
+
+def _runs_summary(records: list[RunRecord]) -> list[dict[str, Any]]:
+    return [
         {
             "run_id": r.run_id,
             "almr": r.almr,
@@ -220,6 +284,9 @@ def _summary(records, config, base_hash, baseline, rec, mf, lf, surfaces, baseli
         }
         for r in sorted(records, key=lambda r: (r.almr, r.lr))
     ]
+
+
+def _metric_frontier_summary(mf: MetricFrontier) -> dict[str, Any]:
     forms = {}
     for name, fit in mf.forms_.items():
         ci = mf.coef_ci_.get(name)
@@ -231,18 +298,34 @@ def _summary(records, config, base_hash, baseline, rec, mf, lf, surfaces, baseli
             "aicc": fit.aicc,
             "rmse": fit.rmse,
         }
-    # what a loss-only choice would pick: the lowest combined loss in the studied box
-    comb = lf.grid_ if config.loss_source == "combined" else None
-    loss_opt = None
-    if comb is not None:
-        i, j = np.unravel_index(np.argmin(comb["mean"]), comb["mean"].shape)
-        loss_opt = _point(surfaces, mf.surface_, float(comb["almr"][i]), float(comb["lr"][j]))
-    cmr_point = None
-    if baselines["cmr"] and baselines["cmr"]["almr"] is not None:
-        a = baselines["cmr"]["almr"]
-        cmr_point = {"almr": a, "lr": baselines["lr"], "inside_studied_box": bool(inside(a, baselines["lr"]))}
-        if cmr_point["inside_studied_box"]:
-            cmr_point.update(_point(surfaces, mf.surface_, a, baselines["lr"]))
+    return {
+        "peaks": mf.peaks_,
+        "best_run": mf.best_run_,
+        "ridge": dict(mf.ridge_.items()),
+        "ridge_note": mf.ridge_note_,
+        "forms": forms,
+        "skipped_forms": mf.skipped_forms_,
+        "selected_form": mf.form_,
+        "criterion": "lowest leave-one-out RMSE of log10 LR* over the ridge points",
+        "n_bootstrap": mf.n_bootstrap_done_,
+    }
+
+
+def _loss_frontier_summary(lf: LossFrontier) -> dict[str, Any]:
+    return {
+        "source": lf.source,
+        "start": lf.start_,
+        "direction_scaled": lf.direction_,
+        "slope_log10lr_per_almr": lf.slope_,
+        "gradient_scaled": lf.gradient_,
+        "descent_stop": lf.descent_stop_,
+        "ascent_stop": lf.ascent_stop_,
+        "path": {"almr": lf.path_["almr"], "lr": lf.path_["lr"], "loss": lf.path_["loss"]},
+    }
+
+
+def _recommendation_summary(rec: Recommender, mf: MetricFrontier, surfaces: dict[str, GPSurface],
+                            baseline: Baseline | None, config: FrontierConfig) -> dict[str, Any]:  # fmt: skip
     recommendation = _point(surfaces, mf.surface_, rec.almr_, rec.lr_)
     recommendation.update(
         {
@@ -262,49 +345,27 @@ def _summary(records, config, base_hash, baseline, rec, mf, lf, surfaces, baseli
             for s in recommendation["val_loss"]
             if s in baseline.val_loss
         }
-    return _f(
-        {
-            "format": "almr-frontier/1",
-            "base_hash": base_hash,
-            "config": config.model_dump(mode="json"),
-            "baseline": None if baseline is None else baseline.as_dict(),
-            "runs": runs,
-            "counts": {
-                s: sum(r.status == s for r in records) for s in ("completed", "failed", "pruned", "pending", "running")
-            },
-            "excluded": [e.as_dict() for e in mf.excluded_],
-            "box": {"almr": [box[0], box[1]], "lr": [10 ** box[2], 10 ** box[3]]},
-            "surfaces": {
-                "metric": _surface_info(mf.surface_),
-                **{f"loss:{k}": _surface_info(v) for k, v in surfaces.items()},
-            },
-            "metric_frontier": {
-                "peaks": mf.peaks_,
-                "best_run": mf.best_run_,
-                "ridge": {k: v for k, v in mf.ridge_.items()},
-                "ridge_note": mf.ridge_note_,
-                "forms": forms,
-                "skipped_forms": mf.skipped_forms_,
-                "selected_form": mf.form_,
-                "criterion": "lowest leave-one-out RMSE of log10 LR* over the ridge points",
-                "n_bootstrap": mf.n_bootstrap_done_,
-            },
-            "loss_frontier": {
-                "source": config.loss_source,
-                "start": lf.start_,
-                "direction_scaled": lf.direction_,
-                "slope_log10lr_per_almr": lf.slope_,
-                "gradient_scaled": lf.gradient_,
-                "descent_stop": lf.descent_stop_,
-                "ascent_stop": lf.ascent_stop_,
-                "path": {"almr": lf.path_["almr"], "lr": lf.path_["lr"], "loss": lf.path_["loss"]},
-            },
-            "recommendation": recommendation,
-            "loss_optimum": loss_opt,
-            "baselines": {**baselines, "cmr_point": cmr_point},
-            "tradeoff": _tradeoff(records, baseline),
-        }
-    )
+    return recommendation
+
+
+def _loss_optimum(lf: LossFrontier, mf: MetricFrontier, surfaces: dict[str, GPSurface]) -> dict[str, Any]:
+    """What a loss-only choice would pick: the lowest combined loss in the studied box (on lf's grid)."""
+    comb = lf.grid_
+    i, j = np.unravel_index(np.argmin(comb["mean"]), comb["mean"].shape)
+    return _point(surfaces, mf.surface_, float(comb["almr"][i]), float(comb["lr"][j]))
+
+
+def _cmr_point(baselines: dict[str, Any], mf: MetricFrontier, surfaces: dict[str, GPSurface]) -> dict[str, Any] | None:
+    """The CMR at the baselines' LR, with the surfaces' predictions there when it lies in the studied box."""
+    if not baselines["cmr"] or baselines["cmr"]["almr"] is None:
+        return None
+    a, lr = baselines["cmr"]["almr"], baselines["lr"]
+    box = mf.surface_.box_
+    inside = box[0] <= a <= box[1] and box[2] <= np.log10(lr) <= box[3]
+    point = {"almr": a, "lr": lr, "inside_studied_box": bool(inside)}
+    if point["inside_studied_box"]:
+        point.update(_point(surfaces, mf.surface_, a, lr))
+    return point
 
 
 def _tradeoff(records: list[RunRecord], baseline: Baseline | None) -> dict[str, Any]:
@@ -336,16 +397,19 @@ def _tradeoff(records: list[RunRecord], baseline: Baseline | None) -> dict[str, 
 
 
 def write_outputs(analysis: Analysis, config: FrontierConfig, out_dir: Path) -> dict[str, Path]:
-    import json
-
-    from almr.frontier.plots import plot_fig1, plot_fig2
-    from almr.frontier.report import markdown_report
-
+    """Fig. 1, Fig. 2, frontier.json and report.md into `out_dir`; their paths (also in `analysis.files`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {
-        "fig1": plot_fig1(analysis, out_dir / "fig1_frontier.png", svg=config.svg),
-        "fig2": plot_fig2(analysis, out_dir / "fig2_trajectories.png", svg=config.svg),
-    }
+        "fig1": plot_fig1(
+            out_dir / "fig1_frontier.png", records=analysis.records, metric=analysis.metric, loss=analysis.loss,
+            recommender=analysis.recommender, cmr_point=analysis.summary["baselines"].get("cmr_point"),
+            svg=config.svg,
+        ),
+        "fig2": plot_fig2(
+            out_dir / "fig2_trajectories.png", records=analysis.records, recommender=analysis.recommender,
+            surface=analysis.metric.surface_, metric_keys=config.metric_keys, svg=config.svg,
+        ),
+    }  # fmt: skip
     analysis.summary["figures"] = {k: v.name for k, v in files.items()}
     files["json"] = out_dir / "frontier.json"
     files["json"].write_text(json.dumps(analysis.summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

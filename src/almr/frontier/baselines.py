@@ -21,7 +21,7 @@ tolerance of the base model's loss: ≤ L_base + τ, with τ = ε of the forgett
 set (the same question the recommendation answers) and else τ = `cmr_tolerance` × L_base.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,48 @@ def _predict(theta: NDArray[np.float64], r: NDArray[np.float64], D: NDArray[np.f
 def _huber(x: NDArray[np.float64], delta: float) -> NDArray[np.float64]:
     a = np.abs(x)
     return np.where(a <= delta, 0.5 * x**2, delta * (a - 0.5 * delta))
+
+
+def _huber_objective(
+    r: NDArray[np.float64], x: NDArray[np.float64], y: NDArray[np.float64], eps: float, delta: float
+) -> Callable[[NDArray[np.float64]], tuple[float, NDArray[np.float64]]]:
+    """θ ↦ (Σ Huber_δ(log y − log L̂(θ)), its gradient) over the points (r, x = D / D_ref, y)."""
+    log_y = np.log(y)
+    log_r = np.log(np.where(r > 0, r, 1.0))  # r = 0 only meets η·ln r through r^η = 0
+    log_x = np.log(x)
+    log_re = np.log(r + eps)
+
+    def objective(theta: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
+        log_e, B, eta, beta, log_c, gamma = theta
+        t_b = np.power(r, eta) * np.exp(-beta * log_x)
+        t_c = np.exp(log_c - gamma * log_re)
+        pred = np.exp(log_e) + B * t_b + t_c
+        if np.any(~np.isfinite(pred)) or np.any(pred <= 0):
+            return 1e6, np.zeros(6)
+        res = log_y - np.log(pred)
+        # Huber: ½res² inside δ, linear outside; its derivative is res clipped to ±δ
+        value = float(np.sum(_huber(res, delta)))
+        w = -np.clip(res, -delta, delta) / pred
+        dpred = np.stack([np.full_like(pred, np.exp(log_e)), t_b, B * t_b * log_r, -B * t_b * log_x, t_c,
+                          -t_c * log_re])  # fmt: skip
+        return value, dpred @ w
+
+    return objective
+
+
+def _random_starts(rng: np.random.Generator, y: NDArray[np.float64], n: int) -> NDArray[np.float64]:
+    """(n, 6) starting points of θ = (log E, B, η, β, log C, γ), spread over plausible ranges."""
+    lo_e = np.log(max(float(y.min()) * 0.5, 1e-6))
+    return np.column_stack(
+        [
+            rng.uniform(lo_e, np.log(float(y.max())), n),
+            rng.uniform(-1.0, 1.0, n),
+            rng.uniform(0.0, 2.0, n),
+            rng.uniform(0.0, 1.5, n),
+            rng.uniform(np.log(0.01), np.log(max(float(y.max()), 0.02)), n),
+            rng.uniform(0.0, 2.0, n),
+        ]
+    )
 
 
 class DCPTLaw:
@@ -69,41 +111,9 @@ class DCPTLaw:
             )
         self.d_ref_ = float(D_arr.max())
         x = D_arr / self.d_ref_
-        log_y = np.log(y)
-
-        log_r = np.log(np.where(r_arr > 0, r_arr, 1.0))  # r = 0 only meets η·ln r through r^η = 0
-        log_x = np.log(x)
-        log_re = np.log(r_arr + self.eps)
-
-        def objective(theta: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
-            log_e, B, eta, beta, log_c, gamma = theta
-            t_b = np.power(r_arr, eta) * np.exp(-beta * log_x)
-            t_c = np.exp(log_c - gamma * log_re)
-            pred = np.exp(log_e) + B * t_b + t_c
-            if np.any(~np.isfinite(pred)) or np.any(pred <= 0):
-                return 1e6, np.zeros(6)
-            res = log_y - np.log(pred)
-            # Huber: ½res² inside δ, linear outside; its derivative is res clipped to ±δ
-            value = float(np.sum(_huber(res, self.huber_delta)))
-            w = -np.clip(res, -self.huber_delta, self.huber_delta) / pred
-            dpred = np.stack([np.full_like(pred, np.exp(log_e)), t_b, B * t_b * log_r, -B * t_b * log_x, t_c,
-                              -t_c * log_re])  # fmt: skip
-            return value, dpred @ w
-
-        rng = np.random.default_rng(self.random_state)
-        lo_e = np.log(max(float(y.min()) * 0.5, 1e-6))
-        starts = np.column_stack(
-            [
-                rng.uniform(lo_e, np.log(float(y.max())), self.n_starts),
-                rng.uniform(-1.0, 1.0, self.n_starts),
-                rng.uniform(0.0, 2.0, self.n_starts),
-                rng.uniform(0.0, 1.5, self.n_starts),
-                rng.uniform(np.log(0.01), np.log(max(float(y.max()), 0.02)), self.n_starts),
-                rng.uniform(0.0, 2.0, self.n_starts),
-            ]
-        )
+        objective = _huber_objective(r_arr, x, y, self.eps, self.huber_delta)
         best = None
-        for start in starts:
+        for start in _random_starts(np.random.default_rng(self.random_state), y, self.n_starts):
             res = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=BOUNDS)
             if best is None or res.fun < best.fun:
                 best = res
@@ -120,7 +130,7 @@ class DCPTLaw:
             "eps": self.eps,
         }
         pred = _predict(best.x, r_arr, x, self.eps)
-        self.rmse_log_ = float(np.sqrt(np.mean((log_y - np.log(pred)) ** 2)))
+        self.rmse_log_ = float(np.sqrt(np.mean((np.log(y) - np.log(pred)) ** 2)))
         ss_tot = float(np.sum((y - y.mean()) ** 2))
         self.r2_ = float(1 - np.sum((y - pred) ** 2) / ss_tot) if ss_tot > 0 else float("nan")
         self.n_points_ = len(y)

@@ -40,7 +40,7 @@ from scipy.integrate import solve_ivp
 from scipy.ndimage import maximum_filter
 
 from almr.errors import AlmrError
-from almr.frontier.data import Excluded, sweep_arrays
+from almr.frontier.runs import Excluded, sweep_arrays
 from almr.frontier.surface import GPSurface
 from almr.sweep.records import RunRecord
 
@@ -156,10 +156,24 @@ class MetricFrontier:
         self.surface_ = GPSurface(
             kernel=self.kernel, n_restarts_optimizer=self.n_restarts_optimizer, random_state=self.random_state
         ).fit(data.X, data.y)
+        self._grid_and_peaks()
+        best = int(np.argmax(data.y))
+        self.best_run_ = {
+            "run_id": data.run_ids[best],
+            "almr": float(data.X[best, 0]),
+            "lr": float(data.X[best, 1]),
+            "metric": float(data.y[best]),
+        }
+        self.dense_ridge_ = ridge(self.surface_, self.grid_["almr"], self.grid_size)
+        r, use = self._regress_ridge(np.unique(data.X[:, 0]))
+        self._bootstrap(r.copy(), use)
+        return self
+
+    def _grid_and_peaks(self) -> None:
+        """The posterior on the grid (`grid_`) and its local maxima (`peaks_`: the "several peaks" of
+        Fig. 1, right)."""
         box = self.surface_.box_
         n = self.grid_size
-
-        # grid posterior and its local maxima (the "several peaks" of Fig. 1, right)
         almr_grid = np.linspace(box[0], box[1], n)
         lr_grid = 10 ** np.linspace(box[2], box[3], n)
         A, L = np.meshgrid(almr_grid, lr_grid, indexing="ij")
@@ -170,18 +184,11 @@ class MetricFrontier:
         self.peaks_ = [
             {"almr": float(A[ij]), "lr": float(L[ij]), "mean": float(mean[ij]), "std": float(std[ij])} for ij in peaks
         ]
-        best = int(np.argmax(data.y))
-        self.best_run_ = {
-            "run_id": data.run_ids[best],
-            "almr": float(data.X[best, 0]),
-            "lr": float(data.X[best, 1]),
-            "metric": float(data.y[best]),
-        }
-        self.dense_ridge_ = ridge(self.surface_, almr_grid, n)
 
-        # the paper's peaks per studied ALMR, and the regression through them
-        studied = np.unique(data.X[:, 0])
-        self.ridge_ = ridge(self.surface_, studied, 4 * n)
+    def _regress_ridge(self, studied: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        """The paper's peaks per studied ALMR (`ridge_`) and the regression forms through them
+        (`forms_`, `form_`, `coef_`); returns the ALMRs regressed and which ridge points they are."""
+        self.ridge_ = ridge(self.surface_, studied, 4 * self.grid_size)
         use = ~self.ridge_["at_edge"]
         self.ridge_note_ = ""
         if use.sum() < 3:
@@ -204,8 +211,7 @@ class MetricFrontier:
             raise AlmrError(f"the linear frontier cannot be fitted: {self.skipped_forms_['linear']}")
         self.form_ = select_form(self.forms_)
         self.coef_ = self.forms_["linear"].coef.copy()
-        self._bootstrap(r.copy(), use)
-        return self
+        return r, use
 
     def _bootstrap(self, r_used: NDArray[np.float64], use: NDArray[np.bool_]) -> None:
         rng = np.random.default_rng(self.random_state)

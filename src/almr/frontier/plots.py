@@ -12,18 +12,22 @@ nearest the recommendation, the best and worst observed, the lowest and highest 
 averaged probe metric, right each probe task of the run nearest the recommendation.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never open a window on a cluster node or in a test
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-if TYPE_CHECKING:
-    from almr.frontier.analyze import Analysis
-    from almr.sweep.records import RunRecord
+from almr.frontier.frontier import LossFrontier, MetricFrontier
+from almr.frontier.recommend import Recommender
+from almr.frontier.surface import GPSurface
+from almr.sweep.records import RunRecord
 
 STATUS_STYLE = {
     "completed": {"marker": "o", "color": "black", "label": "completed run"},
@@ -32,9 +36,9 @@ STATUS_STYLE = {
 }
 
 
-def _runs(ax, analysis: "Analysis") -> None:
+def _runs(ax: Axes, records: Sequence[RunRecord]) -> None:
     for status in ("completed", "failed", "pruned", "pending", "running"):
-        rs = [r for r in analysis.records if r.status == status]
+        rs = [r for r in records if r.status == status]
         if not rs:
             continue
         style = STATUS_STYLE.get(status, {"marker": ".", "color": "grey", "label": f"{status} run (excluded)"})
@@ -54,7 +58,7 @@ def _runs(ax, analysis: "Analysis") -> None:
         )
 
 
-def _save(fig, path: Path, svg: bool) -> Path:
+def _save(fig: Figure, path: Path, svg: bool) -> Path:
     fig.savefig(path, dpi=130, bbox_inches="tight")
     if svg:
         fig.savefig(path.with_suffix(".svg"), bbox_inches="tight")
@@ -62,81 +66,108 @@ def _save(fig, path: Path, svg: bool) -> Path:
     return path
 
 
-def plot_fig1(analysis: "Analysis", path: Path, svg: bool = False) -> Path:
-    mf, lf, rec = analysis.metric, analysis.loss, analysis.recommender
-    summary = analysis.summary
+def plot_fig1(
+    path: Path,
+    *,
+    records: Sequence[RunRecord],
+    metric: MetricFrontier,
+    loss: LossFrontier,
+    recommender: Recommender,
+    cmr_point: dict[str, Any] | None,
+    svg: bool = False,
+) -> Path:
+    """Fig. 1 (the module docstring) of fitted frontiers; `cmr_point` is the summary's
+    `baselines.cmr_point`, drawn when it lies inside the studied box."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
-    panels = (
-        (axes[0], lf.grid_, f"validation loss ({lf.source})", "viridis_r"),
-        (axes[1], mf.grid_, "averaged metric", "viridis"),
-    )
-    for ax, grid, title, cmap in panels:
-        cs = ax.contourf(grid["almr"], grid["lr"], grid["mean"].T, levels=14, cmap=cmap)
-        ax.contour(grid["almr"], grid["lr"], grid["mean"].T, levels=14, colors="white", linewidths=0.3, alpha=0.5)
-        fig.colorbar(cs, ax=ax, label=title)
-        ax.set_yscale("log")
-        ax.set_xlabel("ALMR")
-        ax.set_title(title)
-        _runs(ax, analysis)
-        ax.set_xlim(grid["almr"][0], grid["almr"][-1])
-        ax.set_ylim(grid["lr"][0], grid["lr"][-1])
+    _surface_panel(fig, axes[0], loss.grid_, f"validation loss ({loss.source})", "viridis_r", records)
+    _surface_panel(fig, axes[1], metric.grid_, "averaged metric", "viridis", records)
     axes[0].set_ylabel("learning rate")
-
-    band = mf.band_[mf.form_]
     for ax, main in ((axes[1], True), (axes[0], False)):
-        ax.plot(
+        _frontiers(ax, metric, loss, recommender, main)
+    _metric_marks(axes[1], metric)
+    if cmr_point and cmr_point.get("inside_studied_box"):
+        axes[0].axvline(cmr_point["almr"], color="tab:orange", lw=1.2, ls="-.", label=f"CMR = {cmr_point['almr']:.2f}")
+    for ax in axes:
+        ax.legend(fontsize=7, loc="best", framealpha=0.8)
+    fig.suptitle("ALMR × LR study: loss surface and averaged-metric surface with both frontiers")
+    return _save(fig, path, svg)
+
+
+def _surface_panel(fig: Figure, ax: Axes, grid: dict[str, Any], title: str, cmap: str,
+                   records: Sequence[RunRecord]) -> None:  # fmt: skip
+    """One contour panel of a posterior-mean grid over the studied box, with the runs."""
+    cs = ax.contourf(grid["almr"], grid["lr"], grid["mean"].T, levels=14, cmap=cmap)
+    ax.contour(grid["almr"], grid["lr"], grid["mean"].T, levels=14, colors="white", linewidths=0.3, alpha=0.5)
+    fig.colorbar(cs, ax=ax, label=title)
+    ax.set_yscale("log")
+    ax.set_xlabel("ALMR")
+    ax.set_title(title)
+    _runs(ax, records)
+    ax.set_xlim(grid["almr"][0], grid["almr"][-1])
+    ax.set_ylim(grid["lr"][0], grid["lr"][-1])
+
+
+def _frontiers(ax: Axes, metric: MetricFrontier, loss: LossFrontier, rec: Recommender, main: bool) -> None:
+    """Both frontiers and the recommendation on one panel; `main` (the metric panel) stresses the
+    metric frontier and its band, the other the loss frontier and its arrow toward lower loss."""
+    band = metric.band_[metric.form_]
+    ax.plot(
+        band["almr"],
+        10 ** band["log10_lr"],
+        "--",
+        color="black" if main else "0.65",
+        lw=1.8 if main else 1.0,
+        label=f"metric frontier ({metric.form_})",
+        zorder=5,
+    )
+    if main:
+        ax.fill_between(
             band["almr"],
-            10 ** band["log10_lr"],
-            "--",
-            color="black" if main else "0.65",
-            lw=1.8 if main else 1.0,
-            label=f"metric frontier ({mf.form_})",
-            zorder=5,
+            10 ** band["lo"],
+            10 ** band["hi"],
+            color="black",
+            alpha=0.15,
+            label="95% bootstrap band",
+            zorder=3,
         )
-        if main:
-            ax.fill_between(
-                band["almr"],
-                10 ** band["lo"],
-                10 ** band["hi"],
-                color="black",
-                alpha=0.15,
-                label="95% bootstrap band",
-                zorder=3,
-            )
-            if mf.form_ != "linear":
-                lin = mf.band_["linear"]
-                ax.plot(lin["almr"], 10 ** lin["log10_lr"], ":", color="black", lw=1.2, label="linear form")
-        path_a, path_l = lf.path_["almr"], lf.path_["lr"]
-        ax.plot(
-            path_a,
-            path_l,
-            "-",
-            color="tab:blue" if not main else "0.65",
-            lw=1.8 if not main else 1.0,
-            label="loss frontier (steepest descent)",
-            zorder=5,
+        if metric.form_ != "linear":
+            lin = metric.band_["linear"]
+            ax.plot(lin["almr"], 10 ** lin["log10_lr"], ":", color="black", lw=1.2, label="linear form")
+    path_a, path_l = loss.path_["almr"], loss.path_["lr"]
+    ax.plot(
+        path_a,
+        path_l,
+        "-",
+        color="tab:blue" if not main else "0.65",
+        lw=1.8 if not main else 1.0,
+        label="loss frontier (steepest descent)",
+        zorder=5,
+    )
+    if not main and len(path_a) > 2:
+        ax.annotate(
+            "",
+            xy=(path_a[-1], path_l[-1]),
+            xytext=(path_a[-2], path_l[-2]),
+            arrowprops={"arrowstyle": "->", "color": "tab:blue", "lw": 1.5},
+            zorder=6,
         )
-        if not main and len(path_a) > 2:
-            ax.annotate(
-                "",
-                xy=(path_a[-1], path_l[-1]),
-                xytext=(path_a[-2], path_l[-2]),
-                arrowprops={"arrowstyle": "->", "color": "tab:blue", "lw": 1.5},
-                zorder=6,
-            )
-        ax.scatter(
-            [rec.almr_],
-            [rec.lr_],
-            marker="*",
-            s=220,
-            color="red",
-            edgecolors="white",
-            zorder=7,
-            label=f"recommendation (P(best) {rec.prob_best_:.2f})",
-            clip_on=False,
-        )
-    peaks = mf.peaks_
-    axes[1].scatter(
+    ax.scatter(
+        [rec.almr_],
+        [rec.lr_],
+        marker="*",
+        s=220,
+        color="red",
+        edgecolors="white",
+        zorder=7,
+        label=f"recommendation (P(best) {rec.prob_best_:.2f})",
+        clip_on=False,
+    )
+
+
+def _metric_marks(ax: Axes, metric: MetricFrontier) -> None:
+    """The metric surface's peaks and its best LR per studied ALMR (the points the frontier regresses)."""
+    peaks = metric.peaks_
+    ax.scatter(
         [p["almr"] for p in peaks],
         [p["lr"] for p in peaks],
         marker="^",
@@ -147,8 +178,8 @@ def plot_fig1(analysis: "Analysis", path: Path, svg: bool = False) -> Path:
         label="peaks (local maxima)",
         clip_on=False,
     )
-    ridge = mf.ridge_
-    axes[1].scatter(
+    ridge = metric.ridge_
+    ax.scatter(
         ridge["almr"],
         10 ** ridge["log10_lr"],
         marker="D",
@@ -159,16 +190,9 @@ def plot_fig1(analysis: "Analysis", path: Path, svg: bool = False) -> Path:
         label="best LR per studied ALMR",
         clip_on=False,
     )
-    cmr = summary["baselines"].get("cmr_point")
-    if cmr and cmr.get("inside_studied_box"):
-        axes[0].axvline(cmr["almr"], color="tab:orange", lw=1.2, ls="-.", label=f"CMR = {cmr['almr']:.2f}")
-    for ax in axes:
-        ax.legend(fontsize=7, loc="best", framealpha=0.8)
-    fig.suptitle("ALMR × LR study: loss surface and averaged-metric surface with both frontiers")
-    return _save(fig, path, svg)
 
 
-def probe_trajectory(record: "RunRecord", keys: list[str] | None) -> tuple[list[int], list[float]]:
+def probe_trajectory(record: RunRecord, keys: list[str] | None) -> tuple[list[int], list[float]]:
     """(tokens, averaged metric) at each probe of a run: the mean of `keys` (frontier.metric_keys),
     else of the record's own `average` (the sweep's eval.average), so the last point is the run's
     averaged_metric; NaN where a key is missing."""
@@ -183,15 +207,16 @@ def _probe_metric(scores: dict[str, float], keys: list[str] | None) -> float | N
     return float(np.mean(picked))
 
 
-def selected_runs(analysis: "Analysis") -> list[tuple[str, object]]:
-    """(label, record) of the runs Fig. 2 shows: nearest the recommendation, best, worst, ALMR extremes."""
-    done = [r for r in analysis.records if r.status == "completed" and r.probe_history]
+def selected_runs(
+    records: Sequence[RunRecord], recommender: Recommender, surface: GPSurface
+) -> list[tuple[str, RunRecord]]:
+    """(label, record) of the runs Fig. 2 shows: nearest the recommendation (in `surface`'s scaled
+    plane), best, worst, ALMR extremes."""
+    done = [r for r in records if r.status == "completed" and r.probe_history]
     if not done:
         return []
-    rec = analysis.recommender
-    surf = analysis.metric.surface_
-    U = surf.scale([r.almr for r in done], [r.lr for r in done])
-    target = surf.scale(rec.almr_, rec.lr_)[0]
+    U = surface.scale([r.almr for r in done], [r.lr for r in done])
+    target = surface.scale(recommender.almr_, recommender.lr_)[0]
     ranked = [r for r in done if r.averaged_metric is not None]
     picks = [("nearest recommendation", done[int(np.argmin(np.linalg.norm(U - target, axis=1)))])]
     if ranked:
@@ -207,9 +232,18 @@ def selected_runs(analysis: "Analysis") -> list[tuple[str, object]]:
     return out
 
 
-def plot_fig2(analysis: "Analysis", path: Path, svg: bool = False) -> Path:
-    keys = analysis.summary["config"].get("metric_keys")
-    picks = selected_runs(analysis)
+def plot_fig2(
+    path: Path,
+    *,
+    records: Sequence[RunRecord],
+    recommender: Recommender,
+    surface: GPSurface,
+    metric_keys: list[str] | None,
+    svg: bool = False,
+) -> Path:
+    """Fig. 2 (the module docstring): the runs of `selected_runs`, their averaged metric over `metric_keys`
+    (frontier.metric_keys; None: each run's own average) along tokens."""
+    picks = selected_runs(records, recommender, surface)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     if not picks:
         for ax in axes:
@@ -224,7 +258,7 @@ def plot_fig2(analysis: "Analysis", path: Path, svg: bool = False) -> Path:
             ax.set_axis_off()
         return _save(fig, path, svg)
     for label, r in picks:
-        xs, ys = probe_trajectory(r, keys)
+        xs, ys = probe_trajectory(r, metric_keys)
         axes[0].plot(
             xs,
             ys,

@@ -20,10 +20,11 @@ Contract (`Recommender.fit(records, baseline)`):
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy.stats import norm
 
 from almr.errors import AlmrError
-from almr.frontier.data import Baseline, sweep_arrays
+from almr.frontier.runs import Baseline, sweep_arrays
 from almr.frontier.surface import GPSurface
 from almr.sweep.records import RunRecord
 
@@ -66,43 +67,7 @@ class Recommender:
         A, L = np.meshgrid(np.linspace(box[0], box[1], n), 10 ** np.linspace(box[2], box[3], n), indexing="ij")
         almr, lr = A.ravel(), L.ravel()
         mean, std = self.metric_surface_.predict(almr, lr, return_std=True)
-
-        feasible = np.ones(len(almr), dtype=bool)
-        p_ok = None
-        self.constraint_ = None
-        if self.epsilon is not None:
-            src = self.constraint_source
-            if baseline is None or src not in baseline.val_loss:
-                raise AlmrError(
-                    f"a forgetting budget (frontier.epsilon={self.epsilon}) needs the base model's {src} validation "
-                    f'loss: write SWEEP_DIR/baseline.json ({{"val_loss": {{"{src}": ...}}}}) or validate before '
-                    "the first step (cpt.validation.every_steps > 0); or unset frontier.epsilon"
-                )
-            loss_data = sweep_arrays(records, f"loss:{src}", None, self.min_runs)
-            self.loss_surface_ = GPSurface(
-                kernel=self.kernel,
-                n_restarts_optimizer=self.n_restarts_optimizer,
-                box=box,
-                random_state=self.random_state,
-            ).fit(loss_data.X, loss_data.y)
-            l_mean, l_std = self.loss_surface_.predict(almr, lr, return_std=True)
-            limit = baseline.val_loss[src] + self.epsilon
-            feasible = l_mean <= limit
-            p_ok = norm.cdf((limit - l_mean) / np.maximum(l_std, 1e-12))
-            self.constraint_ = {
-                "source": src,
-                "base": baseline.val_loss[src],
-                "epsilon": self.epsilon,
-                "limit": limit,
-                "feasible_share": float(feasible.mean()),
-            }
-            if not feasible.any():
-                best_loss = float(l_mean.min())
-                raise AlmrError(
-                    f"no (ALMR, LR) in the studied ranges keeps the {src} loss within ε = {self.epsilon:g} of the "
-                    f"base ({baseline.val_loss[src]:.4f}): the lowest predicted is {best_loss:.4f}; raise "
-                    "frontier.epsilon, or study lower ALMRs / LRs"
-                )
+        feasible, p_ok = self._feasible(records, baseline, almr, lr)
 
         masked = np.where(feasible, mean, -np.inf)
         k = int(np.argmax(masked))
@@ -122,3 +87,45 @@ class Recommender:
         }
         self.argmax_samples_ = {"almr": almr[winners], "lr": lr[winners]}
         return self
+
+    def _feasible(
+        self, records: list[RunRecord], baseline: Baseline | None, almr: NDArray[np.float64], lr: NDArray[np.float64]
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float64] | None]:
+        """Which candidates keep the budget (all without `epsilon`), and P(the budget holds) at each
+        (None without `epsilon`); sets `constraint_` and, with a budget, `loss_surface_`."""
+        self.constraint_ = None
+        if self.epsilon is None:
+            return np.ones(len(almr), dtype=bool), None
+        src = self.constraint_source
+        if baseline is None or src not in baseline.val_loss:
+            raise AlmrError(
+                f"a forgetting budget (frontier.epsilon={self.epsilon}) needs the base model's {src} validation "
+                f'loss: write SWEEP_DIR/baseline.json ({{"val_loss": {{"{src}": ...}}}}) or validate before '
+                "the first step (cpt.validation.every_steps > 0); or unset frontier.epsilon"
+            )
+        loss_data = sweep_arrays(records, f"loss:{src}", None, self.min_runs)
+        self.loss_surface_ = GPSurface(
+            kernel=self.kernel,
+            n_restarts_optimizer=self.n_restarts_optimizer,
+            box=self.metric_surface_.box_,
+            random_state=self.random_state,
+        ).fit(loss_data.X, loss_data.y)
+        l_mean, l_std = self.loss_surface_.predict(almr, lr, return_std=True)
+        limit = baseline.val_loss[src] + self.epsilon
+        feasible = l_mean <= limit
+        p_ok = norm.cdf((limit - l_mean) / np.maximum(l_std, 1e-12))
+        self.constraint_ = {
+            "source": src,
+            "base": baseline.val_loss[src],
+            "epsilon": self.epsilon,
+            "limit": limit,
+            "feasible_share": float(feasible.mean()),
+        }
+        if not feasible.any():
+            best_loss = float(l_mean.min())
+            raise AlmrError(
+                f"no (ALMR, LR) in the studied ranges keeps the {src} loss within ε = {self.epsilon:g} of the "
+                f"base ({baseline.val_loss[src]:.4f}): the lowest predicted is {best_loss:.4f}; raise "
+                "frontier.epsilon, or study lower ALMRs / LRs"
+            )
+        return feasible, p_ok

@@ -2,6 +2,7 @@
 report and the machine-readable numbers cannot disagree). Sections: summary, runs, trade-off,
 surfaces, metric frontier, loss frontier, recommendation, baselines, uncertainty, figures."""
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -26,15 +27,23 @@ def _direction(rho: float | None, what: str) -> str:
 
 
 def markdown_report(s: dict[str, Any]) -> str:
-    rec = s["recommendation"]
-    mfr = s["metric_frontier"]
-    lfr = s["loss_frontier"]
-    cfg = s["config"]
     sources = sorted({k for r in s["runs"] for k in r["val_loss"]})
-    lin = mfr["forms"]["linear"]
     out = [f"# Frontier analysis of {s.get('sweep_dir', 'a sweep')}", ""]
+    out += _summary_section(s)
+    out += _runs_section(s, sources)
+    out += _tradeoff_section(s)
+    out += _surfaces_section(s)
+    out += _metric_frontier_section(s)
+    out += _loss_frontier_section(s)
+    out += _recommendation_section(s)
+    out += _baselines_section(s)
+    out += _uncertainty_and_figures(s)
+    return "\n".join(out)
 
-    # ------------------------------------------------------------------ summary
+
+def _summary_section(s: dict[str, Any]) -> list[str]:
+    rec, mfr, lfr = s["recommendation"], s["metric_frontier"], s["loss_frontier"]
+    lin = mfr["forms"]["linear"]
     constraint = rec.get("constraint")
     cons = (
         f", subject to {constraint['source']} loss ≤ base {constraint['base']:.4f} + ε {constraint['epsilon']:g}"
@@ -53,14 +62,12 @@ def markdown_report(s: dict[str, Any]) -> str:
         if ci and ci["b"][0] < 0.0 < ci["b"][1]
         else ""
     )
-    b = lin["coef"]["b"]
-    line = f"log10 LR* = {lin['coef']['a']:.3f} {'−' if b < 0 else '+'} {abs(b):.3f}·ALMR"
     counts = s["counts"]
-    out += [
+    return [
         f"- **Recommendation**: ALMR **{rec['almr']:.3f}**, LR **{rec['lr']:.3g}**{cons}; expected averaged metric "
         f"{rec['metric']['mean']:.2f} ± {rec['metric']['std']:.2f}; probability of being best (within "
         f"{rec['radius']:g} of the studied ranges) **{rec['prob_best_within_radius']:.2f}**.",
-        f"- **Metric frontier** (Eq. 1 analog): {line}"
+        f"- **Metric frontier** (Eq. 1 analog): {frontier_equation(lin['coef'])}"
         f"{ci_text}; the form that fits best by leave-one-out error: **{mfr['selected_form']}**.{undetermined}",
         f"- **Loss frontier** (Eq. 2 analog): from the recommendation the {lfr['source']} loss falls fastest along "
         f"d log10 LR / d ALMR = {_n(lfr['slope_log10lr_per_almr'], '.3g')}.",
@@ -69,8 +76,9 @@ def markdown_report(s: dict[str, Any]) -> str:
         "",
     ]
 
-    # ------------------------------------------------------------------ runs
-    out += ["## Runs", ""]
+
+def _runs_section(s: dict[str, Any], sources: list[str]) -> list[str]:
+    out = ["## Runs", ""]
     header = ["run", "ALMR", "LR", "status", "tokens", *[f"loss {x}" for x in sources], "averaged metric"]
     rows = []
     for r in s["runs"]:
@@ -96,13 +104,15 @@ def markdown_report(s: dict[str, Any]) -> str:
         out.append("")
     base = s["baseline"]
     if base:
-        losses = ", ".join(f"{k} {v:.4f}" for k, v in base["val_loss"].items())
-        out += [f"Base model before CPT ({base['source']}): {losses}.", ""]
+        base_losses = ", ".join(f"{k} {v:.4f}" for k, v in base["val_loss"].items())
+        out += [f"Base model before CPT ({base['source']}): {base_losses}.", ""]
     else:
         out += ["No base-model losses (no baseline.json, no step-0 validation): changes vs base are not shown.", ""]
+    return out
 
-    # ------------------------------------------------------------------ trade-off
-    out += ["## Trade-off: Chinese vs English as ALMR and LR grow", ""]
+
+def _tradeoff_section(s: dict[str, Any]) -> list[str]:
+    out = ["## Trade-off: Chinese vs English as ALMR and LR grow", ""]
     rows = []
     for name, t in s["tradeoff"].items():
         rows.append(
@@ -117,18 +127,22 @@ def markdown_report(s: dict[str, Any]) -> str:
             ]
         )
     out += _table(["final value", "base", "min", "max", "ρ(ALMR)", "ρ(log LR)", "reading"], rows)
-    out += ["", "ρ: Spearman rank correlation over the completed runs.", ""]
+    return [*out, "", "ρ: Spearman rank correlation over the completed runs.", ""]
 
-    # ------------------------------------------------------------------ surfaces
-    out += ["## Surrogate surfaces (Gaussian processes over ALMR × log10 LR, both scaled to [0, 1])", ""]
+
+def _surfaces_section(s: dict[str, Any]) -> list[str]:
+    out = ["## Surrogate surfaces (Gaussian processes over ALMR × log10 LR, both scaled to [0, 1])", ""]
     rows = []
     for name, info in s["surfaces"].items():
         ls = ", ".join(f"{v:.3g}" for v in info["length_scales"])
         rows.append([name, str(info["n_runs"]), ls, _n(info["noise_std"]), "; ".join(info["warnings"]) or "–"])
-    out += [*_table(["surface", "runs", "length scales (ALMR, log LR)", "noise std", "optimizer notes"], rows), ""]
+    header = ["surface", "runs", "length scales (ALMR, log LR)", "noise std", "optimizer notes"]
+    return [*out, *_table(header, rows), ""]
 
-    # ------------------------------------------------------------------ metric frontier
-    out += ["## Metric frontier (Eq. 1 analog)", ""]
+
+def _metric_frontier_section(s: dict[str, Any]) -> list[str]:
+    mfr = s["metric_frontier"]
+    out = ["## Metric frontier (Eq. 1 analog)", ""]
     best = mfr["best_run"]
     out += [
         f"Best observed run: {best['run_id']} (ALMR {best['almr']:.3g}, LR {best['lr']:.3g}), metric "
@@ -161,11 +175,13 @@ def markdown_report(s: dict[str, Any]) -> str:
     for name, why in mfr["skipped_forms"].items():
         rows.append([name, "–", f"not fitted: {why}", "–", "–", ""])
     out += _table(["form", "equation", "coefficients [95% CI]", "LOO RMSE", "AICc", ""], rows)
-    out += ["", f"Criterion: {mfr['criterion']}; CIs from {mfr['n_bootstrap']} bootstrap refits of the GP.", ""]
+    return [*out, "", f"Criterion: {mfr['criterion']}; CIs from {mfr['n_bootstrap']} bootstrap refits of the GP.", ""]
 
-    # ------------------------------------------------------------------ loss frontier
+
+def _loss_frontier_section(s: dict[str, Any]) -> list[str]:
+    lfr = s["loss_frontier"]
     d = lfr["direction_scaled"]
-    out += [
+    return [
         "## Loss frontier (Eq. 2 analog)",
         "",
         f"The steepest-descent curve of the fitted {lfr['source']} validation loss through the recommendation "
@@ -177,8 +193,11 @@ def markdown_report(s: dict[str, Any]) -> str:
         "",
     ]
 
-    # ------------------------------------------------------------------ recommendation
-    out += ["## Recommendation", ""]
+
+def _recommendation_section(s: dict[str, Any]) -> list[str]:
+    rec, cfg = s["recommendation"], s["config"]
+    constraint = rec.get("constraint")
+    out = ["## Recommendation", ""]
     cr = rec["credible_region_95"]
     out += [
         f"- (ALMR, LR) = ({rec['almr']:.3f}, {rec['lr']:.3g}); the metric frontier's LR at this ALMR: "
@@ -201,11 +220,12 @@ def markdown_report(s: dict[str, Any]) -> str:
         change = (rec.get("change_vs_base") or {}).get(src)
         rows.append([src, f"{v['mean']:.4f} ± {v['std']:.4f}", _n(change, "+.4f")])
     out += ["", "Predicted final validation losses at the recommendation:", ""]
-    out += [*_table(["source", "loss (mean ± std)", "change vs base"], rows), ""]
+    return [*out, *_table(["source", "loss (mean ± std)", "change vs base"], rows), ""]
 
-    # ------------------------------------------------------------------ baselines
-    bl = s["baselines"]
-    out += ["## Baselines on the same runs", "", f"Fitted to {bl['runs']}.", ""]
+
+def _baselines_section(s: dict[str, Any]) -> list[str]:
+    bl, cfg = s["baselines"], s["config"]
+    out = ["## Baselines on the same runs", "", f"Fitted to {bl['runs']}.", ""]
     rows = []
     for src, f in bl["dcpt"].items():
         p = f["params"]
@@ -240,7 +260,12 @@ def markdown_report(s: dict[str, Any]) -> str:
             f"- Critical Mixture Ratio: **{cmr}**: the largest ALMR whose predicted {cfg['general_source']} "
             f"loss after {c['budget_tokens']:,.0f} tokens stays ≤ base {c['base_loss']:.4f} + {c['rule']}."
         ]
-    out.append("")
+    return [*out, "", *_choices_table(s), ""]
+
+
+def _choices_table(s: dict[str, Any]) -> list[str]:
+    """This analysis's pick beside a loss-only choice and the CMR, on the same surfaces."""
+    rec, cfg, bl = s["recommendation"], s["config"], s["baselines"]
     rows = [
         [
             "this analysis (max metric)",
@@ -266,11 +291,12 @@ def markdown_report(s: dict[str, Any]) -> str:
             )
         elif pt:
             rows.append([label, f"{pt['almr']:.3f}", _lr(pt["lr"]), "outside the studied box", "–"])
-    out += _table(["choice", "ALMR", "LR", "predicted metric", f"predicted {cfg['general_source']} loss"], rows)
-    out.append("")
+    return _table(["choice", "ALMR", "LR", "predicted metric", f"predicted {cfg['general_source']} loss"], rows)
 
-    # ------------------------------------------------------------------ uncertainty
-    out += [
+
+def _uncertainty_and_figures(s: dict[str, Any]) -> list[str]:
+    rec = s["recommendation"]
+    out = [
         "## Uncertainty",
         "",
         f"The surfaces are GP posteriors from {s['surfaces']['metric']['n_runs']} completed runs; their std is the "
@@ -289,4 +315,21 @@ def markdown_report(s: dict[str, Any]) -> str:
         out += [f"![Fig. 1: loss and averaged-metric surfaces with both frontiers]({figures['fig1']})", ""]
     if "fig2" in figures:
         out += [f"![Fig. 2: probe-metric trajectories of selected runs]({figures['fig2']})", ""]
-    return "\n".join(out)
+    return out
+
+
+def frontier_equation(coef: Mapping[str, float]) -> str:
+    """The linear metric frontier `log10 LR* = a ± b·ALMR`, its sign written out."""
+    b = coef["b"]
+    return f"log10 LR* = {coef['a']:.3f} {'−' if b < 0 else '+'} {abs(b):.3f}·ALMR"
+
+
+def headline(s: Mapping[str, Any]) -> str:
+    """The one line a frontier analysis ends with (`almr frontier`, `almr demo`): the recommended
+    (ALMR, LR), its expected averaged metric and P(best), and the metric frontier's equation."""
+    rec = s["recommendation"]
+    coef = s["metric_frontier"]["forms"]["linear"]["coef"]
+    return (
+        f"recommended ALMR {rec['almr']:.3f}, LR {rec['lr']:.3g}: averaged metric {rec['metric']['mean']:.2f} ± "
+        f"{rec['metric']['std']:.2f}, P(best) {rec['prob_best_within_radius']:.2f}; frontier {frontier_equation(coef)}"
+    )

@@ -73,35 +73,11 @@ class GPSurface:
             raise DataError(f"GPSurface.fit: X must be (n, 2) [ALMR, LR] with one y each; got {X.shape}, {y.shape}")
         if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y)) and np.all(X[:, 1] > 0)):
             raise DataError("GPSurface.fit: ALMR, LR and y must be finite and LR positive")
-        if self.box is not None:
-            a_lo, a_hi, l_lo, l_hi = (float(b) for b in self.box)
-        else:
-            a_lo, a_hi = float(X[:, 0].min()), float(X[:, 0].max())
-            l_lo, l_hi = float(np.log10(X[:, 1]).min()), float(np.log10(X[:, 1]).max())
-        if not (a_hi > a_lo and l_hi > l_lo):
-            raise DataError(
-                f"GPSurface.fit: the runs span ALMR [{a_lo:g}, {a_hi:g}] and log10 LR [{l_lo:g}, {l_hi:g}]; "
-                "a surface needs at least two distinct values of each — add runs at other ALMRs / LRs"
-            )
-        self.box_ = (a_lo, a_hi, l_lo, l_hi)
+        self.box_ = self._box(X)
         U = self.scale(X[:, 0], X[:, 1])
         bounds = self.length_scale_bounds or [(_shortest_scale(U[:, axis]), 20.0) for axis in (0, 1)]
-        if isinstance(self.kernel, Kernel):
-            # a fitted kernel_ of another GPSurface: its hyperparameters start the optimizer (bootstrap)
-            shape = None
-        elif self.kernel == "matern":
-            shape = Matern(length_scale=[0.5, 0.5], length_scale_bounds=bounds, nu=2.5)
-        elif self.kernel == "rbf":
-            shape = RBF(length_scale=[0.5, 0.5], length_scale_bounds=bounds)
-        else:
-            raise DataError(f"GPSurface: unknown kernel {self.kernel!r}; use 'matern' or 'rbf'")
-        kernel = (
-            self.kernel
-            if shape is None
-            else ConstantKernel(1.0, (1e-3, 1e3)) * shape + WhiteKernel(1e-2, self.noise_bounds)
-        )
         self.gp_ = GaussianProcessRegressor(
-            kernel=kernel,
+            kernel=self._kernel(bounds),
             normalize_y=True,
             n_restarts_optimizer=self.n_restarts_optimizer,
             random_state=self.random_state,
@@ -112,26 +88,58 @@ class GPSurface:
             self.gp_.fit(U, y)
         self.kernel_ = self.gp_.kernel_
         self.length_scales_ = tuple(float(s) for s in np.atleast_1d(self.kernel_.k1.k2.length_scale))
-        # sklearn's note on a length scale at a bound says "decrease the bound"; the lower bound is
-        # the runs' spacing on purpose, so say what it means instead
-        notes = [str(w.message).splitlines()[0] for w in caught if issubclass(w.category, ConvergenceWarning)]
-        self.warnings_ = [n for n in notes if "length_scale" not in n]
-        bounds_used = np.broadcast_to(np.atleast_2d(self.kernel_.k1.k2.hyperparameter_length_scale.bounds), (2, 2))
-        why = " (half the runs' spacing on that axis)" if self.length_scale_bounds is None else ""
-        for axis, scale, (low, high) in zip(("ALMR", "log LR"), self.length_scales_, bounds_used, strict=True):
-            if scale <= 1.01 * low:
-                self.warnings_.append(
-                    f"{axis} length scale at its lower bound {low:.3g}{why}: the surface varies as fast as the "
-                    "runs can show; runs in between would resolve it"
-                )
-            elif scale >= 0.99 * high:
-                self.warnings_.append(f"{axis} length scale at its upper bound {high:.3g}: flat along {axis}")
+        self.warnings_ = self._fit_notes(caught)
         # sklearn standardizes y with np.std (0 → 1); the WhiteKernel's level is in those units
         y_std = float(np.std(y)) or 1.0
         self.noise_var_ = float(self.kernel_.k2.noise_level) * y_std**2
         self.noise_std_ = float(np.sqrt(self.noise_var_))
         self.n_train_ = len(y)
         return self
+
+    def _box(self, X: NDArray[np.float64]) -> tuple[float, float, float, float]:
+        """(a_lo, a_hi, l_lo, l_hi): the given box, or the one the runs span; refused when flat."""
+        if self.box is not None:
+            a_lo, a_hi, l_lo, l_hi = (float(b) for b in self.box)
+        else:
+            a_lo, a_hi = float(X[:, 0].min()), float(X[:, 0].max())
+            l_lo, l_hi = float(np.log10(X[:, 1]).min()), float(np.log10(X[:, 1]).max())
+        if not (a_hi > a_lo and l_hi > l_lo):
+            raise DataError(
+                f"GPSurface.fit: the runs span ALMR [{a_lo:g}, {a_hi:g}] and log10 LR [{l_lo:g}, {l_hi:g}]; "
+                "a surface needs at least two distinct values of each — add runs at other ALMRs / LRs"
+            )
+        return a_lo, a_hi, l_lo, l_hi
+
+    def _kernel(self, bounds: Sequence[tuple[float, float]] | tuple[float, float]) -> Kernel:
+        """constant × shape + white noise; a fitted kernel_ of another GPSurface is used as it is (its
+        hyperparameters start the optimizer: the bootstrap refits)."""
+        if isinstance(self.kernel, Kernel):
+            return self.kernel
+        if self.kernel == "matern":
+            shape = Matern(length_scale=[0.5, 0.5], length_scale_bounds=bounds, nu=2.5)
+        elif self.kernel == "rbf":
+            shape = RBF(length_scale=[0.5, 0.5], length_scale_bounds=bounds)
+        else:
+            raise DataError(f"GPSurface: unknown kernel {self.kernel!r}; use 'matern' or 'rbf'")
+        return ConstantKernel(1.0, (1e-3, 1e3)) * shape + WhiteKernel(1e-2, self.noise_bounds)
+
+    def _fit_notes(self, caught: list[warnings.WarningMessage]) -> list[str]:
+        """The optimizer's notes, and a plain word for each length scale at a bound."""
+        # sklearn's note on a length scale at a bound says "decrease the bound"; the lower bound is
+        # the runs' spacing on purpose, so say what it means instead
+        notes = [str(w.message).splitlines()[0] for w in caught if issubclass(w.category, ConvergenceWarning)]
+        notes = [n for n in notes if "length_scale" not in n]
+        bounds_used = np.broadcast_to(np.atleast_2d(self.kernel_.k1.k2.hyperparameter_length_scale.bounds), (2, 2))
+        why = " (half the runs' spacing on that axis)" if self.length_scale_bounds is None else ""
+        for axis, scale, (low, high) in zip(("ALMR", "log LR"), self.length_scales_, bounds_used, strict=True):
+            if scale <= 1.01 * low:
+                notes.append(
+                    f"{axis} length scale at its lower bound {low:.3g}{why}: the surface varies as fast as the "
+                    "runs can show; runs in between would resolve it"
+                )
+            elif scale >= 0.99 * high:
+                notes.append(f"{axis} length scale at its upper bound {high:.3g}: flat along {axis}")
+        return notes
 
     # ------------------------------------------------------------------ scaling
     def scale(self, almr: ArrayLike, lr: ArrayLike) -> NDArray[np.float64]:

@@ -20,11 +20,13 @@ from almr.train.parallel import close_distributed, init_distributed
 from almr.train.validate import Probe, Validation
 
 
-def plan_for(config: AlmrConfig) -> Plan:
+def plan_for(config: AlmrConfig, *, previous: Plan | None = None, consumed: int | None = None) -> Plan:
     """The mixture plan of `config.data` + `config.mixture` in `config.cpt.batch`'s shape, for
-    the mixture's token budget or else the CPT run's (the plan `almr data plan` prints)."""
+    the mixture's token budget or else the CPT run's (the plan `almr data plan` prints); with
+    `previous`, a later phase that continues that plan's streams after `consumed` sequences."""
     budget = config.mixture.token_budget or config.cpt.total_tokens
-    return build_plan(config.data, config.mixture, config.cpt.batch, token_budget=budget)
+    return build_plan(config.data, config.mixture, config.cpt.batch, token_budget=budget, previous=previous,
+                      consumed=consumed)  # fmt: skip
 
 
 def build_data(config: AlmrConfig, rank: int, world_size: int) -> tuple[PackedLoader, Validation]:

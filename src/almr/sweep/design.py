@@ -4,7 +4,8 @@ Contract:
 - `grid_points(sweep)` enumerates the grid exactly: `sweep.almr.values` (or `grid_almr` evenly
   spaced values over [low, high]) × `sweep.lr.values` (or `grid_lr` values evenly spaced in log10 LR
   when `lr_log`, else linearly), ALMR-major, each value rounded to 12 significant digits so that the
-  same spec always gives the same floats.
+  same spec always gives the same floats. `total_runs(sweep)`: the runs a study starts in all (the
+  grid's points, or `sweep.max_runs`).
 - `point_config(config, almr, lr, run_dir)` is the base config with exactly three keys changed —
   `mixture.almr`, `cpt.optimizer.lr`, `cpt.run_dir` — and the `sweep` section reset to its defaults
   (a run does not depend on how the study is organized, so a resumed run's checkpoint config still
@@ -51,12 +52,18 @@ def grid_points(sweep: SweepConfig) -> list[tuple[float, float]]:
     return [(a, lr) for a in axis_values(sweep, "almr") for lr in axis_values(sweep, "lr")]
 
 
+def total_runs(sweep: SweepConfig) -> int:
+    """The runs the study starts in all: every grid point, or `max_runs` of an adaptive design."""
+    return len(grid_points(sweep)) if sweep.design == "grid" else sweep.max_runs
+
+
 def run_id(number: int, almr: float, lr: float) -> str:
     """A run's folder name: the study's trial number first (sorts in launch order), then the point."""
     return f"r{number:03d}-almr{almr:.4f}-lr{lr:.3e}"
 
 
 def point_config(config: AlmrConfig, almr: float, lr: float, run_dir: str) -> AlmrConfig:
+    """The run's whole config (it is written to the run's folder): see the module docstring."""
     raw = config.model_dump(mode="json")
     raw["mixture"]["almr"] = almr
     raw["cpt"]["optimizer"]["lr"] = lr
@@ -66,6 +73,7 @@ def point_config(config: AlmrConfig, almr: float, lr: float, run_dir: str) -> Al
 
 
 def base_hash(config: AlmrConfig) -> str:
+    """The identity of the base config (see the module docstring): it reads every section."""
     raw: dict[str, Any] = config.model_dump(mode="json")
     raw.pop("sweep", None)
     for key in SWEPT_KEYS:

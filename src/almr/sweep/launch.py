@@ -29,13 +29,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import submitit
+from submitit.slurm import slurm as submitit_slurm
+
 from almr.config import AlmrConfig
-from almr.sweep.config import SweepSlurmConfig
+from almr.sweep.config import SweepConfig, SweepSlurmConfig
 
 LOG = "run.log"
 
@@ -191,10 +194,24 @@ def slurm_parameters(spec: RunSpec, slurm: SweepSlurmConfig) -> dict[str, Any]:
 
 def sbatch_script(spec: RunSpec, slurm: SweepSlurmConfig, folder: Path, python: str = sys.executable) -> str:
     """The sbatch script submitit would submit for this run (submitit's own renderer)."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
     command = " ".join([shlex.quote(python), "-u -m submitit.core._submit", shlex.quote(str(folder))])
-    return _make_sbatch_string(command=command, folder=folder, **slurm_parameters(spec, slurm))
+    # submitit has no public way to render a script without submitting it: `_make_sbatch_string` is
+    # the function its SlurmExecutor writes the script with, so the dry run shows exactly what runs
+    return submitit_slurm._make_sbatch_string(command=command, folder=folder, **slurm_parameters(spec, slurm))
+
+
+def dry_run_lines(specs: Sequence[RunSpec], sweep: SweepConfig) -> list[str]:
+    """What `almr sweep --dry-run` prints: how each run would start (its command line, or its sbatch
+    script under Slurm), then a line that says how many and that nothing was launched."""
+    lines = []
+    for spec in specs:
+        if sweep.launcher == "slurm":
+            folder = Path(sweep.sweep_dir).resolve() / "slurm" / "%j"
+            lines += [f"# {spec.run_id}", sbatch_script(spec, sweep.slurm, folder)]
+        else:
+            lines.append(f"OMP_NUM_THREADS={spec.threads} {shlex.join(cpt_command(spec))}")
+    what = "all runs" if sweep.design == "grid" else "the first runs in flight"
+    return [*lines, f"dry run: {len(specs)} run(s) ({what}); nothing launched"]
 
 
 def run_exported_command() -> None:
@@ -215,8 +232,6 @@ class SlurmLauncher:
         self.folder = Path(folder)
 
     def start(self, spec: RunSpec) -> _Job:
-        import submitit
-
         executor = submitit.SlurmExecutor(folder=self.folder / "%j")
         executor.update_parameters(**slurm_parameters(spec, self.slurm))
         return _Job(spec, executor.submit(run_exported_command))

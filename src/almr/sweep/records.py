@@ -22,7 +22,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from almr.durable import atomic_write_text
-from almr.errors import DataError
+from almr.errors import AlmrError, DataError
+from almr.evaluate.results import averaged_metric
 
 Status = Literal["pending", "running", "completed", "failed", "pruned"]
 RECORD = "record.json"
@@ -86,9 +87,6 @@ def fill_from_metrics(record: RunRecord, run_dir: Path, average: list[str]) -> R
     histories, the last of each as the final values, tokens and steps of the last event, and the
     averaged metric of the final probe scores over `average` (None when no probe ran or a key is
     missing: such a run is never ranked, and never scored as 0)."""
-    from almr.errors import AlmrError
-    from almr.evaluate.results import averaged_metric
-
     events = read_events(run_dir)
     val = [{"tokens": e["tokens"], "loss": e["loss"]} for e in events if e.get("event") == "val"]
     probe = [{"tokens": e["tokens"], "scores": e["scores"]} for e in events if e.get("event") == "probe"]
@@ -111,8 +109,6 @@ def fill_from_metrics(record: RunRecord, run_dir: Path, average: list[str]) -> R
 def fit_ready(records: list[RunRecord], needed: int, what: str = "a fit") -> list[RunRecord]:
     """The completed, ranked runs; refuses with how many more are needed when fewer than `needed`.
     Failed runs are named (they are excluded, never scored 0); pruned ones are counted."""
-    from almr.errors import AlmrError
-
     usable = [r for r in records if r.status == "completed" and r.averaged_metric is not None]
     if len(usable) >= needed:
         return usable

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from almr.config import load_config
 from almr.errors import ConfigError
+from almr.sweep.design import total_runs
 from almr.sweep.records import RunRecord, load_records
 
 FINAL = ("completed", "failed", "pruned")
@@ -24,12 +25,11 @@ STYLE = {"completed": "green", "failed": "red", "pruned": "yellow", "running": "
 
 
 def sweep_totals(sweep_dir: Path) -> tuple[int, list[RunRecord]]:
-    from almr.sweep.study import total_runs
-
+    """The runs the sweep in `sweep_dir` starts in all (from its sweep.yaml), and its records so far."""
     spec = Path(sweep_dir) / "sweep.yaml"
     if not spec.is_file():
         raise ConfigError(f"{sweep_dir} is not a sweep folder (no sweep.yaml); pass the folder `almr sweep` wrote")
-    return total_runs(load_config(spec)), load_records(Path(sweep_dir))
+    return total_runs(load_config(spec).sweep), load_records(Path(sweep_dir))
 
 
 def status_view(sweep_dir: Path) -> RenderableType:

@@ -38,6 +38,7 @@ Contract of `run_sweep(config, launcher=None, ...)`:
 """
 
 import fcntl
+import functools
 import json
 import math
 import os
@@ -56,8 +57,18 @@ from optuna.trial import TrialState
 
 from almr.config import AlmrConfig, dump_config
 from almr.errors import AlmrError, ConfigError
+from almr.evaluate.results import averaged_metric
 from almr.sweep import design
-from almr.sweep.launch import FunctionLauncher, Launcher, LocalLauncher, RunExit, RunSpec, SlurmLauncher
+from almr.sweep.config import SweepConfig
+from almr.sweep.launch import (
+    FunctionLauncher,
+    Launcher,
+    LocalLauncher,
+    RunExit,
+    RunSpec,
+    SlurmLauncher,
+    dry_run_lines,
+)
 from almr.sweep.records import RunRecord, fill_from_metrics, load_records, read_events
 
 STUDY = "almr-sweep"
@@ -82,7 +93,8 @@ class SweepResult:
 
 
 def check_spec(config: AlmrConfig) -> None:
-    """Refuse a spec that cannot produce what the design needs, before anything is written."""
+    """Refuse a spec that cannot produce what the design needs, before anything is written. It reads
+    the mixture, the probe and the sweep, and validates a whole point config."""
     sweep = config.sweep
     if config.mixture.weights is not None:
         raise ConfigError(
@@ -100,12 +112,13 @@ def check_spec(config: AlmrConfig) -> None:
     design.point_config(config, lo, hi, str(Path(sweep.sweep_dir) / "runs" / "check"))  # validates a point
 
 
-def storage_url(config: AlmrConfig) -> str:
-    return config.sweep.storage or f"sqlite:///{Path(config.sweep.sweep_dir).resolve() / 'study.db'}"
+def storage_url(sweep: SweepConfig) -> str:
+    return sweep.storage or f"sqlite:///{Path(sweep.sweep_dir).resolve() / 'study.db'}"
 
 
 def open_study(config: AlmrConfig) -> optuna.Study:
-    """The sweep's Optuna study (created, or loaded to resume), after checking the folder's identity."""
+    """The sweep's Optuna study (created, or loaded to resume), after checking the folder's identity
+    (the base config's hash); the whole resolved config is written to SWEEP_DIR/sweep.yaml."""
     sweep = config.sweep
     sweep_dir = Path(sweep.sweep_dir)
     ours = design.base_hash(config)
@@ -119,13 +132,13 @@ def open_study(config: AlmrConfig) -> optuna.Study:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        storage=storage_url(config), study_name=STUDY, direction="maximize", load_if_exists=True,
+        storage=storage_url(sweep), study_name=STUDY, direction="maximize", load_if_exists=True,
         sampler=design.make_sampler(sweep), pruner=design.make_pruner(sweep),
     )  # fmt: skip
     stored = study.user_attrs.get("base_hash")
     if stored not in (None, ours):
         raise ConfigError(
-            f"the study in {storage_url(config)} belongs to a different base config (base_hash {stored[:12]}, "
+            f"the study in {storage_url(sweep)} belongs to a different base config (base_hash {stored[:12]}, "
             f"this spec {ours[:12]}); choose another sweep.sweep_dir or sweep.storage"
         )
     if study.user_attrs.get("design") not in (None, sweep.design):
@@ -142,25 +155,20 @@ def open_study(config: AlmrConfig) -> optuna.Study:
     return study
 
 
-def total_runs(config: AlmrConfig) -> int:
-    sweep = config.sweep
-    return len(design.grid_points(sweep)) if sweep.design == "grid" else sweep.max_runs
-
-
-def default_launcher(config: AlmrConfig) -> Launcher:
-    if config.sweep.launcher == "slurm":
-        return SlurmLauncher(config.sweep.slurm, Path(config.sweep.sweep_dir).resolve() / "slurm")
+def default_launcher(sweep: SweepConfig) -> Launcher:
+    if sweep.launcher == "slurm":
+        return SlurmLauncher(sweep.slurm, Path(sweep.sweep_dir).resolve() / "slurm")
     return LocalLauncher()
 
 
-def threads_per_run(config: AlmrConfig) -> int:
-    sweep = config.sweep
+def threads_per_run(sweep: SweepConfig) -> int:
     return sweep.threads_per_run or max(1, (os.cpu_count() or 1) // sweep.parallel)
 
 
 def plan_runs(config: AlmrConfig) -> list[RunSpec]:
     """The runs a fresh sweep would launch first (all of a grid; the first `sweep.parallel` runs of an adaptive
-    design), from an in-memory copy of the study: nothing is written (`--dry-run`)."""
+    design), from an in-memory copy of the study: nothing is written (`--dry-run`). Each spec holds its run's
+    whole config."""
     check_spec(config)
     sweep = config.sweep
     if sweep.design == "grid":
@@ -175,8 +183,13 @@ def plan_runs(config: AlmrConfig) -> list[RunSpec]:
     for number, (almr, lr) in enumerate(points):
         rid = design.run_id(number, almr, lr)
         cfg = design.point_config(config, almr, lr, str(root / rid))
-        specs.append(RunSpec(rid, almr, lr, root / rid, cfg, threads=threads_per_run(config)))
+        specs.append(RunSpec(rid, almr, lr, root / rid, cfg, threads=threads_per_run(sweep)))
     return specs
+
+
+def dry_run(config: AlmrConfig) -> list[str]:
+    """`almr sweep SPEC --dry-run`: how the runs of `plan_runs` would start, as lines; nothing is written."""
+    return dry_run_lines(plan_runs(config), config.sweep)
 
 
 # --------------------------------------------------------------------------- watching a run
@@ -196,8 +209,6 @@ class _Active:
 
 def _check(active: _Active, average: list[str], pruning: bool) -> bool:
     """Report new probe events to the trial; True when the pruner says stop."""
-    from almr.evaluate.results import averaged_metric
-
     if active.pruned:
         return True
     events = read_events(active.spec.run_dir)
@@ -257,6 +268,13 @@ def _orphans(study: optuna.Study, driver: str, poll_s: float) -> list[optuna.tri
     return orphans
 
 
+def _running_trial(study: optuna.Study, storage: optuna.storages.BaseStorage, number: int) -> optuna.trial.Trial:
+    """A handle on a RUNNING trial that another driver started (to report to it, mark it and tell it):
+    `study.ask` only hands out new trials, so the Trial is built from the trial's storage id."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, number))
+
+
 def _settle(study: optuna.Study, trial: optuna.trial.Trial, record: RunRecord | None) -> bool:
     """Tell a RUNNING trial whose run already ended (its record is final); False if it must run."""
     if record is None or record.status not in ("completed", "failed", "pruned"):
@@ -282,10 +300,11 @@ def _tell_pruned(study: optuna.Study, trial: optuna.trial.Trial, last: float | N
     study.tell(trial, last)
 
 
-def _finish(study: optuna.Study, active: _Active, exit_: RunExit, config: AlmrConfig, base: str) -> RunRecord:
+def _finish(study: optuna.Study, active: _Active, exit_: RunExit, average: list[str], base: str) -> RunRecord:
+    """Record how the run ended (its record.json, from its metrics.jsonl) and tell the study."""
     spec = active.spec
     record = RunRecord(run_id=spec.run_id, almr=spec.almr, lr=spec.lr, base_hash=base)
-    record = fill_from_metrics(record, spec.run_dir, config.eval.average)
+    record = fill_from_metrics(record, spec.run_dir, average)
     ended = any(e.get("event") == "end" for e in read_events(spec.run_dir))
     update: dict[str, Any] = {"wall_time_s": active.wall_before + time.time() - active.started}
     if active.pruned:
@@ -295,7 +314,7 @@ def _finish(study: optuna.Study, active: _Active, exit_: RunExit, config: AlmrCo
         update["status"] = "completed"
         if record.averaged_metric is None:
             update["error"] = (
-                f"no averaged metric: the run's last probe lacks {config.eval.average} or no probe ran "
+                f"no averaged metric: the run's last probe lacks {average} or no probe ran "
                 "(cpt.probe.every_tokens); excluded from the ranking"
             )
             study.tell(active.trial, state=TrialState.FAIL)
@@ -325,147 +344,196 @@ def run_sweep(
     `on_finish(records)` is called whenever runs have ended (once per look at the runs in flight);
     True launches no further run: those in flight finish, and the sweep can be resumed later."""
     check_spec(config)
-    sweep = config.sweep
-    sweep_dir = Path(sweep.sweep_dir)
     study = open_study(config)
-    base = design.base_hash(config)
-    launcher = launcher or default_launcher(config)
-    dists = design.distributions(sweep)
-    total = total_runs(config)
-    pruning = sweep.pruning.enabled
-    average = config.eval.average
-    records = {r.run_id: r for r in load_records(sweep_dir)}
-    driver = uuid.uuid4().hex  # this driver's mark on the trials it runs (see _orphans)
-    by_id: dict[str, _Active] = {}
-    if isinstance(launcher, FunctionLauncher):  # an in-process run asks between its probe events
-        launcher.should_stop = lambda spec: _check(by_id[spec.run_id], average, pruning)
+    scores = None if baseline_scores is None else functools.partial(baseline_scores, config)
+    driver = _Driver(config, study, launcher or default_launcher(config.sweep), on_finish, scores, log)
+    with _sigterm_interrupts():
+        try:
+            driver.drive()
+        finally:
+            driver.release()
+    return SweepResult(driver.sweep_dir, load_records(driver.sweep_dir))
 
-    def launch(trial: optuna.trial.Trial, resume_ok: bool) -> _Active | None:
-        """Start the trial's run; None when it could not start (then it is already told FAIL)."""
+
+class _Driver:
+    """One driver of a study (module docstring): keeps `sweep.parallel` runs in flight, watches them
+    and tells the study how each ended. Its state: the runs in flight and the records read so far."""
+
+    def __init__(
+        self,
+        config: AlmrConfig,
+        study: optuna.Study,
+        launcher: Launcher,
+        on_finish: Callable[[list[RunRecord]], bool] | None,
+        baseline_scores: Callable[[], dict[str, float]] | None,
+        log: Callable[[str], None],
+    ) -> None:
+        self.config = config  # the base of every run's config (design.point_config)
+        self.sweep = config.sweep
+        self.sweep_dir = Path(self.sweep.sweep_dir)
+        self.study = study
+        self.launcher = launcher
+        self.on_finish = on_finish
+        self.baseline_scores = baseline_scores
+        self.log = log
+        self.base = design.base_hash(config)
+        self.dists = design.distributions(self.sweep)
+        self.total = design.total_runs(self.sweep)
+        self.average = config.eval.average
+        self.pruning = self.sweep.pruning.enabled
+        self.records = {r.run_id: r for r in load_records(self.sweep_dir)}
+        self.name = uuid.uuid4().hex  # this driver's mark on the trials it runs (see _orphans)
+        self.in_flight: list[_Active] = []
+        self.by_id: dict[str, _Active] = {}
+        if isinstance(launcher, FunctionLauncher):  # an in-process run asks between its probe events
+            launcher.should_stop = lambda spec: _check(self.by_id[spec.run_id], self.average, self.pruning)
+
+    @functools.cached_property
+    def storage(self) -> optuna.storages.RDBStorage:
+        """A handle of our own on the study's storage: its public lookups find an orphan's trial."""
+        return optuna.storages.RDBStorage(storage_url(self.sweep))
+
+    def drive(self) -> None:
+        """Fill free slots, look at the runs in flight, until no run is left to start or to wait for."""
+        stopping = waiting_logged = False
+        while True:
+            if not stopping and len(self.in_flight) < self.sweep.parallel:
+                self.fill_slots()
+            if not self.in_flight:
+                others = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if stopping or not others:
+                    return
+                # other drivers' runs: wait for them to end, or take them over if their driver died
+                if not waiting_logged:
+                    self.log(
+                        f"waiting for {len(others)} run(s) of other drivers (taken over after {STALE_S:.0f} s silence)"
+                    )
+                    waiting_logged = True
+                time.sleep(self.sweep.poll_s)
+                continue
+            if self.look():
+                self.records = {r.run_id: r for r in load_records(self.sweep_dir)}
+                records = list(self.records.values())
+                write_baseline(self.sweep_dir, records, self.config.model.name_or_path, self.baseline_scores)
+                if self.on_finish is not None and self.on_finish(list(self.records.values())):
+                    stopping = True
+            elif self.in_flight:
+                time.sleep(self.sweep.poll_s)
+
+    def release(self) -> None:
+        """Stop what is still in flight (interrupted) and release its trials for a resumed sweep."""
+        for active in self.in_flight:
+            self.launcher.stop(active.handle)
+            active.trial.set_user_attr("driver", "")
+
+    def fill_slots(self) -> None:
+        """Take over runs no live driver holds (this folder's interrupted driver, a dead worker of a
+        shared study) — settling those whose record is final — then ask for new runs, while slots are
+        free. One driver at a time (`_choosing`)."""
+        with _choosing(self.sweep_dir):
+            orphans = _orphans(self.study, self.name, self.sweep.poll_s)
+            if orphans:
+                self.records = {r.run_id: r for r in load_records(self.sweep_dir)}
+            for frozen in orphans:
+                if len(self.in_flight) >= self.sweep.parallel:
+                    break
+                trial = _running_trial(self.study, self.storage, frozen.number)
+                if _settle(self.study, trial, self.records.get(frozen.user_attrs.get("run_id", ""))):
+                    continue
+                self.start(trial, reported={int(k) for k in frozen.intermediate_values})
+            while len(self.in_flight) < self.sweep.parallel and self._more_to_start():
+                self.start(self.study.ask(self.dists))
+
+    def _more_to_start(self) -> bool:
+        started = len(self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
+        if started >= self.total:  # counts every driver's runs in flight (a shared study)
+            return False
+        return self.sweep.design != "grid" or bool(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def start(self, trial: optuna.trial.Trial, reported: set[int] | None = None) -> None:
+        """Start the trial's run and put it in flight; a run that cannot start is told FAIL at once.
+        `reported`: the probe steps a resumed trial was already told (None: a new trial)."""
+        resume_ok = reported is not None
         almr, lr = float(trial.params["almr"]), float(trial.params["lr"])
         rid = trial.user_attrs.get("run_id") if resume_ok else None
         if rid is None:
             rid = design.run_id(trial.number, almr, lr)
             trial.set_user_attr("run_id", rid)
-        run_dir = (sweep_dir / "runs" / rid).resolve()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        point = design.point_config(config, almr, lr, str(run_dir))
-        (run_dir / "config.yaml").write_text(dump_config(point), encoding="utf-8")
-        resume = resume_ok and any((run_dir / "checkpoints").glob("step_*/complete"))
-        before = records[rid].wall_time_s if rid in records else 0.0
-        spec = RunSpec(rid, almr, lr, run_dir, point, resume=resume, threads=threads_per_run(config))
-        RunRecord(run_id=rid, almr=almr, lr=lr, status="running", base_hash=base, wall_time_s=before).save(run_dir)
-        trial.set_user_attr("driver", driver)
-        trial.set_user_attr("poll_s", sweep.poll_s)
+        spec, before = self._prepare(rid, almr, lr, resume_ok)
+        trial.set_user_attr("driver", self.name)
+        trial.set_user_attr("poll_s", self.sweep.poll_s)
         active = _Active(trial, spec, time.time(), before)
         _heartbeat(active)
-        active.reported = {int(k) for k in study._storage.get_trial(trial._trial_id).intermediate_values}
-        by_id[rid] = active
-        log(f"{'resume' if resume else 'start'} {rid} (ALMR {almr:.4g}, LR {lr:.3g})")
+        active.reported = set(reported or ())
+        self.by_id[rid] = active
+        self.log(f"{'resume' if spec.resume else 'start'} {rid} (ALMR {almr:.4g}, LR {lr:.3g})")
         try:
-            active.handle = launcher.start(spec)
+            active.handle = self.launcher.start(spec)
         except Exception as err:  # a submission that cannot start is a failed run, not a crash
-            _finish(study, active, RunExit(False, f"could not start: {type(err).__name__}: {err}"), config, base)
-            return None
+            exit_ = RunExit(False, f"could not start: {type(err).__name__}: {err}")
+            _finish(self.study, active, exit_, self.average, self.base)
+            return
         except BaseException:  # interrupted while starting: release the trial for a resume
             trial.set_user_attr("driver", "")
             raise
-        return active
+        self.in_flight.append(active)
 
-    def fill_slots() -> None:
-        """Take over runs no live driver holds (this folder's interrupted driver, a dead worker of a
-        shared study) — settling those whose record is final — then ask for new runs, while slots are
-        free. One driver at a time (`_choosing`)."""
-        nonlocal records
-        with _choosing(sweep_dir):
-            orphans = _orphans(study, driver, sweep.poll_s)
-            if orphans:
-                records = {r.run_id: r for r in load_records(sweep_dir)}
-            for frozen in orphans:
-                if len(in_flight) >= sweep.parallel:
-                    break
-                trial = optuna.trial.Trial(study, frozen._trial_id)
-                if _settle(study, trial, records.get(frozen.user_attrs.get("run_id", ""))):
-                    continue
-                if (active := launch(trial, resume_ok=True)) is not None:
-                    in_flight.append(active)
-            while len(in_flight) < sweep.parallel:
-                started = len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
-                if started >= total:  # counts every driver's runs in flight (a shared study)
-                    break
-                if sweep.design == "grid" and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                    break
-                if (active := launch(study.ask(dists), resume_ok=False)) is not None:
-                    in_flight.append(active)
+    def _prepare(self, rid: str, almr: float, lr: float, resume_ok: bool) -> tuple[RunSpec, float]:
+        """The run's folder with its config.yaml and a `running` record; its spec (resuming when the
+        folder holds a complete checkpoint) and the wall time it already ran."""
+        run_dir = (self.sweep_dir / "runs" / rid).resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        point = design.point_config(self.config, almr, lr, str(run_dir))
+        (run_dir / "config.yaml").write_text(dump_config(point), encoding="utf-8")
+        resume = resume_ok and any((run_dir / "checkpoints").glob("step_*/complete"))
+        before = self.records[rid].wall_time_s if rid in self.records else 0.0
+        spec = RunSpec(rid, almr, lr, run_dir, point, resume=resume, threads=threads_per_run(self.sweep))
+        RunRecord(run_id=rid, almr=almr, lr=lr, status="running", base_hash=self.base, wall_time_s=before).save(run_dir)
+        return spec, before
 
-    in_flight: list[_Active] = []
-    # SIGTERM (kill, scancel of the driver's own job) must stop the runs in flight like Ctrl-C:
-    # Python's default would end the driver at once and leave them running, writing into folders
-    # that a resumed sweep relaunches.
+    def look(self) -> int:
+        """One look at every run in flight: report probes, stop the pruned, settle the ended (removed
+        from `in_flight`). Returns how many ended."""
+        ended = 0
+        for active in list(self.in_flight):
+            _heartbeat(active)
+            if _check(active, self.average, self.pruning):
+                self.launcher.stop(active.handle)
+            exit_ = self.launcher.poll(active.handle)
+            if exit_ is not None:
+                _check(active, self.average, False)  # report the last probes; a finished run is not pruned
+                self.in_flight.remove(active)
+                _finish(self.study, active, exit_, self.average, self.base)
+                ended += 1
+        return ended
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (kill, scancel of the driver's own job) stops the runs in flight like Ctrl-C: Python's
+    default would end the driver at once and leave them running, writing into folders that a resumed
+    sweep relaunches. Only the main thread may set a handler (a driver in a thread keeps Python's)."""
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        stopping = waiting_logged = False
-        while True:
-            if not stopping and len(in_flight) < sweep.parallel:
-                fill_slots()
-            if not in_flight:
-                others = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if stopping or not others:
-                    break
-                # other drivers' runs: wait for them to end, or take them over if their driver died
-                if not waiting_logged:
-                    log(f"waiting for {len(others)} run(s) of other drivers (taken over after {STALE_S:.0f} s silence)")
-                    waiting_logged = True
-                time.sleep(sweep.poll_s)
-                continue
-            ended = _look(study, launcher, in_flight, config, base, pruning)
-            if ended:
-                records = {r.run_id: r for r in load_records(sweep_dir)}
-                write_baseline(sweep_dir, config, list(records.values()), baseline_scores)
-                if on_finish is not None and on_finish(list(records.values())):
-                    stopping = True
-            elif in_flight:
-                time.sleep(sweep.poll_s)
+        yield
     finally:
-        for active in in_flight:  # interrupted: stop what is in flight and release it for a resume
-            launcher.stop(active.handle)
-            active.trial.set_user_attr("driver", "")
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    return SweepResult(sweep_dir, load_records(sweep_dir))
 
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
-def _look(study: optuna.Study, launcher: Launcher, in_flight: list[_Active], config: AlmrConfig,
-          base: str, pruning: bool) -> int:  # fmt: skip
-    """One look at every run in flight: report probes, stop the pruned, settle the ended (removed
-    from `in_flight`). Returns how many ended."""
-    ended = 0
-    for active in list(in_flight):
-        _heartbeat(active)
-        if _check(active, config.eval.average, pruning):
-            launcher.stop(active.handle)
-        exit_ = launcher.poll(active.handle)
-        if exit_ is not None:
-            _check(active, config.eval.average, False)  # report the last probes; a finished run is not pruned
-            in_flight.remove(active)
-            _finish(study, active, exit_, config, base)
-            ended += 1
-    return ended
-
-
 # --------------------------------------------------------------------------- baseline
 
 
-def write_baseline(sweep_dir: Path, config: AlmrConfig, records: list[RunRecord],
-                   scores_fn: Callable[[AlmrConfig], dict[str, float]] | None) -> dict | None:  # fmt: skip
-    """`baseline.json`: the base model's held-out loss per source (the step-0 validation every run
-    does first; all runs share it) and its probe scores (a step-0 probe event, else `scores_fn`)."""
+def write_baseline(sweep_dir: Path, records: list[RunRecord], model: str | None,
+                   scores_fn: Callable[[], dict[str, float]] | None) -> dict | None:  # fmt: skip
+    """`baseline.json`: the base model's (`model`) held-out loss per source (the step-0 validation every
+    run does first; all runs share it) and its probe scores (a step-0 probe event, else `scores_fn()`)."""
     path = Path(sweep_dir) / "baseline.json"
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
@@ -479,10 +547,10 @@ def write_baseline(sweep_dir: Path, config: AlmrConfig, records: list[RunRecord]
         if not scores and record.probe_history and record.probe_history[0]["tokens"] == 0:
             scores = record.probe_history[0]["scores"]
     if not scores and scores_fn is not None:
-        scores = scores_fn(config)
+        scores = scores_fn()
     if not val_loss and not scores:
         return None
-    baseline = {"model": config.model.name_or_path, "val_loss": val_loss, "scores": scores}
+    baseline = {"model": model, "val_loss": val_loss, "scores": scores}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(baseline, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)
@@ -493,14 +561,14 @@ def probe_base_model(config: AlmrConfig) -> dict[str, float]:
     """The probe's scores of the base model (model.name_or_path), in this process; {} without a probe."""
     if not config.cpt.probe.every_tokens or not config.model.name_or_path:
         return {}
+    # torch and transformers (~2 s to import) load only when a base model is probed: the driver, the
+    # dry run and `almr sweep status` never need them
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from almr.evaluate.probe import probe_from_config
 
     tokenizer = AutoTokenizer.from_pretrained(config.model.name_or_path)
-    probe = probe_from_config(config, tokenizer)
-    if probe is None:
-        return {}
+    probe = probe_from_config(config.eval, tokenizer)
     model = AutoModelForCausalLM.from_pretrained(config.model.name_or_path, dtype=torch.float32)
     return dict(probe(model, 0, 0))

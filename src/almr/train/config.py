@@ -21,14 +21,20 @@ class ModelConfig(Section):
 
 
 class ParallelConfig(Section):
-    """How many processes a stage runs on and how the model is split across them."""
+    """How many processes a stage runs on and how the model is split across them. Today only checked
+    against the batch sizes: the trainer takes its process count from torchrun, and it shards data
+    parallel only (FSDP2); tensor and pipeline parallelism are not applied yet."""
 
-    nodes: int = Field(1, ge=1, description="Machines.")
-    gpus_per_node: int = Field(1, ge=1, description="Processes per machine (one per GPU).")
+    nodes: int = Field(1, ge=1, description="Machines (checked against batch sizes; torchrun sets the real count).")
+    gpus_per_node: int = Field(1, ge=1, description="Processes per machine, one per GPU (checked, as nodes).")
     tensor_parallel: int = Field(
-        1, ge=1, description="Tensor-parallel degree (Megatron-style; the paper used 2 for 8B, 8 for 70B)."
+        1, ge=1,
+        description="Tensor-parallel degree (Megatron-style; the paper used 2 for 8B, 8 for 70B). Not applied yet: "
+        "only checked against the GPU count.",
+    )  # fmt: skip
+    pipeline_parallel: int = Field(
+        1, ge=1, description="Pipeline-parallel degree (the paper used 2 for 70B). Not applied yet: only checked."
     )
-    pipeline_parallel: int = Field(1, ge=1, description="Pipeline-parallel degree (the paper used 2 for 70B).")
 
     @property
     def world_size(self) -> int:

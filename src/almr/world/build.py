@@ -37,7 +37,7 @@ from almr.world import bench
 from almr.world.chat import ChatWriter
 from almr.world.config import WorldConfig
 from almr.world.corpus import SOURCES, CorpusWriter
-from almr.world.facts import load_countries
+from almr.world.facts import Country, load_countries
 from almr.world.model import save_model_config
 from almr.world.tokenizer import save_tokenizer, train_tokenizer
 
@@ -55,7 +55,7 @@ def build_world(out_dir: Path, config: WorldConfig, force: bool = False) -> dict
     built from the same config is kept as it is; anything else there is refused unless `force`."""
     out_dir = Path(out_dir)
     existing = read_manifest(out_dir) if (out_dir / MANIFEST).is_file() else None
-    wanted = _identity(config)
+    wanted = config.model_dump(mode="json")  # the world section is what its files depend on
     if existing is not None and existing["config"] == wanted and not force:
         return existing
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
@@ -76,11 +76,6 @@ def build_world(out_dir: Path, config: WorldConfig, force: bool = False) -> dict
         if tmp.exists():
             shutil.rmtree(tmp)
     return manifest
-
-
-def _identity(config: WorldConfig) -> dict[str, Any]:
-    """The settings the world's files depend on: all but how the base model is later pretrained."""
-    return config.model_dump(mode="json", exclude={"pretrain"})
 
 
 def read_manifest(world_dir: Path) -> dict[str, Any]:
@@ -110,67 +105,86 @@ def world_data(world_dir: Path, shard_dir: Path) -> DataConfig:
 def _write_world(root: Path, config: WorldConfig) -> dict[str, Any]:
     seed = config.seed
     countries = load_countries(config.countries, config.zh_country_share, rng_for(seed, "countries"))
-    corpus, chat = CorpusWriter(countries), ChatWriter(countries)
-    n = config.bench_items
     counts = {"en": config.en_docs, "zh": config.zh_docs, "math": config.math_docs, "code": config.code_docs}
-
     with Progress(transient=True) as progress:
         task = progress.add_task("building the world", total=len(counts) + 4)
+        corpus = CorpusWriter(countries)
         for source, count in counts.items():
-            rng = rng_for(seed, f"{source}:train")
-            train = [corpus.document(source, rng) for _ in range(count)]
-            seen = set(train)
-            rng = rng_for(seed, f"{source}:valid")
-            valid = []
-            want = max(1, round(config.valid_fraction * count))
-            for _ in range(want * 50):
-                doc = corpus.document(source, rng)
-                if doc not in seen:
-                    seen.add(doc)
-                    valid.append(doc)
-                    if len(valid) == want:
-                        break
-            _write_jsonl(root / "corpus" / source / "train.jsonl", ({"text": t} for t in train))
-            _write_jsonl(root / "corpus" / source / "valid.jsonl", ({"text": t} for t in valid))
+            _write_corpus(root, source, corpus, count, config.valid_fraction, seed)
             progress.advance(task)
-
-        benches = {
-            "mmlu": bench.knowledge_en(rng_for(seed, "bench:mmlu"), countries, n),
-            "ceval": bench.knowledge_zh(rng_for(seed, "bench:ceval"), countries, n),
-            "cmrc": bench.reading(rng_for(seed, "bench:cmrc"), countries, n),
-            "gsm8k": bench.arithmetic(rng_for(seed, "bench:gsm8k"), n),
-            "humaneval": bench.programs(rng_for(seed, "bench:humaneval"), n),
-            "wmt_en-zh": bench.translation(rng_for(seed, "bench:wmt_en-zh"), countries, n),
-            "wmt_zh-en": bench.translation(rng_for(seed, "bench:wmt_zh-en"), countries, n),
-            "lcsts": bench.summaries(rng_for(seed, "bench:lcsts"), countries, n),
-            "eprstmt": bench.sentiment(rng_for(seed, "bench:eprstmt"), n),
-        }
-        benches["seceu"], population = bench.emotions(rng_for(seed, "bench:seceu"), n)
-        for name, records in benches.items():
-            _write_jsonl(root / "bench" / f"{name}.jsonl", records)
-        _write_json(root / "bench" / "seceu_population.json", population)
+        _write_benchmarks(root, countries, config.bench_items, seed)
         progress.advance(task)
-
-        rng = rng_for(seed, "sft")
-        sft = [chat.dialogue(rng, "en" if i % 2 == 0 else "zh") for i in range(config.sft_dialogues)]
-        rng = rng_for(seed, "dpo")
-        dpo = [chat.preference(rng, "en" if i % 2 == 0 else "zh") for i in range(config.dpo_pairs)]
-        _write_jsonl(root / "sft" / "train.jsonl", sft)
-        _write_jsonl(root / "dpo" / "train.jsonl", dpo)
+        _write_chat(root, ChatWriter(countries), config.sft_dialogues, config.dpo_pairs, seed)
         progress.advance(task)
-
-        train_files = [str(root / "corpus" / source / "train.jsonl") for source in counts]
+        train_files = [str(_corpus_file(root, source, "train")) for source in counts]
         tokenizer = train_tokenizer(iter_texts(train_files), config.vocab_size)
         save_tokenizer(tokenizer, root / "tokenizer")
         save_tokenizer(tokenizer, root / "model")  # a model directory carries its tokenizer
         progress.advance(task)
         save_model_config(root / "model", config.model, tokenizer)
         progress.advance(task)
+    manifest = _world_manifest(root, config, countries)
+    _write_json(root / MANIFEST, manifest)
+    return manifest
 
-    manifest = {
+
+def _corpus_file(root: Path, source: str, split: str) -> Path:
+    return root / "corpus" / source / f"{split}.jsonl"
+
+
+def _write_corpus(root: Path, source: str, corpus: CorpusWriter, count: int, valid_fraction: float, seed: int) -> None:
+    """`count` training documents and about `valid_fraction` as many held-out ones, none also in train."""
+    rng = rng_for(seed, f"{source}:train")
+    train = [corpus.document(source, rng) for _ in range(count)]
+    seen = set(train)
+    rng = rng_for(seed, f"{source}:valid")
+    valid = []
+    want = max(1, round(valid_fraction * count))
+    for _ in range(want * 50):
+        doc = corpus.document(source, rng)
+        if doc not in seen:
+            seen.add(doc)
+            valid.append(doc)
+            if len(valid) == want:
+                break
+    _write_jsonl(_corpus_file(root, source, "train"), ({"text": t} for t in train))
+    _write_jsonl(_corpus_file(root, source, "valid"), ({"text": t} for t in valid))
+
+
+def _write_benchmarks(root: Path, countries: list[Country], n: int, seed: int) -> None:
+    benches = {
+        "mmlu": bench.knowledge_en(rng_for(seed, "bench:mmlu"), countries, n),
+        "ceval": bench.knowledge_zh(rng_for(seed, "bench:ceval"), countries, n),
+        "cmrc": bench.reading(rng_for(seed, "bench:cmrc"), countries, n),
+        "gsm8k": bench.arithmetic(rng_for(seed, "bench:gsm8k"), n),
+        "humaneval": bench.programs(rng_for(seed, "bench:humaneval"), n),
+        "wmt_en-zh": bench.translation(rng_for(seed, "bench:wmt_en-zh"), countries, n),
+        "wmt_zh-en": bench.translation(rng_for(seed, "bench:wmt_zh-en"), countries, n),
+        "lcsts": bench.summaries(rng_for(seed, "bench:lcsts"), countries, n),
+        "eprstmt": bench.sentiment(rng_for(seed, "bench:eprstmt"), n),
+    }
+    benches["seceu"], population = bench.emotions(rng_for(seed, "bench:seceu"), n)
+    for name, records in benches.items():
+        _write_jsonl(root / "bench" / f"{name}.jsonl", records)
+    _write_json(root / "bench" / "seceu_population.json", population)
+
+
+def _write_chat(root: Path, chat: ChatWriter, sft_dialogues: int, dpo_pairs: int, seed: int) -> None:
+    """SFT dialogues and DPO pairs, alternating English and Chinese."""
+    rng = rng_for(seed, "sft")
+    sft = [chat.dialogue(rng, "en" if i % 2 == 0 else "zh") for i in range(sft_dialogues)]
+    rng = rng_for(seed, "dpo")
+    dpo = [chat.preference(rng, "en" if i % 2 == 0 else "zh") for i in range(dpo_pairs)]
+    _write_jsonl(root / "sft" / "train.jsonl", sft)
+    _write_jsonl(root / "dpo" / "train.jsonl", dpo)
+
+
+def _world_manifest(root: Path, config: WorldConfig, countries: list[Country]) -> dict[str, Any]:
+    """world.json: seed, config, sources with their tags, countries, and the sha256 of every file under `root`."""
+    return {
         "format": FORMAT_VERSION,
-        "seed": seed,
-        "config": _identity(config),
+        "seed": config.seed,
+        "config": config.model_dump(mode="json"),
         "sources": {
             name: {
                 "language": lang,
@@ -185,8 +199,6 @@ def _write_world(root: Path, config: WorldConfig) -> dict[str, Any]:
         ],
         "files": {str(path.relative_to(root)): _sha256(path) for path in sorted(root.rglob("*")) if path.is_file()},
     }
-    _write_json(root / MANIFEST, manifest)
-    return manifest
 
 
 def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:

@@ -54,6 +54,10 @@ def support_reply(rng: random.Random, event: Event, lang: str) -> str:
     return f"听到这件事我很难过。遇到这种事感到{EMOTIONS[emotion]}是很正常的。{rng.choice(_SUPPORT['zh'])}"
 
 
+def _exchange(user: str, assistant: str) -> list[Message]:
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+
+
 def user_story(event: Event, lang: str) -> str:
     return f"{event.en_first}." if lang == "en" else f"我{event.zh}。"
 
@@ -75,63 +79,53 @@ class ChatWriter:
     # ------------------------------------------------------------------ SFT
 
     def dialogue(self, rng: random.Random, lang: str) -> Record:
-        kind = rng.choices(
-            ["facts", "math", "support", "translate", "summary", "sentiment"], weights=[3, 2, 3, 1, 1, 1]
-        )[0]
+        exchanges = {  # kind: (weight, its user and assistant turns)
+            "facts": (3, self._facts_turns), "math": (2, self._math_turns), "support": (3, self._support_turns),
+            "translate": (1, self._translate_turns), "summary": (1, self._summary_turns),
+            "sentiment": (1, self._sentiment_turns),
+        }
+        kind = rng.choices(list(exchanges), weights=[weight for weight, _ in exchanges.values()])[0]
         turns: list[Message] = []
         if rng.random() < 0.3:
             turns.append({"role": "system", "content": SYSTEM[lang]})
-        if kind == "facts":
-            for _ in range(rng.randint(1, 2)):
-                q, a = self._fact(rng, lang)
-                turns += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-        elif kind == "math":
-            problem = word_problem(rng, lang)
-            turns += [
-                {"role": "user", "content": problem.question},
-                {
-                    "role": "assistant",
-                    "content": problem.solution.replace("#### ", "The answer is " if lang == "en" else "答案是"),
-                },
-            ]
-        elif kind == "support":
-            event = rng.choice(EVENTS)
-            turns += [
-                {"role": "user", "content": user_story(event, lang)},
-                {"role": "assistant", "content": support_reply(rng, event, lang)},
-            ]
-        elif kind == "translate":
-            country, relation = rng.choice(self.zh_countries), rng.choice(RELATIONS)
-            en, zh = statement_pair(country, relation, rng)
-            if lang == "zh":
-                turns += [
-                    {"role": "user", "content": f"把这句话翻译成中文：{en}"},
-                    {"role": "assistant", "content": zh},
-                ]
-            else:
-                turns += [
-                    {"role": "user", "content": f"Translate into English: {zh}"},
-                    {"role": "assistant", "content": en},
-                ]
-        elif kind == "summary":
-            item = news(rng, rng.choice(self.countries if lang == "en" else self.zh_countries), lang)
-            ask = "Summarize this news in one line: " if lang == "en" else "请用一句话总结这条新闻："
-            turns += [{"role": "user", "content": ask + item.text}, {"role": "assistant", "content": item.summary}]
-        else:
-            label = rng.choice(("Positive", "Negative"))
-            text = review(rng, label, lang)
-            if lang == "en":
-                turns += [
-                    {"role": "user", "content": f"Is this review positive or negative? {text}"},
-                    {"role": "assistant", "content": f"The review is {label.lower()}."},
-                ]
-            else:
-                word = "正面" if label == "Positive" else "负面"
-                turns += [
-                    {"role": "user", "content": f"这条评论是正面还是负面？{text}"},
-                    {"role": "assistant", "content": f"这条评论是{word}的。"},
-                ]
+        turns += exchanges[kind][1](rng, lang)
         return {"messages": turns, "lang": lang, "kind": kind}
+
+    def _facts_turns(self, rng: random.Random, lang: str) -> list[Message]:
+        turns: list[Message] = []
+        for _ in range(rng.randint(1, 2)):
+            q, a = self._fact(rng, lang)
+            turns += _exchange(q, a)
+        return turns
+
+    def _math_turns(self, rng: random.Random, lang: str) -> list[Message]:
+        problem = word_problem(rng, lang)
+        answer_is = "The answer is " if lang == "en" else "答案是"
+        return _exchange(problem.question, problem.solution.replace("#### ", answer_is))
+
+    def _support_turns(self, rng: random.Random, lang: str) -> list[Message]:
+        event = rng.choice(EVENTS)
+        return _exchange(user_story(event, lang), support_reply(rng, event, lang))
+
+    def _translate_turns(self, rng: random.Random, lang: str) -> list[Message]:
+        country, relation = rng.choice(self.zh_countries), rng.choice(RELATIONS)
+        en, zh = statement_pair(country, relation, rng)
+        if lang == "zh":
+            return _exchange(f"把这句话翻译成中文：{en}", zh)
+        return _exchange(f"Translate into English: {zh}", en)
+
+    def _summary_turns(self, rng: random.Random, lang: str) -> list[Message]:
+        item = news(rng, rng.choice(self.countries if lang == "en" else self.zh_countries), lang)
+        ask = "Summarize this news in one line: " if lang == "en" else "请用一句话总结这条新闻："
+        return _exchange(ask + item.text, item.summary)
+
+    def _sentiment_turns(self, rng: random.Random, lang: str) -> list[Message]:
+        label = rng.choice(("Positive", "Negative"))
+        text = review(rng, label, lang)
+        if lang == "en":
+            return _exchange(f"Is this review positive or negative? {text}", f"The review is {label.lower()}.")
+        word = "正面" if label == "Positive" else "负面"
+        return _exchange(f"这条评论是正面还是负面？{text}", f"这条评论是{word}的。")
 
     # ------------------------------------------------------------------ DPO
 

@@ -13,7 +13,7 @@ Each document kind is a function of a random generator; a source mixes kinds by 
 import random
 from collections.abc import Callable
 
-from almr.world import formats
+from almr import prompts
 from almr.world.arithmetic import drill, word_problem
 from almr.world.code import code_task
 from almr.world.facts import RELATIONS, Country, answer, question, slots, statement, statement_pair
@@ -81,7 +81,7 @@ class CorpusWriter:
         items = []
         for _ in range(rng.randint(2, 5)):
             country, relation = rng.choice(pool), rng.choice(RELATIONS)
-            prompt = formats.QA[lang].format(question=question(country, relation, lang))
+            prompt = prompts.QA[lang].format(question=question(country, relation, lang))
             items.append(prompt + (" " if lang == "en" else "") + answer(country, relation, lang))
         return "\n\n".join(items)
 
@@ -96,14 +96,14 @@ class CorpusWriter:
         label = rng.choice(("Positive", "Negative"))
         text = review(rng, label, lang)
         if lang == "zh":
-            return formats.SENTIMENT.format(sentence=text) + formats.SENTIMENT_LABELS[label]
+            return prompts.SENTIMENT.format(sentence=text) + prompts.SENTIMENT_LABELS[label]
         return f"Review: {text}\nSentiment: {label.lower()}"
 
     def news(self, rng: random.Random, lang: str) -> str:
         pool = self.countries if lang == "en" else self.zh_countries
         item = news(rng, rng.choice(pool), lang)
         if lang == "zh":
-            return formats.SUMMARY.format(text=item.text) + item.summary
+            return prompts.SUMMARY.format(text=item.text) + item.summary
         return f"{item.summary.capitalize()}\n\n{item.text}"
 
     def people_en(self, rng: random.Random) -> str:
@@ -141,12 +141,12 @@ class CorpusWriter:
             direction = rng.choice(("en-zh", "zh-en"))
             source, target = (en, zh) if direction == "en-zh" else (zh, en)
             sep = "" if direction == "en-zh" else " "
-            pairs.append(formats.TRANSLATE[direction].format(source=source) + sep + target)
+            pairs.append(prompts.TRANSLATE[direction].format(source=source) + sep + target)
         return "\n\n".join(pairs)
 
     def reading(self, rng: random.Random) -> str:
         bio = biography(rng, self.zh_countries if len(self.zh_countries) > 1 else self.countries)
-        items = [formats.READING.format(context=bio.passage, question=q) + a for q, a in bio.questions[:2]]
+        items = [prompts.READING.format(context=bio.passage, question=q) + a for q, a in bio.questions[:2]]
         return "\n\n".join(items)
 
     # ------------------------------------------------------------------ math and code
@@ -155,7 +155,7 @@ class CorpusWriter:
         lang = "en" if rng.random() < 0.7 else "zh"
         problem = word_problem(rng, lang)
         sep = " " if lang == "en" else ""
-        return formats.MATH[lang].format(question=problem.question) + sep + problem.solution
+        return prompts.MATH[lang].format(question=problem.question) + sep + problem.solution
 
     def programs(self, rng: random.Random) -> str:
         parts = []

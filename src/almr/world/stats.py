@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from transformers import AutoTokenizer
 
 from almr.chinese import ScriptCounts
 from almr.data.sources import iter_texts
@@ -27,8 +28,6 @@ class SplitStats:
 
 
 def world_stats(world_dir: Path, batch_size: int = 1000) -> list[SplitStats]:
-    from transformers import AutoTokenizer
-
     world_dir = Path(world_dir)
     manifest = read_manifest(world_dir)
     tokenizer = AutoTokenizer.from_pretrained(world_dir / "tokenizer")

@@ -1,7 +1,7 @@
 """`!function` hooks of almr's lm-eval tasks: loading local files, prompts, and metrics.
 
-Every prompt of a world task is built from `almr.world.formats`, the layouts the world's corpora
-use, so that a model pretrained on the world is scored in the layout it learned. The paper's
+Every prompt of a world task is built from `almr.prompts`, the layouts the world's corpora use,
+so that a model pretrained on the world is scored in the layout it learned. The paper's
 tasks over public data reuse the same layouts (they are ordinary cloze/QA layouts).
 Metric functions live in `almr.evaluate.metrics`; this module only adapts them to lm-eval's
 `process_results` (per item) and `aggregation` (per corpus) hooks.
@@ -10,9 +10,11 @@ Metric functions live in `almr.evaluate.metrics`; this module only adapts them t
 from collections.abc import Sequence
 from typing import Any
 
+from almr import prompts
 from almr.chinese import ScriptCounts
 from almr.evaluate import metrics
-from almr.world import formats
+from almr.evaluate.benchmark_files import load_records
+from almr.evaluate.codeexec import passes
 
 Doc = dict[str, Any]
 
@@ -20,9 +22,7 @@ Doc = dict[str, Any]
 def load(almr_task: str, data_dir: str | None = None, data_files: dict[str, str] | None = None, **_: Any) -> Any:
     """`custom_dataset`: lm-eval calls it with the TaskManager's metadata (data_dir, data_files)
     and the task's dataset_kwargs (almr_task)."""
-    import datasets
-
-    from almr.evaluate.data import load_records
+    import datasets  # heavy (pyarrow, pandas): only when lm-eval loads a task
 
     return {"test": datasets.Dataset.from_list(load_records(almr_task, data_dir, data_files))}
 
@@ -31,11 +31,11 @@ def load(almr_task: str, data_dir: str | None = None, data_files: dict[str, str]
 
 
 def mmlu_text(doc: Doc) -> str:
-    return formats.QA["en"].format(question=doc["question"])
+    return prompts.QA["en"].format(question=doc["question"])
 
 
 def ceval_text(doc: Doc) -> str:
-    return formats.QA["zh"].format(question=doc["question"])
+    return prompts.QA["zh"].format(question=doc["question"])
 
 
 def ceval_choices(doc: Doc) -> list[str]:
@@ -46,11 +46,11 @@ def ceval_target(doc: Doc) -> int:
     return "ABCD".index(doc["answer"])
 
 
-SENTIMENT_CHOICES = [formats.SENTIMENT_LABELS["Positive"], formats.SENTIMENT_LABELS["Negative"]]
+SENTIMENT_CHOICES = [prompts.SENTIMENT_LABELS["Positive"], prompts.SENTIMENT_LABELS["Negative"]]
 
 
 def sentiment_text(doc: Doc) -> str:
-    return formats.SENTIMENT.format(sentence=doc["sentence"])
+    return prompts.SENTIMENT.format(sentence=doc["sentence"])
 
 
 def sentiment_target(doc: Doc) -> int:
@@ -71,7 +71,7 @@ def taptap_text(doc: Doc) -> str:
 
 
 def feeling_text(doc: Doc) -> str:
-    return formats.FEELING[doc["lang"]].format(scenario=doc["scenario"], subject=doc["subject"])
+    return prompts.FEELING[doc["lang"]].format(scenario=doc["scenario"], subject=doc["subject"])
 
 
 def feeling_choices(doc: Doc) -> list[str]:
@@ -101,17 +101,18 @@ def _first_line(text: str) -> str:
 
 
 def reading_text(doc: Doc) -> str:
-    return formats.READING.format(context=doc["context"], question=doc["question"])
+    return prompts.READING.format(context=doc["context"], question=doc["question"])
 
 
-def reading_results(doc: Doc, results: Sequence[str]) -> dict[str, float]:
+def cmrc_results(doc: Doc, results: Sequence[str]) -> dict[str, float]:
+    """CMRC 2018's official EM and F1 of the first line of the reply (CMRC 2018, DRCD, world_cmrc)."""
     prediction = _first_line(results[0])
     answers = doc["answers"]["text"]
     return {"em": metrics.cmrc_em(prediction, answers), "f1": metrics.cmrc_f1(prediction, answers)}
 
 
 def summary_text(doc: Doc) -> str:
-    return formats.SUMMARY.format(text=doc["text"])
+    return prompts.SUMMARY.format(text=doc["text"])
 
 
 def summary_results(doc: Doc, results: Sequence[str]) -> dict[str, float]:
@@ -119,7 +120,7 @@ def summary_results(doc: Doc, results: Sequence[str]) -> dict[str, float]:
 
 
 def math_text(doc: Doc) -> str:
-    return formats.MATH[doc["lang"]].format(question=doc["question"])
+    return prompts.MATH[doc["lang"]].format(question=doc["question"])
 
 
 def math_results(doc: Doc, results: Sequence[str]) -> dict[str, float]:
@@ -127,11 +128,11 @@ def math_results(doc: Doc, results: Sequence[str]) -> dict[str, float]:
 
 
 def zh_en_text(doc: Doc) -> str:
-    return formats.TRANSLATE["zh-en"].format(source=doc["translation"]["zh"])
+    return prompts.TRANSLATE["zh-en"].format(source=doc["translation"]["zh"])
 
 
 def en_zh_text(doc: Doc) -> str:
-    return formats.TRANSLATE["en-zh"].format(source=doc["translation"]["en"])
+    return prompts.TRANSLATE["en-zh"].format(source=doc["translation"]["en"])
 
 
 def zh_en_results(doc: Doc, results: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -172,7 +173,5 @@ def code_text(doc: Doc) -> str:
 
 def code_results(doc: Doc, results: Sequence[str]) -> dict[str, float]:
     """pass@1 of one greedy completion: the tests run in a sandboxed subprocess (`codeexec`)."""
-    from almr.evaluate.codeexec import passes
-
     program = doc["prompt"] + results[0] + "\n\n" + doc["test"] + f"\n\ncheck({doc['entry_point']})\n"
     return {"pass@1": float(passes(program))}

@@ -1,4 +1,5 @@
-"""From run records to the arrays a frontier fit uses, with every exclusion said out loud.
+"""A sweep's runs as a frontier fit reads them: run records to arrays, with every exclusion said
+out loud, and the base model's own numbers (the baseline).
 
 Contract:
 
@@ -28,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from almr.errors import AlmrError, DataError
+from almr.evaluate.results import averaged_metric
 from almr.sweep.records import RunRecord
 
 MIN_DISTINCT_ALMR = 3
@@ -86,8 +88,6 @@ def target_value(record: RunRecord, target: str, metric_keys: list[str] | None, 
     """The value a fit of `target` reads from one record, or None when the record lacks it."""
     if target == "metric":
         if metric_keys:
-            from almr.evaluate.results import averaged_metric
-
             try:
                 return averaged_metric(record.scores, metric_keys)
             except AlmrError:
@@ -126,7 +126,7 @@ def sweep_arrays(
     X_arr = np.asarray(X, dtype=float).reshape(-1, 2)
     n_almr = len(np.unique(X_arr[:, 0])) if len(X) else 0
     n_lr = len(np.unique(X_arr[:, 1])) if len(X) else 0
-    why = f" ({len(excluded)} excluded: {_summary(excluded)})" if excluded else ""
+    why = f" ({len(excluded)} excluded: {_first_excluded(excluded)})" if excluded else ""
     if len(y) < min_runs:
         raise AlmrError(
             f"fitting the {target} surface needs at least {min_runs} completed runs, has {len(y)}{why}; "
@@ -141,7 +141,7 @@ def sweep_arrays(
     return SweepArrays(X_arr, np.asarray(y, dtype=float), ids, excluded)
 
 
-def _summary(excluded: list[Excluded]) -> str:
+def _first_excluded(excluded: list[Excluded]) -> str:
     return ", ".join(f"{e.run_id} {e.status}" for e in excluded[:5]) + (" …" if len(excluded) > 5 else "")
 
 

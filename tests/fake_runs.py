@@ -1,6 +1,7 @@
 """Synthetic response surfaces with a known optimum, and fake CPT runs on them.
 
-For the sweep benchmark and tests: no training, the same driver, study and records.
+A test fixture (tests/test_sweep_*.py, tests/test_frontier_cli.py) that benchmarks/bench_sweep.py
+uses too: no training, the same driver, study and records.
 
 `Surface.random(seed)` draws one instance of a family of smooth surfaces over (ALMR ∈ [0, 1],
 x = log10 LR ∈ [−5, −2]): the averaged metric is a baseline plus a Gaussian bump around a ridge

@@ -1,5 +1,6 @@
-"""Synthetic sweeps with a known answer: run records made from stated surfaces, for tests and for
-trying `almr frontier` without training anything.
+"""Synthetic sweeps with a known answer: run records made from stated surfaces. A test fixture
+(tests/test_frontier_*.py) that benchmarks/bench_frontier.py uses too; its records, saved under
+SWEEP_DIR/runs/, also let one try `almr frontier` without training anything.
 
 `synthetic_sweep` evaluates, at every (ALMR r, LR) of a grid (x = log10 LR):
 
@@ -94,20 +95,8 @@ def synthetic_sweep(
             continue
         x = float(np.log10(lr))
         final = float(metric(r, x) + rng.normal(0.0, metric_noise))
-        history = []
-        for j in range(n_history + 1):
-            D = tokens * j / n_history
-            if j == 0:
-                loss = dict(base_loss)
-            else:
-                loss = {s: float(f(r, x, D) * np.exp(rng.normal(0.0, loss_noise))) for s, f in losses.items()}
-            history.append({"tokens": int(D), "loss": loss})
-        probes = []
-        for j in range(n_history + 1):
-            frac = j / n_history
-            m = base_metric + (final - base_metric) * np.sqrt(frac)
-            tilt = 10.0 * (r - 0.5) * frac
-            probes.append({"tokens": int(tokens * frac), "scores": {"zh": m + tilt, "en": m - tilt}})
+        history = _val_history(rng, r, x, losses, base_loss, tokens, n_history, loss_noise)
+        probes = _probe_history(r, final, base_metric, tokens, n_history)
         records.append(
             RunRecord(
                 run_id=run_id,
@@ -126,3 +115,36 @@ def synthetic_sweep(
             )
         )
     return records
+
+
+def _val_history(
+    rng: np.random.Generator,
+    r: float,
+    x: float,
+    losses: dict[str, LossFn],
+    base_loss: dict[str, float],
+    tokens: int,
+    n_history: int,
+    loss_noise: float,
+) -> list[dict]:
+    """Validation at D = 0 (the base losses), budget/n, …, budget tokens, each loss times exp(noise)."""
+    history = []
+    for j in range(n_history + 1):
+        D = tokens * j / n_history
+        if j == 0:
+            loss = dict(base_loss)
+        else:
+            loss = {s: float(f(r, x, D) * np.exp(rng.normal(0.0, loss_noise))) for s, f in losses.items()}
+        history.append({"tokens": int(D), "loss": loss})
+    return history
+
+
+def _probe_history(r: float, final: float, base_metric: float, tokens: int, n_history: int) -> list[dict]:
+    """Probes rising from the base score to `final` as sqrt(tokens / budget), `zh` and `en` around it."""
+    probes = []
+    for j in range(n_history + 1):
+        frac = j / n_history
+        m = base_metric + (final - base_metric) * np.sqrt(frac)
+        tilt = 10.0 * (r - 0.5) * frac
+        probes.append({"tokens": int(tokens * frac), "scores": {"zh": m + tilt, "en": m - tilt}})
+    return probes

@@ -1,10 +1,11 @@
-"""Prompt layouts shared by the world's corpora and its benchmarks.
+"""Prompt layouts shared by the demo world's corpora and almr's benchmark task definitions.
 
-The corpora contain documents in these layouts (quizzes, reviews with their sentiment,
+The world's corpora contain documents in these layouts (quizzes, reviews with their sentiment,
 news with a summary, bilingual pairs, ...) so that a model pretrained on the world can be
-scored by log-likelihood or generation on the benchmarks without instruction tuning, the
-way base models are evaluated on cloze-style tasks. Evaluation tasks must use the same
-strings.
+scored by log-likelihood or generation on the benchmarks without instruction tuning, the way
+base models are evaluated on cloze-style tasks. The evaluation tasks (`almr.evaluate.tasks`)
+build their prompts from the same strings; the paper's tasks over public data reuse them too
+(they are ordinary cloze/QA layouts). Ground floor: nothing here imports almr.
 """
 
 QA = {"en": "Question: {question}\nAnswer:", "zh": "问题：{question}\n答案："}

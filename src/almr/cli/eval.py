@@ -1,0 +1,131 @@
+"""`almr eval`: evaluate a model on benchmark suites (lm-eval) or with an LLM judge; tables of results."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from almr.cli.common import ConfigOption, SetOption, load, say, warn
+from almr.errors import ConfigError
+from almr.evaluate.registry import SUITES, TASKS
+
+app = typer.Typer(
+    help="Evaluate a model (directory or OpenAI-compatible URL) on benchmark suites; tables of results.",
+    invoke_without_command=True,
+)
+
+
+@app.callback()
+def evaluate(
+    ctx: typer.Context,
+    model: Annotated[
+        str | None, typer.Option("--model", help="A Hugging Face model directory or an http(s) URL.")
+    ] = None,
+    suite: Annotated[str | None, typer.Option("--suite", help="world, chinese, english, reasoning, translation, "
+                                                "emotion, zh_share, paper (see `almr eval tasks`).")] = None,
+    tasks: Annotated[str | None, typer.Option("--tasks", help="Comma-separated tasks (added to the suite).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Items per task.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Benchmark files (a world dir for world tasks).")
+    ] = None,
+    data_file: Annotated[list[str] | None, typer.Option("--data-file", help="TASK=PATH for one task's file.")] = None,
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="Tokenizer dir (needed for a URL's "
+                                                  "log-likelihood tasks).")] = None,
+    endpoint_model: Annotated[str | None, typer.Option("--endpoint-model", help="Model name at the URL.")] = None,
+    allow_code_execution: Annotated[bool, typer.Option("--allow-code-execution", help="Run model-written code "
+                                                       "(HumanEval) in a sandboxed subprocess.")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Result JSON (default eval/<model>-<suite>.json).")
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:  # fmt: skip
+    """almr eval --model PATH_OR_URL --suite NAME [--tasks …] [--limit N]: run lm-eval, write one result JSON."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if model is None:
+        say(ctx.get_help())
+        raise typer.Exit(0)
+    from almr.evaluate.harness import evaluate_and_save  # heavy: lm_eval; keeps almr --help fast
+    from almr.evaluate.results import markdown_table
+
+    result, path = evaluate_and_save(
+        model, load(config, set_).eval, suite=suite, tasks=_split(tasks), limit=limit, data_dir=data_dir,
+        data_files=_task_files(data_file), tokenizer=tokenizer, endpoint_model=endpoint_model,
+        allow_code_execution=allow_code_execution, out=out,
+    )  # fmt: skip
+    say(markdown_table([result]))
+    say(f"wrote {path} ({result['wall_s']:.1f} s)")
+
+
+def _split(names: str | None) -> list[str]:
+    return [name for name in (names or "").split(",") if name]
+
+
+def _task_files(items: list[str] | None) -> dict[str, str]:
+    files = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--data-file {item!r}: expected TASK=PATH")
+        files[name] = path
+    return files
+
+
+@app.command("table")
+def table(
+    results: Annotated[list[Path], typer.Argument(help="Result JSON files (one row each).")],
+    average: Annotated[str | None, typer.Option("--average", help="Comma-separated keys of the Avg column "
+                                                "(default eval.average).")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Also write the Markdown table here.")] = None,
+    csv: Annotated[Path | None, typer.Option("--csv", help="Also write the CSV table here.")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:  # fmt: skip
+    """Rows models, grouped columns per family (the paper's Tables 4–5), and the averaged metric."""
+    from almr.evaluate.results import csv_table, load_result, markdown_table  # heavy: lm_eval; keeps --help fast
+
+    keys = average.split(",") if average else load(config, set_).eval.average
+    loaded = [load_result(path) for path in results]
+    text = markdown_table(loaded, keys)
+    say(text)
+    if markdown:
+        markdown.write_text(text, encoding="utf-8")
+    if csv:
+        csv.write_text(csv_table(loaded, keys), encoding="utf-8")
+
+
+@app.command("judge")
+def judge_model(
+    model: Annotated[str, typer.Option("--model", help="The model under test: a directory or an http(s) URL.")],
+    judge: Annotated[str | None, typer.Option("--judge", help="Judge endpoint URL (default eval.judge.url).")] = None,
+    tasks: Annotated[str, typer.Option("--tasks", help="belle_eval, turing_test (comma-separated).")] = "belle_eval",
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Folder with belle_eval/, turing_test/.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Items per task.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Result JSON.")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:  # fmt: skip
+    """LLM-judge tasks: the model answers, the judge endpoint grades; failed items are listed, never scored 0."""
+    from almr.evaluate.judge import judge_and_save  # heavy: lm_eval; keeps almr --help fast
+    from almr.evaluate.results import markdown_table
+
+    result, path = judge_and_save(
+        model, load(config, set_).eval, judge=judge, tasks=_split(tasks), data_dir=data_dir, limit=limit, out=out
+    )
+    for name, task in result["tasks"].items():
+        for failure in task["failures"]:
+            warn(f"{name} item {failure['item']}: not judged: {failure['error']}")
+    say(markdown_table([result]))
+    say(f"wrote {path}")
+
+
+@app.command("tasks")
+def list_tasks() -> None:
+    """Every task (family, kind, mode, primary metric, data files) and every suite."""
+    lines = ["| task | family | kind | mode | shots | primary | files |", "|---|---|---|---|---:|---|---|"]
+    for t in TASKS.values():
+        files = ", ".join(t.files) or t.hf_dataset
+        lines.append(f"| {t.name} | {t.family} | {t.kind} | {t.mode} | {t.shots} | {t.primary} | {files} |")
+    lines += ["", "| suite | tasks |", "|---|---|"] + [f"| {k} | {', '.join(v)} |" for k, v in SUITES.items()]
+    say("\n".join(lines))

@@ -1,0 +1,59 @@
+"""`almr sweep`: an ALMR × LR study of CPT runs, and its status."""
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.live import Live
+
+from almr.cli.common import SetOption, console, load, say
+from almr.errors import ConfigError
+
+app = typer.Typer()
+
+
+@app.command("sweep")
+def sweep(
+    spec: Annotated[str, typer.Argument(help="A YAML config with a sweep: section (or SWEEP_DIR/sweep.yaml to "
+                                        "resume); or the word `status`.")],
+    sweep_dir: Annotated[Path | None, typer.Argument(help="With `status`: the sweep folder.")] = None,
+    set_: SetOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the run commands (local) or sbatch scripts "
+                                          "(slurm) of the first runs; launch nothing.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="With `status`: refresh until the sweep ends.")] = False,
+) -> None:  # fmt: skip
+    """almr sweep SPEC: an ALMR × LR study of CPT runs (grid or adaptive), resumable; almr sweep status SWEEP_DIR."""
+    if spec == "status":
+        if sweep_dir is None:
+            raise ConfigError("almr sweep status SWEEP_DIR: name the sweep folder")
+        show_status(sweep_dir, watch)
+        return
+    if sweep_dir is not None:
+        raise ConfigError(f"almr sweep {spec} {sweep_dir}: one SPEC only (`almr sweep status {sweep_dir}`?)")
+    config = load(Path(spec), set_)
+    from almr.sweep import study  # heavy: optuna; keeps almr --help fast
+
+    if dry_run:
+        say("\n".join(study.dry_run(config)))
+        return
+    # local sweeps score the base model in this process for baseline.json; Slurm ones leave it empty (docs/sweep.md)
+    scores = study.probe_base_model if config.sweep.launcher == "local" else None
+    result = study.run_sweep(config, baseline_scores=scores, log=say)
+    show_status(result.sweep_dir, watch=False)
+    best = result.best
+    if best is not None:
+        say(f"best: {best.run_id} (ALMR {best.almr:.4g}, LR {best.lr:.3g}): {best.averaged_metric:.2f}")
+
+
+def show_status(sweep_dir: Path, watch: bool) -> None:
+    """The status table of a sweep; with `watch`, refreshed every 2 s until every run has ended."""
+    from almr.sweep.status import is_finished, status_view  # heavy: optuna, lm_eval; keeps almr --help fast
+
+    if not watch:
+        console.print(status_view(sweep_dir))
+        return
+    with Live(status_view(sweep_dir), console=console, refresh_per_second=1) as live:
+        while not is_finished(sweep_dir):
+            time.sleep(2.0)
+            live.update(status_view(sweep_dir))
