@@ -16,7 +16,6 @@ The loader yields this process's micro-batches in global order: `input_ids` and 
 import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +29,7 @@ from almr.train.config import CptConfig, ModelConfig
 from almr.train.metrics import MetricsLog, model_flops_per_token, peak_flops, truncate_after
 from almr.train.model import build_model, vocab_size
 from almr.train.optimizer import build_optimizer
-from almr.train.parallel import Distributed, close_distributed, init_distributed, parallelize
+from almr.train.parallel import Distributed, autocast_for, close_distributed, init_distributed, parallelize
 from almr.train.resume import resume_point, write_run_config
 from almr.train.schedule import lr_factor
 from almr.train.state import RngState, TrainState, seed_everything
@@ -76,16 +75,12 @@ def train_cpt(
         checkpointer = ckpt.Checkpointer(Path(cfg.run_dir) / "checkpoints", cfg.checkpoint.keep_last, dist_env.rank,
                                          cfg.checkpoint.every_steps)  # fmt: skip
         resume_from = resume_point(checkpointer, record, resume, cfg.run_dir)
-        if probe is None and cfg.probe.every_tokens:
-            raise ConfigError(
-                "cpt.probe.every_tokens is set but no probe suite was given; pass probe= to train_cpt, "
-                "or set cpt.probe.every_tokens=0"
-            )
+        precision = autocast_for(model_config.dtype, dist_env.device)
+        prober = Prober(probe, cfg.probe.every_tokens, precision)
         seed_everything(cfg.seed)
         model, tokenizer = build_model(model_config, random_init=cfg.random_init)
         vocab = vocab_size(model)
-        for source, (inputs, labels) in (validation or {}).items():
-            _check_ids(inputs, labels, vocab, f"validation set {source!r}")
+        _check_validation(validation or {}, vocab)
         steps = _total_steps(cfg, loader, accum)
         lr_factor(0, steps, cfg.schedule)  # refuse an impossible schedule before any compute
         run = _Run(model_config, cfg, dist_env, model, steps, record)
@@ -94,8 +89,7 @@ def train_cpt(
         optimizer = build_optimizer(model, cfg.optimizer, dist_env.device)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, cfg.schedule))
         validator = Validator(validation or {}, cfg.validation.micro_batch_size or cfg.batch.micro_batch_size,
-                              cfg.validation.every_steps, dist_env, run.precision)  # fmt: skip
-        prober = Prober(probe, cfg.probe.every_tokens, run.precision)
+                              cfg.validation.every_steps, dist_env, precision)  # fmt: skip
         state = TrainState()
         stateful = {"model_optim": ckpt.ModelAndOptimizer(model, optimizer), "scheduler": scheduler,
                     "loader": loader, "train": state, "rng": RngState()}  # fmt: skip
@@ -118,7 +112,7 @@ def train_cpt(
         while state.step < steps:
             started = time.perf_counter()
             micro_batches = [_next_batch(data, vocab, loader) for _ in range(accum)]
-            result = train_step(model, optimizer, scheduler, micro_batches, dist_env, run.precision,
+            result = train_step(model, optimizer, scheduler, micro_batches, dist_env, precision,
                                 cfg.optimizer.grad_clip)  # fmt: skip
             state.step += 1
             state.tokens += tokens_per_step
@@ -153,9 +147,6 @@ class _Run:
         self.cfg, self.dist_env, self.model, self.steps, self.record = cfg, dist_env, model, steps, record
         self.dtype = model_config.dtype
         bf16 = self.dtype == "bfloat16"
-        self.precision: AbstractContextManager = (
-            torch.autocast(dist_env.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-        )
         self.flops_per_token = model_flops_per_token(model, cfg.batch.seq_len)
         self.parameters = sum(p.numel() for p in model.parameters())
         self.peak, self.peak_source = peak_flops(dist_env.device.type, "bfloat16" if bf16 else "float32")
@@ -229,6 +220,11 @@ def _total_steps(cfg: CptConfig, loader: Loader, accum: int) -> int:
     if hasattr(loader, "__len__"):
         return len(loader) // accum
     raise ConfigError("set cpt.steps or cpt.total_tokens: the loader does not say how long it is")
+
+
+def _check_validation(validation: Validation, vocab: int) -> None:
+    for source, (inputs, labels) in validation.items():
+        _check_ids(inputs, labels, vocab, f"validation set {source!r}")
 
 
 def _next_batch(data: Iterator[dict[str, torch.Tensor]], vocab: int, loader: Iterable[Any]) -> dict[str, torch.Tensor]:

@@ -7,6 +7,7 @@ Several nodes are the same code: torchrun's rendezvous provides the environment.
 """
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -78,6 +79,12 @@ def parallelize(
             fully_shard(layer, mesh=dist_env.mesh)
         fully_shard(model, mesh=dist_env.mesh)
     return model
+
+
+def autocast_for(dtype: str, device: torch.device) -> AbstractContextManager:
+    """The precision context of the forward pass: bf16 autocast over fp32 master weights for
+    `model.dtype: bfloat16`, nothing for float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bfloat16" else nullcontext()
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

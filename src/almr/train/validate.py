@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
+from almr.errors import ConfigError
 from almr.train.loss import summed_loss, target_count
 from almr.train.parallel import Distributed, all_reduce_sum
 
@@ -64,9 +65,14 @@ class Validator:
 
 class Prober:
     """Runs `probe` before the first step and each time training crosses a multiple of
-    `every_tokens`; off when either is missing."""
+    `every_tokens`; off when `every_tokens` is 0. A cadence without a probe is refused."""
 
     def __init__(self, probe: Probe | None, every_tokens: int, precision: AbstractContextManager | None = None) -> None:
+        if probe is None and every_tokens:
+            raise ConfigError(
+                "cpt.probe.every_tokens is set but no probe suite was given; pass probe= to train_cpt, "
+                "or set cpt.probe.every_tokens=0"
+            )
         self.probe = probe
         self.every_tokens = every_tokens
         self.precision = precision or nullcontext()

@@ -20,7 +20,7 @@ from almr.train.checkpoint import Checkpointer
 from train_toys import ToyLoader, make_model_dir, toy_config, toy_validation, train_toy
 
 os.environ["HF_HUB_OFFLINE"] = "1"
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parents[1]  # train_toys.py lives at the top of tests/
 VOCAB, SEQ = 256, 32
 
 

@@ -2,9 +2,11 @@
 
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
+from almr.errors import ConfigError
 from almr.train.checkpoint import Checkpointer
 from almr.train.loss import IGNORE_INDEX, summed_loss, target_count
 from almr.train.parallel import Distributed
@@ -43,7 +45,9 @@ def test_probe_each_time_a_multiple_of_its_tokens_is_crossed() -> None:
     prober = Prober(lambda model, step, tokens: {"x": 1.0}, every_tokens=100)
     steps = [(t - 48, t) for t in range(48, 481, 48)]  # 48 tokens a step
     assert [after for before, after in steps if prober.should_probe(before, after)] == [144, 240, 336, 432]
-    assert prober.enabled and not Prober(None, 100).enabled and not Prober(lambda m, s, t: {}, 0).enabled
+    assert prober.enabled and not Prober(None, 0).enabled and not Prober(lambda m, s, t: {}, 0).enabled
+    with pytest.raises(ConfigError, match=r"cpt\.probe\.every_tokens is set but no probe suite was given"):
+        Prober(None, every_tokens=100)
 
 
 def test_summed_loss_is_the_cross_entropy_sum_over_labelled_positions() -> None:

@@ -47,7 +47,7 @@ def test_bytes_do_not_depend_on_the_hash_seed(small_world: Path, tmp_path: Path)
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = tmp_path / "hashed"
-    subprocess.run([sys.executable, "-c", script, str(out), str(Path(__file__).parent)], check=True, env=env)
+    subprocess.run([sys.executable, "-c", script, str(out), str(Path(__file__).parents[1])], check=True, env=env)
     assert tree_bytes(out) == tree_bytes(small_world)
 
 

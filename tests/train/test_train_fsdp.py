@@ -12,7 +12,7 @@ import torch
 
 from train_toys import ToyLoader, make_model_dir, toy_config, toy_validation, train_toy
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parents[1]  # train_toys.py lives at the top of tests/
 VOCAB, SEQ = 256, 32
 SETTINGS = {"steps": 4, "batch.micro_batch_size": 2, "checkpoint.every_steps": 2, "checkpoint.keep_last": 2,
             "validation.every_steps": 2}  # fmt: skip

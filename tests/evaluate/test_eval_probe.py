@@ -40,7 +40,7 @@ def test_probe_equals_lm_eval_on_the_same_items(small_world: Path, tiny: tuple) 
 
 
 def test_probe_plugs_into_the_cpt_trainer_signature(small_world: Path, tiny: tuple) -> None:
-    from almr.train.cpt import Probe  # the trainer's hook type: (model, step, tokens) -> Mapping[str, float]
+    from almr.train.validate import Probe  # the trainer's hook type: (model, step, tokens) -> Mapping[str, float]
 
     model, tok = tiny
     probe: Probe = WorldProbe(small_world, tok, items_per_task=4)

@@ -21,7 +21,7 @@ from almr.sweep.launch import LocalLauncher, RunSpec, sbatch_script
 from almr.sweep.study import plan_runs, run_sweep
 from fake_runs import KEYS
 
-FAKE_CPT = Path(__file__).with_name("fake_cpt.py")
+FAKE_CPT = Path(__file__).parents[1] / "fake_cpt.py"
 
 
 def command(spec: RunSpec) -> list[str]:
