@@ -27,7 +27,7 @@ from almr.frontier.config import FrontierConfig
 from almr.section import Section
 from almr.stages.config import BaseModelConfig
 from almr.sweep.config import SweepConfig
-from almr.train.config import CptConfig, ModelConfig, ParallelConfig, StageConfig
+from almr.train.config import CptConfig, DpoConfig, ModelConfig, ParallelConfig, SftConfig
 from almr.world.config import WorldConfig
 
 # Keys that moved: an old spelling is refused with a message that names the new one.
@@ -42,12 +42,8 @@ class AlmrConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig, description="The model a stage starts from.")
     parallel: ParallelConfig = Field(default_factory=ParallelConfig, description="Processes and model splitting.")
     cpt: CptConfig = Field(default_factory=CptConfig, description="The CPT trainer.")
-    sft: StageConfig = Field(
-        default_factory=StageConfig, description="SFT stage: validated (batch against parallel) but not read yet."
-    )
-    dpo: StageConfig = Field(
-        default_factory=StageConfig, description="DPO stage: validated (batch against parallel) but not read yet."
-    )
+    sft: SftConfig = Field(default_factory=SftConfig, description="Supervised fine-tuning (almr sft).")
+    dpo: DpoConfig = Field(default_factory=DpoConfig, description="Direct preference optimization (almr dpo).")
     data: DataConfig = Field(default_factory=DataConfig, description="Corpora and their shards.")
     mixture: MixtureConfig = Field(default_factory=MixtureConfig, description="The CPT mixture and its ALMR.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation, probe and judge.")

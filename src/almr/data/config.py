@@ -111,3 +111,28 @@ class MixtureConfig(Section):
         if self.weights is not None and self.sub_weights:
             raise ValueError("sub_weights apply only with almr; put the relative weights into weights instead")
         return self
+
+
+ChatFormat = Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "esconv", "preference", "ranking"]
+
+
+class ChatDatasetConfig(Section):
+    """One fine-tuning data set: SFT conversations or DPO preference pairs, in a format users
+    already have, tagged with its language so that a language's data can be left out (Table 6)."""
+
+    path: str = Field(
+        ..., description="A file (.jsonl/.json, .gz/.zst), or a LlamaFactory data folder holding dataset_info.json."
+    )
+    format: ChatFormat = Field(
+        "auto",
+        description="messages: {messages: [{role, content}]}; sharegpt / alpaca: LlamaFactory's formats; "
+        "prompt_completion: {prompt, completion}; esconv: ESConv's JSON; preference: {prompt, chosen, rejected} "
+        "(TRL's conversational format); ranking: LlamaFactory's ranking format; auto: from dataset_info.json "
+        "or the first record's keys.",
+    )
+    dataset: str | None = Field(None, description="The entry of dataset_info.json to read, when path is a folder.")
+    language: str = Field("en", description="Language tag of every conversation in it (sft.exclude_languages).")
+    weight: float = Field(
+        1.0, gt=0.0, description="Relative share of this data set in the mixed stream (examples, before epochs)."
+    )
+    max_samples: int | None = Field(None, ge=1, description="Use only the first N conversations.")

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from almr.data.config import BatchConfig
+from almr.data.config import BatchConfig, ChatDatasetConfig
 from almr.section import Section
 
 
@@ -142,3 +142,63 @@ class CptConfig(StageConfig):
         if self.steps is not None and self.total_tokens is not None:
             raise ValueError("set either steps or total_tokens, not both")
         return self
+
+
+class LoraConfig(Section):
+    """Low-rank adapters (peft) for `finetuning: lora`; merged into the weights of the exported model."""
+
+    r: int = Field(16, ge=1, description="Rank of each adapter.")
+    alpha: int = Field(32, ge=1, description="Scaling numerator (the update is scaled by alpha / r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapters' input.")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="Modules that get adapters: all-linear, or names such as [q_proj, v_proj]."
+    )
+
+
+class FinetuneConfig(StageConfig):
+    """What SFT and DPO share: where the run goes, how long it is, what is trained, how it is saved."""
+
+    run_dir: str = Field("runs/sft", description="Run folder: config.yaml, metrics.jsonl, checkpoints/, hf/.")
+    datasets: list[ChatDatasetConfig] = Field(default_factory=list, description="The training data sets, mixed.")
+    exclude_languages: list[str] = Field(
+        default_factory=list, description="Leave out data sets with these language tags (the ablation: [zh])."
+    )
+    epochs: float = Field(1.0, gt=0.0, description="Passes over the mixed data (when steps is not set).")
+    steps: int | None = Field(None, ge=1, description="Optimizer steps; default: from epochs.")
+    seed: int = Field(0, description="Seeds the data mix, the shuffle and the initialization of new weights.")
+    finetuning: Literal["full", "lora"] = Field("full", description="full: every weight; lora: adapters (peft).")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
+    gradient_checkpointing: bool | None = Field(
+        None, description="Recompute activations in backward; default: on for GPUs, off on CPUs (~10× slower there)."
+    )
+    save_every_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end), for --resume.")
+    keep_last: int = Field(2, ge=1, description="Checkpoints kept.")
+    log_every_steps: int = Field(1, ge=1, description="Write a train event to metrics.jsonl every N steps.")
+
+
+class SftConfig(FinetuneConfig):
+    """Supervised fine-tuning on conversations (TRL's SFTTrainer): loss on assistant tokens only."""
+
+    packing: bool = Field(
+        False,
+        description="Pack conversations into full sequences without cross-attention between them (TRL's bfd, "
+        "padding-free) where the attention implementation allows it; off: pad each batch.",
+    )
+
+
+class DpoConfig(FinetuneConfig):
+    """Direct preference optimization (TRL's DPOTrainer) from an SFT checkpoint."""
+
+    run_dir: str = Field("runs/dpo", description="Run folder: config.yaml, metrics.jsonl, checkpoints/, hf/.")
+    beta: float = Field(0.1, gt=0.0, description="Strength of the KL penalty toward the reference model.")
+    loss_type: list[str] = Field(
+        default_factory=lambda: ["sigmoid"],
+        description="TRL's DPO loss type(s): sigmoid (the paper's DPO), ipo, hinge, robust, ... (weighted equally).",
+    )
+    max_prompt_length: int | None = Field(None, ge=1, description="Truncate prompts to this many tokens.")
+    cache_reference: bool = Field(
+        True,
+        description="Compute the reference model's log-probabilities once, cache them on disk keyed by model and "
+        "data, and train with one model in memory; off: keep a live reference model.",
+    )
