@@ -1,5 +1,5 @@
 """A stand-in for `almr cpt CONFIG` that the sweep's local launcher runs as a subprocess
-(tests/test_sweep_launch.py): `python tests/fake_cpt.py RUN/config.yaml`. It reads ALMR and LR from
+(tests/sweep/test_sweep_launch.py): `python tests/fake_cpt.py RUN/config.yaml`. It reads ALMR and LR from
 the run's config.yaml and writes metrics.jsonl from a known surface, slowly enough to be watched.
 It imports no Optuna and no trainer, so that it starts fast."""
 

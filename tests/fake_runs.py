@@ -1,6 +1,6 @@
 """Synthetic response surfaces with a known optimum, and fake CPT runs on them.
 
-A test fixture (tests/test_sweep_*.py, tests/test_frontier_cli.py) that benchmarks/bench_sweep.py
+A test fixture (tests/sweep/test_sweep_*.py, tests/frontier/test_frontier_cli.py) that benchmarks/bench_sweep.py
 uses too: no training, the same driver, study and records.
 
 `Surface.random(seed)` draws one instance of a family of smooth surfaces over (ALMR ∈ [0, 1],

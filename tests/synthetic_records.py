@@ -1,5 +1,5 @@
 """Synthetic sweeps with a known answer: run records made from stated surfaces. A test fixture
-(tests/test_frontier_*.py) that benchmarks/bench_frontier.py uses too; its records, saved under
+(tests/frontier/test_frontier_*.py) that benchmarks/bench_frontier.py uses too; its records, saved under
 SWEEP_DIR/runs/, also let one try `almr frontier` without training anything.
 
 `synthetic_sweep` evaluates, at every (ALMR r, LR) of a grid (x = log10 LR):

@@ -140,3 +140,11 @@ def test_cli_config_keys_lists_every_leaf_with_default(monkeypatch, capsys) -> N
     assert run_cli(monkeypatch, "config", "keys", "world") == 0
     out = capsys.readouterr().out
     assert "| `world.seed` | int | `0` |" in out and "cpt." not in out
+
+
+def test_config_keys_give_a_nested_section_the_defaults_its_parent_builds() -> None:
+    from almr.config import config_keys
+
+    rows = {key: default for key, _, default, _ in config_keys()}
+    assert rows["base.optimizer.lr"] == "0.003" and rows["cpt.optimizer.lr"] == "3e-05"
+    assert rows["base.schedule.kind"] == "'cosine'" and rows["cpt.schedule.kind"] == "'linear'"

@@ -135,14 +135,23 @@ def dump_config(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-def config_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """(dotted key, type, default, description) of every leaf key, for `almr config keys`."""
+def config_keys(
+    model: type[BaseModel] | None = None, prefix: str = "", defaults: BaseModel | None = None
+) -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, description) of every leaf key, for `almr config keys`. A nested
+    section's defaults are those of the instance its parent builds (`base.optimizer.lr` is 3e-3,
+    not OptimizerConfig's own 3e-5)."""
+    model = model or AlmrConfig
     rows: list[tuple[str, str, str, str]] = []
-    for name, field in (model or AlmrConfig).model_fields.items():
+    for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         annotation = field.annotation
+        if defaults is not None:
+            value = getattr(defaults, name)
+        else:
+            value = None if field.is_required() else field.get_default(call_default_factory=True)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            rows += config_keys(annotation, key + ".")
+            rows += config_keys(annotation, key + ".", value if isinstance(value, BaseModel) else None)
             continue
         if typing.get_origin(annotation) is list and typing.get_args(annotation):
             item = typing.get_args(annotation)[0]
@@ -150,7 +159,7 @@ def config_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[
                 rows += config_keys(item, key + "[].")
                 continue
         type_name = str(annotation).replace("typing.", "") if not isinstance(annotation, type) else annotation.__name__
-        default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        default = "required" if field.is_required() and defaults is None else repr(value)
         rows.append((key, type_name, default, field.description or ""))
     return rows
 
