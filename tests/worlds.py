@@ -13,5 +13,6 @@ SMALL_WORLD = WorldConfig(
     bench_items=24,
     sft_dialogues=40,
     dpo_pairs=30,
+    esc_dialogues=24,
     vocab_size=700,
 )

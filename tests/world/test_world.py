@@ -1,6 +1,7 @@
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from almr.chinese import ScriptCounts, chinese_share
 from almr.cli import main
+from almr.data.chat import read_conversations
+from almr.data.config import ChatDatasetConfig
 from almr.errors import AlmrError
 from almr.world.build import build_world, read_manifest, rng_for
+from almr.world.esc import STRATEGIES
 from almr.world.facts import RELATIONS, STATEMENTS, answer, load_countries, question, slots
+from almr.world.lexicon import EMOTIONS
 from almr.world.stats import world_stats
 from worlds import SMALL_WORLD
 
@@ -327,3 +332,74 @@ def test_cli_build_and_stats(tmp_path: Path, monkeypatch, capsys) -> None:
         main()
     assert info.value.code == 2
     assert "not a world directory" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- the emotional-support set
+
+
+def esc_examples(world: Path) -> list[dict]:
+    return read_conversations(ChatDatasetConfig(path=str(world / "esc/train.json"), format="esconv"))
+
+
+def test_esc_set_is_esconv_json_bilingual_and_multi_turn(small_world: Path) -> None:
+    raw = json.loads((small_world / "esc/train.json").read_text(encoding="utf-8"))
+    assert len(raw) == SMALL_WORLD.esc_dialogues == 24
+    assert [c["lang"] for c in raw] == ["en", "zh"] * 12
+    for conversation in raw:
+        assert {"experience_type", "emotion_type", "problem_type", "situation", "dialog"} <= set(conversation)
+        assert conversation["emotion_type"] in EMOTIONS
+        for turn in conversation["dialog"]:
+            assert turn["speaker"] in ("seeker", "supporter")
+            assert (turn["speaker"] == "supporter") == ("strategy" in turn["annotation"])
+    examples = esc_examples(small_world)  # the ESConv reader validates every conversation
+    assert len(examples) == 24
+    for conversation, example in zip(raw, examples, strict=True):
+        replies = [m["content"] for m in example["messages"] if m["role"] == "assistant"]
+        assert 3 <= len(replies) <= 6
+        share = chinese_share("".join(m["content"] for m in example["messages"]))
+        assert share > 0.8 if conversation["lang"] == "zh" else share == 0.0
+
+
+def test_esc_strategies_are_metadata_and_replies_name_the_feeling_as_the_probe_does(small_world: Path) -> None:
+    raw = json.loads((small_world / "esc/train.json").read_text(encoding="utf-8"))
+    used = set()
+    for conversation, example in zip(raw, esc_examples(small_world), strict=True):
+        replies = [m["content"] for m in example["messages"] if m["role"] == "assistant"]
+        assert len(example["strategies"]) == len(replies)
+        used |= {s for labels in example["strategies"] for s in labels}
+        text = json.dumps(example["messages"], ensure_ascii=False)
+        assert not any(strategy in text for strategy in STRATEGIES)
+        emotion = conversation["emotion_type"]
+        # the SECEU probe scores "{scenario} {subject} felt" + " {emotion}" / "{scenario}{subject}感到很" + "{情绪}"
+        named = f"felt {emotion}" if conversation["lang"] == "en" else f"感到很{EMOTIONS[emotion]}"
+        assert any(named in reply for reply in replies)
+    assert used <= set(STRATEGIES) and {"Reflection of feelings", "Restatement or Paraphrasing", "Others"} <= used
+
+
+def test_esc_set_does_not_change_the_other_files(small_world: Path, tmp_path: Path) -> None:
+    """Its own generator: the count changes esc/train.json (a prefix of the longer one) and the
+    manifest only, so worlds built before the set existed keep their bytes."""
+    fewer = tmp_path / "fewer"
+    build_world(fewer, SMALL_WORLD.model_copy(update={"esc_dialogues": 10}))
+    a, b = tree_bytes(small_world), tree_bytes(fewer)
+    assert [name for name in a if a[name] != b[name]] == ["esc/train.json", "world.json"]
+    assert json.loads(b["esc/train.json"]) == json.loads(a["esc/train.json"])[:10]
+
+
+def test_a_world_built_before_the_esc_set_is_completed_in_place(small_world: Path, tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(small_world, old)
+    (old / "esc/train.json").unlink()
+    (old / "esc").rmdir()
+    manifest = read_manifest(old)
+    del manifest["config"]["esc_dialogues"], manifest["files"]["esc/train.json"]
+    (old / "world.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    before = {p: p.stat().st_mtime_ns for p in old.rglob("*") if p.is_file() and p.name != "world.json"}
+    build_world(old, SMALL_WORLD)  # no --force needed: only new files are added
+    assert tree_bytes(old) == tree_bytes(small_world)
+    # the old files are not rewritten (shards tokenized from them stay up to date)
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    with pytest.raises(AlmrError, match="another config"):  # any other difference is still refused
+        manifest["config"]["seed"] = 99
+        (old / "world.json").write_text(json.dumps(manifest), encoding="utf-8")
+        build_world(old, SMALL_WORLD)

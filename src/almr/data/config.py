@@ -132,7 +132,10 @@ class ChatDatasetConfig(Section):
     )
     dataset: str | None = Field(None, description="The entry of dataset_info.json to read, when path is a folder.")
     language: str = Field("en", description="Language tag of every conversation in it (sft.exclude_languages).")
+    language_field: str | None = Field(
+        None, description="A record field holding each conversation's own language tag (e.g. lang); overrides language."
+    )
     weight: float = Field(
-        1.0, gt=0.0, description="Relative share of this data set in the mixed stream (examples, before epochs)."
+        1.0, gt=0.0, description="Scales this data set's examples: round(weight × n) of them, repeated or subsampled."
     )
     max_samples: int | None = Field(None, ge=1, description="Use only the first N conversations.")

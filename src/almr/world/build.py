@@ -9,6 +9,7 @@ Layout of a world directory:
     bench/seceu_population.json SECEU mean and SD of simulated respondents
     sft/train.jsonl             {"messages": [...], "lang", "kind"}
     dpo/train.jsonl             {"prompt": [...], "chosen": [...], "rejected": [...], "lang", "kind"}
+    esc/train.json              emotional-support conversations in ESConv's JSON layout (almr.world.esc)
     tokenizer/                  Hugging Face tokenizer (byte-level BPE, Llama-3 specials)
     model/                      the tiny base Llama's config.json + generation_config.json, and the tokenizer
 
@@ -32,8 +33,9 @@ from rich.progress import Progress
 
 from almr.data.config import DataConfig, SourceConfig
 from almr.data.sources import iter_texts
+from almr.durable import atomic_write_text
 from almr.errors import AlmrError
-from almr.world import bench
+from almr.world import bench, esc
 from almr.world.chat import ChatWriter
 from almr.world.config import WorldConfig
 from almr.world.corpus import SOURCES, CorpusWriter
@@ -52,12 +54,15 @@ def rng_for(seed: int, purpose: str) -> random.Random:
 
 def build_world(out_dir: Path, config: WorldConfig, force: bool = False) -> dict[str, Any]:
     """Write the world for `config` into `out_dir` and return its manifest. An existing world
-    built from the same config is kept as it is; anything else there is refused unless `force`."""
+    built from the same config is kept as it is, one built before a part was added is completed
+    in place; anything else there is refused unless `force`."""
     out_dir = Path(out_dir)
     existing = read_manifest(out_dir) if (out_dir / MANIFEST).is_file() else None
     wanted = config.model_dump(mode="json")  # the world section is what its files depend on
     if existing is not None and existing["config"] == wanted and not force:
         return existing
+    if existing is not None and _older_version_of(existing["config"], wanted) and not force:
+        return _complete(out_dir, config)
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         what = "a world built from another config" if existing else "files that are not a world"
         raise AlmrError(f"{out_dir} holds {what}; choose an empty directory or pass --force to replace it")
@@ -115,6 +120,7 @@ def _write_world(root: Path, config: WorldConfig) -> dict[str, Any]:
         _write_benchmarks(root, countries, config.bench_items, seed)
         progress.advance(task)
         _write_chat(root, ChatWriter(countries), config.sft_dialogues, config.dpo_pairs, seed)
+        _write_esc(root, config.esc_dialogues, seed)
         progress.advance(task)
         train_files = [str(_corpus_file(root, source, "train")) for source in counts]
         tokenizer = train_tokenizer(iter_texts(train_files), config.vocab_size)
@@ -179,6 +185,33 @@ def _write_chat(root: Path, chat: ChatWriter, sft_dialogues: int, dpo_pairs: int
     _write_jsonl(root / "dpo" / "train.jsonl", dpo)
 
 
+def _write_esc(root: Path, dialogues: int, seed: int) -> None:
+    """Emotional-support conversations, alternating English and Chinese, as one JSON list like
+    ESConv.json. Its own generator: the other files do not depend on how many there are."""
+    rng = rng_for(seed, "esc")
+    conversations = [esc.conversation(rng, "en" if i % 2 == 0 else "zh") for i in range(dialogues)]
+    path = root / "esc" / "train.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(conversations, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def _older_version_of(built: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """True when `built` is `wanted` less some keys added to the world section since (a world
+    built before its ESC set existed): every key it has agrees, so only new files are missing."""
+    return set(built) < set(wanted) and all(wanted[key] == value for key, value in built.items())
+
+
+def _complete(out_dir: Path, config: WorldConfig) -> dict[str, Any]:
+    """Add what a world built before them lacks (today: the ESC set) and its new manifest. The
+    other files are left untouched, mtimes included, so shards tokenized from them stay valid;
+    world.json is replaced last, so an interrupted completion is redone by the next build."""
+    _write_esc(out_dir, config.esc_dialogues, config.seed)
+    countries = load_countries(config.countries, config.zh_country_share, rng_for(config.seed, "countries"))
+    manifest = _world_manifest(out_dir, config, countries)
+    atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
+    return manifest
+
+
 def _world_manifest(root: Path, config: WorldConfig, countries: list[Country]) -> dict[str, Any]:
     """world.json: seed, config, sources with their tags, countries, and the sha256 of every file under `root`."""
     return {
@@ -197,7 +230,11 @@ def _world_manifest(root: Path, config: WorldConfig, countries: list[Country]) -
         "countries": [
             {"code": c.code, "en": c.name["en"], "zh": c.name["zh"], "in_zh_corpus": c.in_zh_corpus} for c in countries
         ],
-        "files": {str(path.relative_to(root)): _sha256(path) for path in sorted(root.rglob("*")) if path.is_file()},
+        "files": {
+            str(path.relative_to(root)): _sha256(path)
+            for path in sorted(root.rglob("*"))
+            if path.is_file() and path != root / MANIFEST  # present when an older world is completed
+        },
     }
 
 

@@ -23,7 +23,7 @@ SYSTEM = {
     "en": "You are a warm, patient bilingual assistant. Answer in the language of the user.",
     "zh": "你是一个温暖、耐心的双语助手。请用用户使用的语言回答。",
 }
-_POSITIVE_FEELINGS = {"happy", "proud", "grateful", "relieved", "surprised"}
+POSITIVE_FEELINGS = {"happy", "proud", "grateful", "relieved", "surprised"}
 _SUPPORT = {
     "en": [
         "Would you like to talk about what happened?",
@@ -45,7 +45,7 @@ def main_feeling(event: Event) -> str:
 
 def support_reply(rng: random.Random, event: Event, lang: str) -> str:
     emotion = main_feeling(event)
-    if emotion in _POSITIVE_FEELINGS:
+    if emotion in POSITIVE_FEELINGS:
         if lang == "en":
             return f"That is wonderful news! You must feel {emotion}. {rng.choice(_SHARE['en'])}"
         return f"太好了！你一定很{EMOTIONS[emotion]}。{rng.choice(_SHARE['zh'])}"

@@ -56,6 +56,9 @@ class WorldConfig(Section):
     bench_items: int = Field(200, ge=4, description="Items per benchmark.")
     sft_dialogues: int = Field(2000, ge=4, description="SFT dialogues (half English, half Chinese).")
     dpo_pairs: int = Field(1000, ge=4, description="DPO preference pairs (half English, half Chinese).")
+    esc_dialogues: int = Field(
+        1000, ge=4, description="Emotional-support conversations in ESConv's layout (half English, half Chinese)."
+    )
     vocab_size: int = Field(
         2048, ge=300, le=65535, description="Byte-level BPE vocabulary size, special tokens included."
     )
