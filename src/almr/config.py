@@ -25,7 +25,7 @@ from almr.errors import ConfigError
 from almr.evaluate.config import EvalConfig
 from almr.frontier.config import FrontierConfig
 from almr.section import Section
-from almr.stages.config import BaseModelConfig
+from almr.stages.config import AblationConfig, BaseModelConfig
 from almr.sweep.config import SweepConfig
 from almr.train.config import CptConfig, DpoConfig, ModelConfig, ParallelConfig, SftConfig
 from almr.world.config import WorldConfig
@@ -49,6 +49,7 @@ class AlmrConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation, probe and judge.")
     sweep: SweepConfig = Field(default_factory=SweepConfig, description="The ALMR × LR study.")
     frontier: FrontierConfig = Field(default_factory=FrontierConfig, description="The frontier analysis.")
+    ablation: AblationConfig = Field(default_factory=AblationConfig, description="The Table 6 ablation.")
 
     @model_validator(mode="after")
     def _batches_fill_the_cluster(self) -> "AlmrConfig":

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from almr.cli import app, main
 
 EVERY_COMMAND = {
-    "demo", "cpt", "sweep", "frontier", "config show", "config keys", "world build", "world pretrain", "world stats",
+    "demo", "cpt", "sft", "dpo", "ablation", "sweep", "frontier", "config show", "config keys", "world build",
+    "world pretrain", "world stats",
     "data tokenize", "data plan", "data inspect", "eval table", "eval judge", "eval tasks",
 }  # fmt: skip
 HEAVY = ("torch", "transformers", "optuna", "scipy", "sklearn", "matplotlib", "submitit", "trl")

@@ -6,13 +6,16 @@ them, so that `almr --help` stays fast."""
 import typer
 from rich.text import Text
 
+from almr.cli.ablation import app as ablation_app
 from almr.cli.common import err_console
 from almr.cli.config import app as config_app
 from almr.cli.cpt import app as cpt_app
 from almr.cli.data import app as data_app
 from almr.cli.demo import app as demo_app
+from almr.cli.dpo import app as dpo_app
 from almr.cli.eval import app as eval_app
 from almr.cli.frontier import app as frontier_app
+from almr.cli.sft import app as sft_app
 from almr.cli.sweep import app as sweep_app
 from almr.cli.world import app as world_app
 from almr.errors import AlmrError
@@ -23,7 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-for single_command in (demo_app, cpt_app, sweep_app, frontier_app):
+for single_command in (demo_app, cpt_app, sweep_app, frontier_app, ablation_app, dpo_app, sft_app):
     app.add_typer(single_command)  # unnamed: its one command sits at the top level (`almr cpt FILE`)
 app.add_typer(config_app, name="config")
 app.add_typer(world_app, name="world")

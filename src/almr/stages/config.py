@@ -1,9 +1,10 @@
 """Config sections of the stages that are not a component's own: the demo world's base model
-(`base`)."""
+(`base`) and the Table 6 ablation (`ablation`)."""
 
 from pydantic import Field
 
 from almr.data.config import BatchConfig
+from almr.section import Section
 from almr.train.config import OptimizerConfig, ScheduleConfig, StageConfig
 
 
@@ -28,4 +29,20 @@ class BaseModelConfig(StageConfig):
     seed: int = Field(0, description="Seeds the random initialization and the mixture's shuffles.")
     probe_every_tokens: int = Field(
         131072, ge=0, description="Score the world's probe suite every this many tokens (0: off), for trajectories."
+    )
+
+
+class AblationConfig(Section):
+    """`almr ablation CONFIG`: the paper's Table 6 — C-DPO with and without CPT, with and without the
+    additional language's fine-tuning data; each cell SFT → DPO (the sft and dpo sections) → evaluation."""
+
+    out_dir: str = Field("runs/ablation", description="Folder of the study: one sub-folder per cell, table.md.")
+    cpt_model: str | None = Field(None, description="The CPT checkpoint the 'with CPT' cells start from.")
+    base_model: str | None = Field(None, description="The base checkpoint the 'without CPT' cells start from.")
+    language: str = Field(
+        "zh", description="Fine-tuning data sets tagged with this language are left out in the 'without' cells."
+    )
+    tasks: list[str] = Field(
+        default_factory=lambda: ["world_lcsts", "world_eprstmt", "world_ceval", "world_zh_share"],
+        description="Evaluation tasks or suites of every cell (eval.data_dir and eval.limit apply).",
     )

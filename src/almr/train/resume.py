@@ -54,24 +54,29 @@ def write_run_config(path: Path, record: Mapping[str, Any]) -> None:
     path.write_text(yaml.safe_dump(dict(record), sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
-def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(dotted key, old, new) of every trajectory-deciding key whose value differs."""
-    flat_old, flat_new = _flatten(old), _flatten(new)
+def config_differences(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    must_match: tuple[str, ...] = RESUME_MUST_MATCH,
+    may_change: tuple[str, ...] = RESUME_MAY_CHANGE,
+) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old, new) of every trajectory-deciding key whose value differs: keys under the
+    `must_match` prefixes, except those under `may_change` (defaults: the CPT stage's)."""
+    flat_old, flat_new = flatten(old), flatten(new)
     keys = sorted(set(flat_old) | set(flat_new))
     return [
         (key, flat_old.get(key), flat_new.get(key))
         for key in keys
-        if flat_old.get(key) != flat_new.get(key)
-        and key.startswith(RESUME_MUST_MATCH)
-        and not key.startswith(RESUME_MAY_CHANGE)
+        if flat_old.get(key) != flat_new.get(key) and key.startswith(must_match) and not key.startswith(may_change)
     ]
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {"a.b.c": value}."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[prefix + key] = value
     return out
