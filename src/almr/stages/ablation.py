@@ -122,9 +122,12 @@ def _check(config: AlmrConfig) -> None:
         if not (Path(value) / "config.json").is_file():
             raise ConfigError(f"ablation.{key}={value} is not a Hugging Face model directory (no config.json)")
     for stage in ("sft", "dpo"):
-        languages = {d.language for d in getattr(config, stage).datasets}
-        if not getattr(config, stage).datasets:
+        datasets = getattr(config, stage).datasets
+        if not datasets:
             raise ConfigError(f"{stage}.datasets is empty; the ablation fine-tunes every cell on them")
+        if any(d.language_field for d in datasets):
+            continue  # tagged per record: the data reader refuses a mix that leaves nothing
+        languages = {d.language for d in datasets}
         if spec.language not in languages:
             raise ConfigError(
                 f"no {stage}.datasets entry is tagged language: {spec.language} (tags: {', '.join(sorted(languages))});"
