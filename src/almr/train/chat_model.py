@@ -19,16 +19,20 @@ first SFT steps start from an ordinary token instead of a zero vector; after tra
 has moved its own way, so a later stage (the empathy SFT from C-SFT) finds them trained.
 """
 
+import contextlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers.utils import logging as hf_logging
 
 from almr.errors import ConfigError
 from almr.train.config import ModelConfig
@@ -414,3 +418,32 @@ def _looks_like_hub_id(name: str) -> bool:
 
 def _first_line(err: BaseException) -> str:
     return (str(err).splitlines() or [type(err).__name__])[0]
+
+
+@contextlib.contextmanager
+def quiet_libraries(tqdm_bars: bool = False) -> Iterator[None]:
+    """No progress bars from datasets' preparation or transformers' loading and shard writing (the
+    run has its own bar, and its log lines are the metrics); other tqdm bars (TRL's reference
+    pass) only with `tqdm_bars`; no deprecation noise. Everything restored after."""
+    datasets_bars, hf_bars = datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled()
+    previous = os.environ.get("TQDM_DISABLE")
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    if not tqdm_bars:
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        with warnings.catch_warnings():
+            # TRL 1.16 (with peft) still asks transformers 5 for the renamed is_gradient_checkpointing
+            warnings.filterwarnings(
+                "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+            )
+            yield
+    finally:
+        if datasets_bars:
+            datasets.enable_progress_bars()
+        if hf_bars:
+            hf_logging.enable_progress_bar()
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous

@@ -33,7 +33,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,6 @@ from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from transformers.utils import logging as hf_logging
 from trl import DPOConfig, DPOTrainer
 
 from almr.errors import AlmrError, ConfigError, DataError
@@ -55,6 +54,7 @@ from almr.train.chat_model import (
     device_settings,
     end_of_turn_token,
     load_chat_model,
+    quiet_libraries,
     save_chat_model,
     start_processes,
 )  # fmt: skip
@@ -129,7 +129,7 @@ def train_dpo(
     reference = _Reference(cache_root if cfg.cache_reference else None, path, cfg.max_prompt_length)
     log = _open_log(run_dir, record, resume_from, is_main)
     metrics = _MetricsCallback(log, record, bar=progress and is_main)
-    with _quiet(progress), contextlib.closing(log), warnings.catch_warnings():
+    with quiet_libraries(tqdm_bars=progress), contextlib.closing(log), warnings.catch_warnings():
         # TRL 1.16 still asks transformers 5 for the deprecated is_gradient_checkpointing: noise, not news
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         model, tokenizer = load_chat_model(model_config)
@@ -513,30 +513,6 @@ def _resume_point(root: Path, record: Mapping[str, Any], resume: bool, is_main: 
 
 def _step_of(checkpoint: Path) -> int:
     return int(checkpoint.name.rsplit("-", 1)[1])
-
-
-@contextlib.contextmanager
-def _quiet(progress: bool) -> Iterator[None]:
-    """transformers' (loading, saving) and datasets' (tokenizing) bars off: the run has its own;
-    TRL's bar of the reference pass, the one long step before training, only with `progress`.
-    Restored after."""
-    datasets_bars, transformers_bars = datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled()
-    previous = os.environ.get("TQDM_DISABLE")
-    datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()
-    if not progress:
-        os.environ["TQDM_DISABLE"] = "1"
-    try:
-        yield
-    finally:
-        if datasets_bars:
-            datasets.enable_progress_bars()
-        if transformers_bars:
-            hf_logging.enable_progress_bar()
-        if previous is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = previous
 
 
 # --------------------------------------------------------------------------- log, save

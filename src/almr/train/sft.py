@@ -30,13 +30,11 @@ TrainingArguments reads the environment (rank, world size, the accelerate FSDP c
 gradient accumulation is global_batch_size / (micro_batch_size × processes).
 """
 
-import contextlib
 import json
 import math
 import os
 import shutil
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +54,7 @@ from almr.train.chat_model import (
     device_settings,
     end_of_turn_token,
     load_chat_model,
+    quiet_libraries,
     save_chat_model,
     write_chat_files,
 )
@@ -154,7 +153,7 @@ def train_sft(
     counter = _TokenCounter()
     metrics = SftMetrics(cfg, record, data_print, counter, progress=progress)
     dataset = Dataset.from_list([{"messages": e["messages"]} for e in fitted.examples])
-    with _quiet():
+    with quiet_libraries(tqdm_bars=True):
         trainer = AlmrSFTTrainer(
             model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
             callbacks=[metrics, *callbacks], almr_cfg=cfg, counter=counter,
@@ -188,30 +187,6 @@ def train_sft(
         tokens_per_s=metrics.tokens_per_s(), final_loss=metrics.losses[-1] if metrics.losses else None,
         losses=list(metrics.losses),
     )  # fmt: skip
-
-
-@contextlib.contextmanager
-def _quiet() -> Any:
-    """No progress bars from datasets' preparation or transformers' shard writing (the run has
-    its own bar, and its log lines are the metrics), and no deprecation noise from the libraries."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    datasets_bars, hf_bars = datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            # TRL 1.16 (with peft) still asks transformers 5 for the renamed is_gradient_checkpointing
-            warnings.filterwarnings(
-                "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
-            )
-            yield
-    finally:
-        if datasets_bars:
-            datasets.enable_progress_bars()
-        if hf_bars:
-            hf_logging.enable_progress_bar()
 
 
 # ---------------------------------------------------------------------------------------- data
