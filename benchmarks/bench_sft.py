@@ -1,7 +1,7 @@
 """SFT throughput and padding waste on the demo world: `almr sft` (packing off and on) against TRL's
 SFTTrainer set by hand the way a user would on a CPU (fp32, no gradient checkpointing, the same
 batch, assistant-only loss), measured side by side in one run, alternately, `--rounds` times; the
-best tokens/s of each is reported (this machine's timings vary ±25% between runs).
+median tokens/s of each and its range are reported (this machine's timings vary ±25% between runs).
 
 Tokens are real (non-padding) tokens; tokens/s = tokens trained / wall time from the trainer's
 start to its last step (almr: from metrics.jsonl; TRL: around `trainer.train()`). The model is
@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -116,16 +117,18 @@ def run_trl(world: Path, model_dir: Path, run: Path, steps: int, packing: bool, 
 
 
 def table(results: dict[str, list[dict[str, Any]]]) -> str:
-    baseline = max(r["tokens_per_s"] for r in results["TRL by hand, padding, micro 8"])
-    lines = ["| variant | best tokens/s | vs TRL by hand (padding, micro 8) | padding waste | pack fill |",
+    """Median tokens/s of each variant with its range over the rounds, and the ratio of the medians
+    to TRL by hand (padding, micro 8)."""
+    baseline = statistics.median(r["tokens_per_s"] for r in results["TRL by hand, padding, micro 8"])
+    lines = ["| variant | median tokens/s (range) | vs TRL by hand (padding, micro 8) | padding waste | pack fill |",
              "|---|---|---|---|---|"]  # fmt: skip
     for name, runs in results.items():
-        best = max(runs, key=lambda r: r["tokens_per_s"])
-        waste = f"{best['padding_waste']:.1%}" if "padding_waste" in best else "-"
-        fill = f"{best['pack_fill']:.1%}" if best.get("pack_fill") else "-"
-        lines.append(
-            f"| {name} | {best['tokens_per_s']:,} | {best['tokens_per_s'] / baseline:.2f}× | {waste} | {fill} |"
-        )
+        speeds = [r["tokens_per_s"] for r in runs]
+        median = statistics.median(speeds)
+        waste = f"{runs[0]['padding_waste']:.1%}" if "padding_waste" in runs[0] else "-"
+        fill = f"{runs[0]['pack_fill']:.1%}" if runs[0].get("pack_fill") else "-"
+        spread = f"{median:,.0f} ({min(speeds):,}–{max(speeds):,})"
+        lines.append(f"| {name} | {spread} | {median / baseline:.2f}× | {waste} | {fill} |")
     return "\n".join(lines)
 
 

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from almr.errors import AlmrError, ConfigError, DataError
 from almr.train import checkpoint as ckpt
 from almr.train.config import CptConfig, ModelConfig
-from almr.train.metrics import MetricsLog, model_flops_per_token, peak_flops, truncate_after
+from almr.train.metrics import MetricsLog, model_flops_per_token, peak_flops, training_bar, truncate_after
 from almr.train.model import build_model, vocab_size
 from almr.train.optimizer import build_optimizer
 from almr.train.parallel import Distributed, autocast_for, close_distributed, init_distributed, parallelize
@@ -105,7 +105,7 @@ def train_cpt(
                 log.write("probe", step=0, tokens=0, scores=prober(model, 0, 0))
 
         # ---------------------------------------------------------------- loop
-        bar = _progress_bar(progress and dist_env.is_main, steps, state.step)
+        bar = training_bar("CPT", steps, state.step) if progress and dist_env.is_main else None
         tokens_per_step = cfg.batch.global_batch_size * cfg.batch.seq_len
         data, losses, last_saved = iter(loader), [], None
         model.train()
@@ -250,15 +250,3 @@ def _check_ids(inputs: torch.Tensor, labels: torch.Tensor, vocab: int, what: str
             f"{what} holds token id {top} but the model's vocabulary has {vocab} entries (ids 0..{vocab - 1}); the "
             "data was tokenized with a different tokenizer: re-tokenize it with the model's tokenizer"
         )
-
-
-def _progress_bar(enabled: bool, steps: int, done: int) -> Progress | None:
-    if not enabled:
-        return None
-    bar = Progress(
-        TextColumn("[bold]CPT"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tps]} tok/s"),
-        TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-    )  # fmt: skip
-    bar.add_task("cpt", total=steps, completed=done, tps="-", loss="-")
-    bar.start()
-    return bar

@@ -41,7 +41,7 @@ from typing import Any
 import datasets
 import torch
 import yaml
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -59,7 +59,7 @@ from almr.train.chat_model import (
     start_processes,
 )  # fmt: skip
 from almr.train.config import DpoConfig, ModelConfig
-from almr.train.metrics import MetricsLog, truncate_after
+from almr.train.metrics import MetricsLog, training_bar, truncate_after
 from almr.train.optimizer import build_optimizer
 from almr.train.ref_cache import RefLogpCache, RefLogps, cache_key, data_fingerprint, model_fingerprint
 from almr.train.resume import config_differences, write_run_config
@@ -344,13 +344,7 @@ class _MetricsCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._last = (time.perf_counter(), 0.0)  # TRL counts the tokens of this call from 0
         if self.show_bar and self.bar is None:
-            self.bar = Progress(
-                TextColumn("[bold]DPO"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tps]} tok/s"),
-                TextColumn("loss {task.fields[loss]}"), TextColumn("reward acc {task.fields[acc]}"),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            )  # fmt: skip
-            self.bar.add_task("dpo", total=state.max_steps, completed=state.global_step, tps="-", loss="-", acc="-")
-            self.bar.start()
+            self.bar = training_bar("DPO", state.max_steps, state.global_step, acc="reward acc")
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.bar is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from almr.errors import ConfigError
 
@@ -112,6 +113,20 @@ class MetricsLog:
             self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def training_bar(stage: str, steps: int, done: int, **extra: str) -> Progress:
+    """The live bar every trainer shows: steps done of `steps`, tokens/s, loss, any `extra` fields
+    (name → label, e.g. acc="reward acc"), elapsed time and ETA; started. Update the fields `tps`,
+    `loss` and each extra name."""
+    extras = [TextColumn(f"{label} {{task.fields[{name}]}}") for name, label in extra.items()]
+    bar = Progress(
+        TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tps]} tok/s"),
+        TextColumn("loss {task.fields[loss]}"), *extras, TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+    )  # fmt: skip
+    bar.add_task(stage.lower(), total=steps, completed=done, tps="-", loss="-", **dict.fromkeys(extra, "-"))
+    bar.start()
+    return bar
 
 
 def truncate_after(path: Path, step: int) -> None:

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 import yaml
 from datasets import Dataset
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import SFTConfig, SFTTrainer
@@ -59,7 +59,7 @@ from almr.train.chat_model import (
     write_chat_files,
 )
 from almr.train.config import ModelConfig, SftConfig
-from almr.train.metrics import MetricsLog, truncate_after
+from almr.train.metrics import MetricsLog, training_bar, truncate_after
 from almr.train.optimizer import build_optimizer
 from almr.train.resume import config_differences, write_run_config
 from almr.train.schedule import lr_factor
@@ -543,7 +543,7 @@ class SftMetrics(TrainerCallback):
                 grad_accumulation=args.gradient_accumulation_steps, seq_len=batch.seq_len, **self.described,
             )  # fmt: skip
             if self.progress:
-                self.bar = _progress_bar(state.max_steps, state.global_step)
+                self.bar = training_bar("SFT", state.max_steps, state.global_step)
         self.window_started = time.perf_counter()
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
@@ -620,13 +620,3 @@ def _last_tokens(path: Path) -> int:
             except (json.JSONDecodeError, TypeError, ValueError):
                 continue
     return tokens
-
-
-def _progress_bar(steps: int, done: int) -> Progress:
-    bar = Progress(
-        TextColumn("[bold]SFT"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tps]} tok/s"),
-        TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-    )  # fmt: skip
-    bar.add_task("sft", total=steps, completed=done, tps="-", loss="-")
-    bar.start()
-    return bar
