@@ -1,7 +1,9 @@
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 # Nothing in the tests may reach a model or data hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -18,3 +20,14 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("world") / "world"
     build_world(out, SMALL_WORLD)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread for a test module (`pytestmark = pytest.mark.usefixtures(...)`): tiny
+    models gain nothing from a second thread, and on a small shared CPU two busy processes with
+    two spinning threads each slow a step down 30-fold. Restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,5 +1,10 @@
 """Small demo worlds for tests (a module of its own: more than one file here is named conftest)."""
 
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
 from almr.world.config import WorldConfig
 
 SMALL_WORLD = WorldConfig(
@@ -16,3 +21,12 @@ SMALL_WORLD = WorldConfig(
     esc_dialogues=24,
     vocab_size=700,
 )
+
+
+def save_world_model(world_dir: Path, out: Path, seed: int = 0) -> Path:
+    """The world's tiny Llama with weights drawn from `seed`, saved to `out` with the world's chat
+    tokenizer: a chat model directory for the SFT, DPO and ablation tests."""
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(world_dir / "model")).save_pretrained(out)
+    AutoTokenizer.from_pretrained(world_dir / "model").save_pretrained(out)
+    return out

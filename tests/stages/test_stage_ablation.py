@@ -8,22 +8,15 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from almr.config import AlmrConfig
 from almr.errors import ConfigError
 from almr.stages.ablation import CELLS, cell_config, run_ablation
-
-
-def _model(small_world: Path, out: Path, seed: int) -> Path:
-    torch.manual_seed(seed)
-    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(small_world / "model")).save_pretrained(out)
-    AutoTokenizer.from_pretrained(small_world / "model").save_pretrained(out)
-    return out
+from worlds import save_world_model
 
 
 def _config(small_world: Path, tmp_path: Path) -> AlmrConfig:
-    base, cpt = _model(small_world, tmp_path / "base", 1), _model(small_world, tmp_path / "cpt", 2)
+    base, cpt = save_world_model(small_world, tmp_path / "base", 1), save_world_model(small_world, tmp_path / "cpt", 2)
     short = {"steps": 1, "device": "cpu", "batch": {"micro_batch_size": 2, "global_batch_size": 2, "seq_len": 96}}
     sft_data = {"path": str(small_world / "sft" / "train.jsonl"), "language_field": "lang"}
     dpo_data = {"path": str(small_world / "dpo" / "train.jsonl"), "format": "preference", "language_field": "lang"}

@@ -13,21 +13,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from almr.config import AlmrConfig
 from almr.stages.dpo import preference_accuracy, run_dpo
 from almr.train.dpo import pair_logps
+from worlds import save_world_model
 
 
 @pytest.fixture(scope="module")
 def chat_model(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The world's model shape with seeded random weights and the world's chat tokenizer."""
-    out = tmp_path_factory.mktemp("dpo-stage-model") / "model"
-    torch.manual_seed(1)
-    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(small_world / "model")).save_pretrained(out)
-    AutoTokenizer.from_pretrained(small_world / "model").save_pretrained(out)
-    return out
+    return save_world_model(small_world, tmp_path_factory.mktemp("dpo-stage-model") / "model", seed=1)
 
 
 def config_dict(model: Path, data: Path, run_dir: Path) -> dict[str, Any]:

@@ -19,14 +19,7 @@ from almr.errors import ConfigError, DataError
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # and HF_HUB_OFFLINE=1, from conftest
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    """One intra-op thread: on a small shared CPU, two busy processes with two spinning threads
-    each slow a step down 30-fold; one thread each keeps the tests' time predictable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from almr.data.config import BatchConfig
 from almr.errors import ConfigError, DataError
 from almr.train.config import DpoConfig, ModelConfig, OptimizerConfig, ScheduleConfig
 from almr.train.dpo import DpoResult, train_dpo
 from almr.train.ref_cache import RefLogpCache, RefLogps, cache_key, data_fingerprint, model_fingerprint
+from worlds import save_world_model
 
 REWARDS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
 
@@ -24,11 +25,7 @@ REWARDS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/r
 @pytest.fixture(scope="module")
 def chat_model(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The world's model shape with seeded random weights and the world's chat tokenizer."""
-    out = tmp_path_factory.mktemp("dpo-model") / "model"
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(small_world / "model")).save_pretrained(out)
-    AutoTokenizer.from_pretrained(small_world / "model").save_pretrained(out)
-    return out
+    return save_world_model(small_world, tmp_path_factory.mktemp("dpo-model") / "model", seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from almr.train.chat_model import (
 )
 from almr.train.config import ModelConfig, SftConfig
 from almr.world.tokenizer import CHAT_TEMPLATE
+from worlds import save_world_model
 
 CONVERSATION = [
     {"role": "system", "content": "Be kind."},
@@ -31,26 +32,13 @@ CONVERSATION = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    """One intra-op thread: on a small shared CPU, two busy processes with two spinning threads
-    each slow a step down 30-fold; one thread each keeps the tests' time predictable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def model_dir(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The world's tiny Llama with seeded random weights, saved with its tokenizer."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("chat-model")
-    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(small_world / "model")).save_pretrained(out)
-    AutoTokenizer.from_pretrained(small_world / "model").save_pretrained(out)
-    return out
+    return save_world_model(small_world, tmp_path_factory.mktemp("chat-model"), seed=0)
 
 
 @pytest.fixture(scope="module")

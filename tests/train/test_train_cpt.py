@@ -24,14 +24,7 @@ TESTS = Path(__file__).parents[1]  # train_toys.py lives at the top of tests/
 VOCAB, SEQ = 256, 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> object:
-    # A ~100k-parameter model gains nothing from a second thread, and loses a lot when the
-    # machine is shared; restored after this module.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

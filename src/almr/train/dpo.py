@@ -62,7 +62,7 @@ from almr.train.config import DpoConfig, ModelConfig
 from almr.train.metrics import MetricsLog, training_bar, truncate_after
 from almr.train.optimizer import build_optimizer
 from almr.train.ref_cache import RefLogpCache, RefLogps, cache_key, data_fingerprint, model_fingerprint
-from almr.train.resume import config_differences, write_run_config
+from almr.train.resume import config_differences, refuse_differences, write_run_config
 from almr.train.schedule import lr_factor
 
 # A resume continues one trajectory: every model and dpo key must match the checkpoint's config,
@@ -495,13 +495,7 @@ def _resume_point(root: Path, record: Mapping[str, Any], resume: bool, is_main: 
     if latest is None:
         raise ConfigError(f"--resume: no complete checkpoint under {root}; start the run without --resume")
     saved = yaml.safe_load((latest / "config.yaml").read_text(encoding="utf-8"))
-    differing = config_differences(saved, record, ("model.", "dpo."), RESUME_MAY_CHANGE)
-    if differing:
-        raise ConfigError(
-            f"--resume: the checkpoint {latest} was written by a different config; refused because\n"
-            + "\n".join(f"  {key}: checkpoint {a!r}, now {b!r}" for key, a, b in differing)
-            + "\nrestore those values, or start a new dpo.run_dir"
-        )
+    refuse_differences(latest, config_differences(saved, record, ("model.", "dpo."), RESUME_MAY_CHANGE), "dpo.run_dir")
     return latest
 
 

@@ -38,14 +38,19 @@ def resume_point(checkpointer: Checkpointer, record: Mapping[str, Any], resume: 
     if latest is None:
         raise ConfigError(f"--resume: no complete checkpoint under {checkpointer.root}; start the run without --resume")
     saved = yaml.safe_load((latest / "config.yaml").read_text(encoding="utf-8"))
-    differences = config_differences(saved, dict(record))
+    refuse_differences(latest, config_differences(saved, dict(record)), "cpt.run_dir")
+    return latest
+
+
+def refuse_differences(checkpoint: Path, differences: list[tuple[str, Any, Any]], run_dir_key: str) -> None:
+    """A resume of `checkpoint` refused, naming every (key, old, new) that would change the
+    trajectory; nothing when there is none. Shared by the CPT, SFT and DPO stages."""
     if differences:
         raise ConfigError(
-            f"--resume: the checkpoint {latest} was written by a different config or data plan; refused because\n"
+            f"--resume: the checkpoint {checkpoint} was written by a different config or data; refused because\n"
             + "\n".join(f"  {key}: checkpoint {old!r}, now {new!r}" for key, old, new in differences)
-            + "\nrestore those values, or start a new run_dir"
+            + f"\nrestore those values, or start a new {run_dir_key}"
         )
-    return latest
 
 
 def write_run_config(path: Path, record: Mapping[str, Any]) -> None:

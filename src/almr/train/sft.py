@@ -61,7 +61,7 @@ from almr.train.chat_model import (
 from almr.train.config import ModelConfig, SftConfig
 from almr.train.metrics import MetricsLog, training_bar, truncate_after
 from almr.train.optimizer import build_optimizer
-from almr.train.resume import config_differences, write_run_config
+from almr.train.resume import config_differences, refuse_differences, write_run_config
 from almr.train.schedule import lr_factor
 
 # Attention implementations that keep packed conversations apart when TRL's padding-free
@@ -442,12 +442,7 @@ def resume_checkpoint(checkpoints: Path, record: Mapping[str, Any], data: Mappin
     saved_data = _read_json(latest / "data.json") or _read_json(run_dir / "data.json")
     if saved_data is not None and saved_data.get("sha256") != data.get("sha256"):
         differences.append(("the training conversations (sha256)", saved_data.get("sha256"), data.get("sha256")))
-    if differences:
-        raise ConfigError(
-            f"--resume: the checkpoint {latest} was written by a different config or data; refused because\n"
-            + "\n".join(f"  {key}: checkpoint {old!r}, now {new!r}" for key, old, new in differences)
-            + "\nrestore those, or start a new sft.run_dir"
-        )
+    refuse_differences(latest, differences, "sft.run_dir")
     if _is_main():  # later, unfinished checkpoint folders of the killed run
         for folder in checkpoints.glob(f"{CHECKPOINT_PREFIX}*"):
             if folder not in complete:
