@@ -59,14 +59,14 @@ def mcq_throughput(world: Path, items: int) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from almr.evaluate.harness import run_eval
-    from almr.evaluate.probe import WorldProbe
+    from almr.evaluate.probe import TaskProbe
 
     tok = AutoTokenizer.from_pretrained(world / "tokenizer")
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(world / "model")).eval()
     tasks = ["world_mmlu", "world_ceval", "world_eprstmt"]
     n_items = 3 * items
-    probe = WorldProbe(world, tok, items_per_task=items, tasks=tasks)
+    probe = TaskProbe(tasks, tok, items_per_task=items, data_dir=world)
     probe(model)  # warm-up
     t = time.perf_counter()
     probe(model)
@@ -92,12 +92,13 @@ def main() -> None:
     args = parser.parse_args()
     from transformers import AutoTokenizer
 
-    from almr.evaluate.probe import WorldProbe
+    from almr.evaluate.probe import WORLD_PROBE, TaskProbe
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         world = build_world(tmp)
-        probe = WorldProbe(world, AutoTokenizer.from_pretrained(world / "tokenizer"), items_per_task=args.items)
+        probe = TaskProbe(WORLD_PROBE, AutoTokenizer.from_pretrained(world / "tokenizer"), items_per_task=args.items,
+                          data_dir=world)  # fmt: skip
         calls: list[float] = []
 
         def timed(model: torch.nn.Module, step: int, tokens: int) -> dict[str, float]:
@@ -117,6 +118,7 @@ def main() -> None:
         print(f"  probe: {probe.n_sequences} sequences ({args.items} items × 4 tasks), {per_call:.3f} s per call")
         print(f"  probe share of CPT wall time at this interval: {sum(calls) / train_only:.2%} (in-run)")
         print(f"  smallest interval for ≤5%: {per_call / (0.05 * train_only / tokens):,.0f} tokens")
+        print(f"  FLOP estimate the study prints: {probe.cost().describe(args.every_tokens)}")
         mcq_throughput(world, args.items)
 
 

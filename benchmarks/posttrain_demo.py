@@ -29,7 +29,7 @@ from almr.chinese import chinese_share
 from almr.config import AlmrConfig, load_config
 from almr.data.chat import read_preferences
 from almr.data.config import ChatDatasetConfig
-from almr.evaluate.probe import WorldProbe
+from almr.evaluate.probe import WORLD_PROBE, TaskProbe
 from almr.pipeline import study_config
 from almr.stages.ablation import CELLS, cell_config
 from almr.stages.base_model import pretrain_base
@@ -133,8 +133,7 @@ def _stage(config: AlmrConfig, stage: str, start: Path, run_dir: Path, steps: in
 def measure(model_dir: Path, world: Path, held_out: list[dict[str, Any]]) -> dict[str, float]:
     tokenizer = AutoTokenizer.from_pretrained(world / "tokenizer")  # carries the chat template
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    probe = WorldProbe(world, tokenizer, items_per_task=100, tasks=("world_mmlu", "world_ceval", "world_eprstmt",
-                                                                    "world_seceu"))  # fmt: skip
+    probe = TaskProbe(WORLD_PROBE, tokenizer, items_per_task=100, data_dir=world)
     scores = dict(probe(model))
     scores["zh_share"] = 100.0 * zh_share(model, tokenizer, world)
     scores["preference_accuracy"] = 100.0 * preference_accuracy(model_dir, held_out, tokenizer)

@@ -9,6 +9,9 @@ from almr.cli.common import ConfigOption, SetOption, load, say, warn
 from almr.errors import ConfigError
 from almr.evaluate.registry import SUITES, TASKS
 
+# the suites `--suite` runs (the judge suite runs with `almr eval judge`)
+LM_EVAL_SUITES = [name for name, names in SUITES.items() if any(TASKS[n].kind != "judge" for n in names)]
+
 app = typer.Typer(
     help="Evaluate a model (directory or OpenAI-compatible URL) on benchmark suites; tables of results.",
     invoke_without_command=True,
@@ -21,8 +24,9 @@ def evaluate(
     model: Annotated[
         str | None, typer.Option("--model", help="A Hugging Face model directory or an http(s) URL.")
     ] = None,
-    suite: Annotated[str | None, typer.Option("--suite", help="world, chinese, english, reasoning, translation, "
-                                                "emotion, zh_share, paper (see `almr eval tasks`).")] = None,
+    suite: Annotated[str | None, typer.Option("--suite", help=f"{', '.join(LM_EVAL_SUITES)} (paper-base: the paper's "
+                                                "suite without chat tasks, for a CPT checkpoint; see `almr eval "
+                                                "tasks`).")] = None,
     tasks: Annotated[str | None, typer.Option("--tasks", help="Comma-separated tasks (added to the suite).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Items per task.")] = None,
     data_dir: Annotated[
@@ -34,13 +38,16 @@ def evaluate(
     endpoint_model: Annotated[str | None, typer.Option("--endpoint-model", help="Model name at the URL.")] = None,
     allow_code_execution: Annotated[bool, typer.Option("--allow-code-execution", help="Run model-written code "
                                                        "(HumanEval) in a sandboxed subprocess.")] = False,
+    skip_missing: Annotated[bool, typer.Option("--skip-missing", help="Skip (and report) tasks whose data is not "
+                                               "here or that the model cannot answer; run the rest.")] = False,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Result JSON (default eval/<model>-<suite>.json).")
     ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:  # fmt: skip
-    """almr eval --model PATH_OR_URL --suite NAME [--tasks …] [--limit N]: run lm-eval, write one result JSON."""
+    """almr eval --model PATH_OR_URL --suite NAME [--tasks …] [--limit N] [--skip-missing]: run lm-eval, write one
+    result JSON."""
     if ctx.invoked_subcommand is not None:
         return
     if model is None:
@@ -52,8 +59,10 @@ def evaluate(
     result, path = evaluate_and_save(
         model, load(config, set_).eval, suite=suite, tasks=_split(tasks), limit=limit, data_dir=data_dir,
         data_files=_task_files(data_file), tokenizer=tokenizer, endpoint_model=endpoint_model,
-        allow_code_execution=allow_code_execution, out=out,
+        allow_code_execution=allow_code_execution, skip_missing=skip_missing, out=out,
     )  # fmt: skip
+    for name, reason in result.get("skipped", {}).items():
+        warn(f"skipped {name}: {reason}")
     say(markdown_table([result]))
     say(f"wrote {path} ({result['wall_s']:.1f} s)")
 
@@ -72,11 +81,25 @@ def _task_files(items: list[str] | None) -> dict[str, str]:
     return files
 
 
+def _weighted(items: str) -> dict[str, float]:
+    """`--average a=2,b`: {a: 2.0, b: 1.0} (a key without a weight weighs 1)."""
+    weights = {}
+    for item in items.split(","):
+        key, sep, weight = item.partition("=")
+        try:
+            weights[key.strip()] = float(weight) if sep else 1.0
+        except ValueError:
+            raise ConfigError(
+                f"--average {item!r}: expected KEY or KEY=WEIGHT with a number, e.g. world_ceval=2"
+            ) from None
+    return weights
+
+
 @app.command("table")
 def table(
     results: Annotated[list[Path], typer.Argument(help="Result JSON files (one row each).")],
-    average: Annotated[str | None, typer.Option("--average", help="Comma-separated keys of the Avg column "
-                                                "(default eval.average).")] = None,
+    average: Annotated[str | None, typer.Option("--average", help="Comma-separated keys of the Avg column, each "
+                                                "KEY or KEY=WEIGHT (default eval.average).")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="Also write the Markdown table here.")] = None,
     csv: Annotated[Path | None, typer.Option("--csv", help="Also write the CSV table here.")] = None,
     config: ConfigOption = None,
@@ -85,7 +108,7 @@ def table(
     """Rows models, grouped columns per family (the paper's Tables 4–5), and the averaged metric."""
     from almr.evaluate.results import csv_table, load_result, markdown_table  # heavy: lm_eval; keeps --help fast
 
-    keys = average.split(",") if average else load(config, set_).eval.average
+    keys = _weighted(average) if average else load(config, set_).eval.average
     loaded = [load_result(path) for path in results]
     text = markdown_table(loaded, keys)
     say(text)

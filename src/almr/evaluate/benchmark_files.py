@@ -2,6 +2,8 @@
 
 Contract: `task_files(task, data_dir, data_files)` resolves a task's files and raises
 `DataError` naming the task, the expected path and where to get the data when one is missing;
+`missing_files(task, ...)` says the same as a reason (None when every file is there), so that a
+caller can report every missing task at once or skip them;
 `load_records(task, ...)` returns the task's records as plain dicts, each checked for the
 fields its task needs (a bad record raises `DataError` naming file, line and field).
 
@@ -25,8 +27,10 @@ from almr.evaluate.registry import TASKS, TaskInfo
 Record = dict[str, Any]
 
 
-def task_files(task: TaskInfo, data_dir: str | Path | None, data_files: Mapping[str, str] | None = None) -> list[Path]:
-    """The task's files: `data_files[task.name]` when given (its first file), else under `data_dir`."""
+def _locate(
+    task: TaskInfo, data_dir: str | Path | None, data_files: Mapping[str, str] | None
+) -> tuple[list[Path], str | None]:
+    """The task's paths and, when they cannot all be read, why and where to get the data."""
     overrides = dict(data_files or {})
     paths: list[Path] = []
     for i, rel in enumerate(task.files):
@@ -34,17 +38,35 @@ def task_files(task: TaskInfo, data_dir: str | Path | None, data_files: Mapping[
             paths.append(Path(overrides[task.name]))
             continue
         if data_dir is None:
-            raise DataError(
-                f"task {task.name}: no data directory given; pass --data-dir DIR holding {rel} "
+            return paths, (
+                f"no data directory given; pass --data-dir DIR holding {rel} "
                 f"(or --data-file {task.name}=PATH); get it from {task.source}"
             )
         base = Path(data_dir)
         if task.world and (base / "bench").is_dir():
             base = base / "bench"
         paths.append(base / rel)
-    for path in paths:
-        if not path.is_file():
-            raise DataError(f"task {task.name}: data file {path} does not exist; get it from {task.source}")
+    absent = [str(path) for path in paths if not path.is_file()]
+    if len(absent) == 1:
+        return paths, f"data file {absent[0]} does not exist; get it from {task.source}"
+    if absent:
+        return paths, f"data files {', '.join(absent)} do not exist; get them from {task.source}"
+    return paths, None
+
+
+def missing_files(
+    task: TaskInfo, data_dir: str | Path | None, data_files: Mapping[str, str] | None = None
+) -> str | None:
+    """Why the task's files cannot be read (no data directory, files that do not exist) and where to
+    get them; None when every file is there. Their records are not read (`check_data` does that)."""
+    return _locate(task, data_dir, data_files)[1]
+
+
+def task_files(task: TaskInfo, data_dir: str | Path | None, data_files: Mapping[str, str] | None = None) -> list[Path]:
+    """The task's files: `data_files[task.name]` when given (its first file), else under `data_dir`."""
+    paths, missing = _locate(task, data_dir, data_files)
+    if missing:
+        raise DataError(f"task {task.name}: {missing}")
     return paths
 
 

@@ -1,19 +1,32 @@
 """Config section of evaluation (`eval`): data, batching, the averaged metric, probe and judge."""
 
-from pydantic import Field
+import math
+from typing import Any
+
+from pydantic import Field, model_validator
 
 from almr.section import Section
 
+DEFAULT_AVERAGE_NAME = "avg"
+
 
 class EvalProbeConfig(Section):
-    """The world probe suite the CPT trainer runs every cpt.probe.every_tokens (almr.evaluate.probe)."""
+    """The probe the CPT trainer runs every cpt.probe.every_tokens: a fixed subset of lm-eval tasks
+    (almr.evaluate.probe), for metric trajectories, early stopping and the study's ranking."""
 
-    items_per_task: int = Field(32, ge=1, description="Items of each probe task, the first N of its file, every call.")
     tasks: list[str] = Field(
         default_factory=lambda: ["world_mmlu", "world_ceval", "world_eprstmt", "world_seceu"],
-        description="Log-likelihood world tasks the probe scores.",
+        description="Tasks the probe scores: almr's (`almr eval tasks`, the demo world's world_* included) or any "
+        "lm-eval task or group (ceval-valid, cmmlu, mmlu, hellaswag, gsm8k, ...).",
     )
+    items_per_task: int = Field(
+        32, ge=1, description="Documents per task, a seeded sample (stratified by subject for groups), every call."
+    )
+    seed: int = Field(0, description="Seeds the choice of documents; the same seed gives the same items everywhere.")
     batch_size: int = Field(64, ge=1, description="Sequences per forward pass.")
+    max_gen_toks: int | None = Field(
+        None, ge=1, description="Cap on generated tokens per item of a generation task (required for them)."
+    )
 
 
 class JudgeConfig(Section):
@@ -26,6 +39,59 @@ class JudgeConfig(Section):
         3, ge=0, description="Retries of a failed or timed-out judge call before the item is reported."
     )
     prompts_dir: str | None = Field(None, description="Folder of judge prompt files; default: the shipped ones.")
+
+
+class AverageConfig(Section):
+    """The averaged metric: a named, weighted mean of scores on the 0-100 scale (`eval.average`).
+
+    A plain list of keys (`[world_mmlu, world_ceval]`) reads as weights 1 and the default name, so
+    configs written before weights existed load unchanged. `almr.evaluate.results.averaged_metric`
+    computes it."""
+
+    name: str = Field(DEFAULT_AVERAGE_NAME, min_length=1, description="Name of the metric in tables and reports.")
+    terms: dict[str, float] = Field(
+        ..., description="Score key (a task for its primary metric, or task:metric) -> positive weight."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_list(cls, data: Any) -> Any:
+        if not isinstance(data, list | tuple):
+            return data
+        keys = [str(key) for key in data]
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        if twice:
+            raise ValueError(f"lists {', '.join(twice)} more than once; list each key once, or weight it: "
+                             "{name: NAME, terms: {KEY: WEIGHT}}")  # fmt: skip
+        return {"terms": dict.fromkeys(keys, 1.0)}
+
+    @model_validator(mode="after")
+    def _terms_make_sense(self) -> "AverageConfig":
+        # results knows each metric's scale; it imports this module, so it is imported here, late
+        from almr.evaluate.results import scale_of
+
+        if not self.terms:
+            raise ValueError("names no score; give at least one key, e.g. [world_mmlu, world_ceval]")
+        for key, weight in self.terms.items():
+            task, colon, metric = key.partition(":")
+            if not task.strip() or (colon and not metric.strip()) or key != key.strip() or " " in task:
+                raise ValueError(f"{key!r} is not a score key; write TASK (its primary metric) or TASK:METRIC, "
+                                 "e.g. world_ceval or world_cmrc:em")  # fmt: skip
+            if not (math.isfinite(weight) and weight > 0):
+                raise ValueError(f"the weight of {key} is {weight}; weights must be positive and finite "
+                                 "(leave a key out rather than weight it 0)")  # fmt: skip
+            scale = scale_of(key)
+            if scale != "0-100":
+                raise ValueError(f"{key} is on the {scale} scale, not 0-100; leave it out of the averaged metric")
+        return self
+
+    def describe(self) -> str:
+        """`NAME = mean of a, b` (equal weights) or `NAME = (2·a + 1·b) / 3`: what reports print."""
+        weights = list(self.terms.values())
+        if len(set(weights)) == 1:
+            return f"{self.name} = mean of {', '.join(self.terms)}"
+        parts = " + ".join(f"{weight:g}·{key}" for key, weight in self.terms.items())
+        return f"{self.name} = ({parts}) / {sum(weights):g}"
 
 
 class EvalConfig(Section):
@@ -42,9 +108,15 @@ class EvalConfig(Section):
     )
     timeout_s: int = Field(120, ge=1, description="Seconds per request to a model endpoint.")
     max_retries: int = Field(3, ge=0, description="Retries per request to a model endpoint.")
-    average: list[str] = Field(
-        default_factory=lambda: ["world_mmlu", "world_ceval", "world_eprstmt"],
-        description="Scores (task or task:metric, each 0-100) whose mean is the averaged metric the sweep ranks by.",
+    average: AverageConfig = Field(
+        default_factory=lambda: AverageConfig(terms=dict.fromkeys(["world_mmlu", "world_ceval", "world_eprstmt"], 1.0)),
+        description="The averaged metric the sweep ranks by: {name, terms: {task or task:metric: weight}}, or a "
+        "plain list of keys (weights 1).",
+    )
+    task_overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="lm-eval config keys replaced per task, e.g. {hellaswag: {dataset_path: /data/hellaswag}} "
+        "to read a local copy, or {ceval-valid: {num_fewshot: 0}}.",
     )
     probe: EvalProbeConfig = Field(default_factory=EvalProbeConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)

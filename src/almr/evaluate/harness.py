@@ -1,9 +1,12 @@
 """Run a suite through lm-evaluation-harness and return one almr result (see `results`).
 
 Contract of `run_eval`: everything that can be checked without a model is checked first —
-task names, the code-execution opt-in, every data file of our tasks (record by record), the
-local Hugging Face cache for built-in tasks, the chat template of chat tasks — and each
-problem raises an `AlmrError` that names it and the fix. Only then is the model built:
+task names, the code-execution opt-in, the data of every task (our tasks' files, the local
+Hugging Face cache for built-in tasks), every record of our tasks' files, the chat template of
+chat tasks — and each problem raises an `AlmrError` that names it and the fix; missing data is
+refused naming every task that lacks it. With `skip_missing`, a task whose data is missing, or
+a chat task for a model without a chat template, is skipped instead (the result's `skipped`
+says why), and only a request left with nothing to run is refused. Only then is the model built:
 
 - a local directory (or an in-memory `PreTrainedModel` + tokenizer) runs in-process as
   lm-eval's `HFLM`;
@@ -29,46 +32,75 @@ from typing import Any
 from huggingface_hub import constants
 
 from almr.errors import AlmrError, ConfigError, DataError
-from almr.evaluate.benchmark_files import check_data
+from almr.evaluate.benchmark_files import check_data, missing_files
+from almr.evaluate.catalog import configure_tasks, load_tasks, with_overrides
 from almr.evaluate.config import EvalConfig
 from almr.evaluate.registry import TaskInfo, resolve_tasks
 from almr.evaluate.results import default_result_path, from_lm_eval, save_result
-from almr.evaluate.tasks import TASKS_DIR
 
 
 def is_url(model: object) -> bool:
     return isinstance(model, str) and model.startswith(("http://", "https://"))
 
 
-def check_builtin_cache(tasks: list[TaskInfo]) -> None:
-    """Built-in lm-eval tasks read the Hugging Face cache; offline, a missing dataset would
-    surface as a network error deep inside `datasets`, so name it up front."""
+def _cache_reason(task: TaskInfo, cache: Path) -> str | None:
+    """Why a built-in task cannot run offline (datasets of its `hf_dataset`, comma-separated, not in
+    the cache) and the download commands; None when they are all there."""
+    absent = [
+        n for n in task.hf_dataset.split(",") if n and not glob.glob(str(cache / f"datasets--{n.replace('/', '--')}"))
+    ]
+    if not absent:
+        return None
+    # a pattern (AGI-Eval's hails/agieval-*) stands for a group of datasets: one download per member
+    downloads = ", ".join(
+        f"`hf download --repo-type dataset {n.replace('*', 'NAME')}`" + (" for each NAME" if "*" in n else "")
+        for n in absent
+    )
+    which = f"dataset {absent[0]} is" if len(absent) == 1 else f"datasets {', '.join(absent)} are"
+    return (
+        f"its Hugging Face {which} not in the local cache {cache}; download once on a machine online "
+        f"({downloads}, or run lm_eval once) and copy the cache here, or set HF_HUB_CACHE; {task.source}"
+    )
+
+
+def missing_data(
+    infos: list[TaskInfo], data_dir: str | Path | None = None, data_files: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """`{task: why its data is not here and where to get it}` for every task whose data is missing:
+    our tasks' files under `data_dir` (or `data_files`), built-in tasks' datasets in the local
+    Hugging Face cache — offline, a missing dataset would otherwise surface as a network error deep
+    inside `datasets`, midway through a suite. Records are not read here (`check_data` does that)."""
     cache = Path(constants.HF_HUB_CACHE)
-    for task in tasks:
-        if task.kind != "builtin":
-            continue
-        pattern = str(cache / f"datasets--{task.hf_dataset.replace('/', '--')}")
-        if not glob.glob(pattern):
-            raise DataError(
-                f"task {task.name}: its data (Hugging Face dataset {task.hf_dataset}) is not in the local cache "
-                f"{cache}; download it once on a machine online (`huggingface-cli download --repo-type dataset "
-                f"{task.hf_dataset}`, or run lm_eval once) and copy the cache here, or set HF_HUB_CACHE; {task.source}"
-            )
+    missing = {}
+    for task in infos:
+        reason = _cache_reason(task, cache) if task.kind == "builtin" else missing_files(task, data_dir, data_files)
+        if reason:
+            missing[task.name] = reason
+    return missing
 
 
-def _task_manager(tasks: list[TaskInfo], metadata: dict[str, Any]) -> Any:
-    from lm_eval.tasks import TaskManager  # lm_eval.tasks takes ~3 s to import: only when a suite runs
-
-    builtin = any(t.kind == "builtin" for t in tasks)
-    # include_defaults=False skips a ~20 s scan of lm-eval's own tasks when only ours run.
-    return TaskManager(include_path=str(TASKS_DIR), include_defaults=builtin, metadata=metadata)
+def _listed(reasons: Mapping[str, str]) -> str:
+    return "\n".join(f"  {name}: {reason}" for name, reason in reasons.items())
 
 
-def _local_lm(model: Any, tokenizer: Any, batch_size: int, device: str, max_length: int | None,
-              chat_tasks: list[str]) -> tuple[Any, Any, str]:  # fmt: skip
-    # heavy (torch, transformers): only when a local model is evaluated
-    from lm_eval.models.huggingface import HFLM
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _missing_message(missing: Mapping[str, str], total: int) -> str:
+    rest = total - len(missing)
+    if rest:
+        advice = f"pass --skip-missing to skip them and run the other {rest}, or get the data"
+    else:
+        advice = "get the data, or choose other tasks"
+    counted = f"{len(missing)} of the {total} tasks" if total > 1 else "the task"
+    return f"data missing for {counted} asked for ({advice}):\n{_listed(missing)}"
+
+
+def _nothing_to_run(skipped: Mapping[str, str]) -> str:
+    return f"nothing to run: --skip-missing skipped every task asked for:\n{_listed(skipped)}"
+
+
+def _local_tokenizer(model: Any, tokenizer: Any) -> tuple[Any, str]:
+    """The tokenizer of a local model (a directory, checked to hold a model, or an in-memory model
+    with `tokenizer`) and the model's name; the weights are not loaded yet."""
+    from transformers import AutoTokenizer  # heavy: only when a local model is evaluated
 
     name = getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
     if isinstance(model, str | Path):
@@ -89,16 +121,35 @@ def _local_lm(model: Any, tokenizer: Any, batch_size: int, device: str, max_leng
         tokenizer = AutoTokenizer.from_pretrained(tokenizer)
     if tokenizer is None:
         raise ConfigError("an in-memory model needs tokenizer= (a tokenizer object or directory)")
-    if chat_tasks and not getattr(tokenizer, "chat_template", None):
+    return tokenizer, name
+
+
+def _unanswerable_chat(infos: list[TaskInfo], tokenizer: Any, name: str, skip_missing: bool) -> dict[str, str]:
+    """The chat tasks a model without a chat template cannot answer, as `{task: reason}` to skip;
+    refused without `skip_missing`."""
+    chat = [t.name for t in infos if t.chat]
+    if not chat or getattr(tokenizer, "chat_template", None):
+        return {}
+    if not skip_missing:
         raise AlmrError(
-            f"model {name} has no chat template, so it cannot answer the chat task(s) {', '.join(chat_tasks)}; "
-            "evaluate an instruction-tuned model (SFT output) or leave them out"
+            f"model {name} has no chat template, so it cannot answer the chat task(s) {', '.join(chat)}; evaluate "
+            "an instruction-tuned model (SFT output) or leave them out: --suite paper-base is the paper's suite "
+            "for a base (CPT) model, and --skip-missing skips every task the model or the data cannot serve"
         )
+    reason = f"model {name} has no chat template, so it cannot answer a chat task; evaluate an instruction-tuned model"
+    return dict.fromkeys(chat, reason)
+
+
+def _local_lm(model: Any, tokenizer: Any, batch_size: int, device: str, max_length: int | None) -> Any:
+    # heavy (torch, transformers): only when a local model is evaluated
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM
+
     if isinstance(model, str | Path):
         model = AutoModelForCausalLM.from_pretrained(model, dtype="float32")
     model.eval()
     kwargs: dict[str, Any] = {"max_length": max_length} if max_length else {}
-    return HFLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size, **kwargs), tokenizer, name
+    return HFLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size, **kwargs)
 
 
 def _api_lm(url: str, chat: bool, tokenizer: str | None, endpoint_model: str | None, batch_size: int,
@@ -143,26 +194,36 @@ def check_request(
     data_dir: str | Path | None = None,
     data_files: Mapping[str, str] | None = None,
     allow_code_execution: bool = False,
-) -> None:
+    skip_missing: bool = False,
+) -> dict[str, str]:
     """Everything `run_eval` can check before a model is built, in this order: no judge task, the
-    code-execution opt-in, every data file of our tasks, the cache of built-in tasks, and a tokenizer
-    for log-likelihood tasks over an endpoint."""
+    code-execution opt-in, the data of every task (all missing ones named at once), every record of
+    our tasks' files, and a tokenizer for log-likelihood tasks over an endpoint. Returns the tasks
+    to skip for missing data as `{task: reason}` (empty unless `skip_missing`)."""
     judged = [t.name for t in infos if t.kind == "judge"]
     if judged:
         raise ConfigError(f"{', '.join(judged)}: LLM-judge tasks run with `almr eval judge`, not in an lm-eval suite")
     code = [t.name for t in infos if t.runs_code]
     if code and not allow_code_execution:
+        others = [t.name for t in infos if not t.runs_code]
         raise ConfigError(
             f"{', '.join(code)} run model-written code; pass --allow-code-execution to run it in a sandboxed "
             "subprocess with a time limit, or leave these tasks out"
+            + (f" (--tasks {','.join(others)})" if others else "")
         )
-    check_data(infos, data_dir, data_files)
-    check_builtin_cache(infos)
-    if is_url(model) and not tokenizer and any(t.mode == "loglikelihood" and not t.chat for t in infos):
+    skipped = missing_data(infos, data_dir, data_files)
+    if skipped and not skip_missing:
+        raise DataError(_missing_message(skipped, len(infos)))
+    runnable = [t for t in infos if t.name not in skipped]
+    if not runnable:
+        raise DataError(_nothing_to_run(skipped))
+    check_data(runnable, data_dir, data_files)
+    if is_url(model) and not tokenizer and any(t.mode == "loglikelihood" and not t.chat for t in runnable):
         raise ConfigError(
             f"{model}: log-likelihood tasks over an endpoint need the served model's tokenizer to count context "
             "tokens; pass --tokenizer DIR"
         )
+    return skipped
 
 
 def run_eval(
@@ -182,15 +243,17 @@ def run_eval(
     endpoint_model: str | None = None,
     timeout_s: int = 120,
     max_retries: int = 3,
+    skip_missing: bool = False,
+    task_overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate `model` (a directory, an in-memory model, or an http(s) URL) on a suite or tasks."""
+    """Evaluate `model` (a directory, an in-memory model, or an http(s) URL) on a suite or tasks;
+    with `skip_missing`, tasks it or the data cannot serve are skipped (the result's `skipped`)."""
     started = time.time()
-    infos = resolve_tasks(suite, tasks)
-    check_request(infos, model, tokenizer=tokenizer, data_dir=data_dir, data_files=data_files,
-                  allow_code_execution=allow_code_execution)  # fmt: skip
+    infos = with_overrides(resolve_tasks(suite, tasks), task_overrides or {})
+    skipped = check_request(infos, model, tokenizer=tokenizer, data_dir=data_dir, data_files=data_files,
+                            allow_code_execution=allow_code_execution, skip_missing=skip_missing)  # fmt: skip
+    infos = [t for t in infos if t.name not in skipped]
     url = is_url(model)
-    chat_tasks = [t for t in infos if t.chat]
-    plain_tasks = [t for t in infos if not t.chat]
 
     if allow_code_execution:  # lm-eval's built-in humaneval (evaluate's code_eval) checks this variable
         os.environ["HF_ALLOW_CODE_EVAL"] = "1"
@@ -199,10 +262,17 @@ def run_eval(
     if isinstance(model, LM):  # any lm-eval backend object, used as it is
         lm, name = model, type(model).__name__
     elif not url:
-        lm, _, name = _local_lm(model, tokenizer, batch_size, device, max_length, [t.name for t in chat_tasks])
+        local_tokenizer, name = _local_tokenizer(model, tokenizer)
+        skipped |= _unanswerable_chat(infos, local_tokenizer, name, skip_missing)
+        infos = [t for t in infos if t.name not in skipped]
+        if not infos:
+            raise AlmrError(_nothing_to_run(skipped))
+        lm = _local_lm(model, local_tokenizer, batch_size, device, max_length)
     else:
         name = str(model)
 
+    chat_tasks = [t for t in infos if t.chat]
+    plain_tasks = [t for t in infos if not t.chat]
     metadata = {"data_dir": str(data_dir) if data_dir is not None else None, "data_files": dict(data_files or {})}
     raw: list[dict[str, Any]] = []
     for group, chat in ((plain_tasks, False), (chat_tasks, True)):
@@ -210,8 +280,12 @@ def run_eval(
             continue
         if url:
             lm = _api_lm(str(model), chat, tokenizer, endpoint_model, batch_size, timeout_s, max_retries)
-        raw.append(_evaluate(lm, group, metadata, limit, chat, allow_code_execution, max_gen_toks))
-    return from_lm_eval(raw, infos, model=name, suite=suite, limit=limit, wall_s=time.time() - started)
+        loaded = load_tasks(group, metadata, {k: v for k, v in (task_overrides or {}).items() if k in
+                                              {t.name for t in group}})  # fmt: skip
+        configure_tasks(loaded, group, max_gen_toks, task_overrides)
+        raw.append(_evaluate(lm, loaded, limit, chat, allow_code_execution))
+    return from_lm_eval(raw, infos, model=name, suite=suite, limit=limit, wall_s=time.time() - started,
+                        skipped=skipped)  # fmt: skip
 
 
 def evaluate_and_save(
@@ -226,6 +300,7 @@ def evaluate_and_save(
     tokenizer: str | None = None,
     endpoint_model: str | None = None,
     allow_code_execution: bool = False,
+    skip_missing: bool = False,
     out: str | Path | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """`almr eval`: `run_eval` with the `eval` section filling what the arguments leave open, the
@@ -235,27 +310,16 @@ def evaluate_and_save(
         data_files=data_files, tokenizer=tokenizer, batch_size=config.batch_size,
         allow_code_execution=allow_code_execution or config.allow_code_execution, max_gen_toks=config.max_gen_toks,
         endpoint_model=endpoint_model, timeout_s=config.timeout_s, max_retries=config.max_retries,
+        skip_missing=skip_missing, task_overrides=config.task_overrides,
     )  # fmt: skip
     return result, save_result(result, out or default_result_path(model, suite or "tasks"))
 
 
-def _evaluate(lm: Any, group: list[TaskInfo], metadata: dict[str, Any], limit: int | None, chat: bool,
-              allow_code: bool, max_gen_toks: int | None) -> dict[str, Any]:  # fmt: skip
+def _evaluate(lm: Any, loaded: dict[str, Any], limit: int | None, chat: bool, allow_code: bool) -> dict[str, Any]:
     from lm_eval.evaluator import evaluate  # heavy (~2.5 s to import): only when a suite runs
 
     # lm-eval warns once per custom_dataset task about --metadata, which is how we pass data_dir
     logging.getLogger("lm_eval.api.task").setLevel(logging.ERROR)
-
-    manager = _task_manager(group, metadata)
-    loaded = manager.load([t.name for t in group])
-    shots = {t.name: t.shots for t in group}
-    for name, task in loaded["tasks"].items():
-        top = next((t for t in shots if name == t or name.startswith(t)), None)
-        # the registry's shots (C-Eval 5-shot from dev, ...) win over the YAML's default
-        task.set_config(key="num_fewshot", value=shots[top] if top is not None else task.get_config("num_fewshot") or 0)
-        task.set_fewshot_seed(seed=1234)
-        if max_gen_toks and task.get_config("output_type") == "generate_until":
-            task.set_config(key="generation_kwargs", value={"max_gen_toks": max_gen_toks}, update=True)
     result = evaluate(
         lm=lm, task_dict=loaded, limit=limit, bootstrap_iters=1000, log_samples=False,
         apply_chat_template=chat, fewshot_as_multiturn=chat, confirm_run_unsafe_code=allow_code,

@@ -10,12 +10,18 @@ default special tokens), so accuracies agree with lm-eval's on the same items.
 What makes it cheaper than lm-eval's default path: encoding is done once per item set
 (`encode`), and requests are packed into length-sorted batches of up to `batch_size`
 sequences with one forward pass each and no per-request bookkeeping.
+
+In a process group (torchrun), batch b is scored by process b mod W and the scores are summed
+over the processes, so every process returns all of them; every process runs the same number of
+forward passes (one with no batch left repeats its last at weight 0), as a sharded (FSDP2) model
+needs: its forward passes are collective.
 """
 
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 Encoded = tuple[list[int], list[int]]
 
@@ -30,6 +36,11 @@ class LoglikScorer:
     def encode(self, pairs: Sequence[tuple[str, str]]) -> list[Encoded]:
         out = []
         for context, continuation in pairs:
+            if not context:  # lm-eval scores a continuation without context after the BOS (else EOS) token
+                prefix = self.tokenizer.bos_token_id
+                prefix = self.tokenizer.eos_token_id if prefix is None else prefix
+                out.append(([prefix], self.tokenizer(continuation, add_special_tokens=False)["input_ids"]))
+                continue
             spaces = len(context) - len(context.rstrip())
             if spaces:
                 context, continuation = context[:-spaces], context[-spaces:] + continuation
@@ -38,8 +49,16 @@ class LoglikScorer:
             out.append((ctx, whole[len(ctx) :]))
         return out
 
-    @torch.no_grad()
     def score_encoded(self, encoded: Sequence[Encoded]) -> list[float]:
+        return self._score(encoded)[0].tolist()
+
+    def score_with_greedy(self, encoded: Sequence[Encoded]) -> list[tuple[float, bool]]:
+        """(log-likelihood, whether greedy decoding yields the continuation), lm-eval's answer."""
+        lls, greedy = self._score(encoded)
+        return [(ll, bool(g)) for ll, g in zip(lls.tolist(), greedy.tolist(), strict=True)]
+
+    @torch.no_grad()
+    def _score(self, encoded: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.model
         device = next(model.parameters()).device
         limit = self.max_length or getattr(model.config, "max_position_embeddings", 2048)
@@ -48,9 +67,17 @@ class LoglikScorer:
             seq = (ctx + cont)[-(limit + 1) :]  # left-truncate as lm-eval does
             rows.append((seq[:-1], len(cont)))
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
-        result = [0.0] * len(rows)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        mine = batches[rank::world]
+        rounds = -(-len(batches) // world)
+        # row i: [log-likelihood, 1 if greedy], summed over the processes
+        result = torch.zeros(len(rows), 2, dtype=torch.float64)
+        for r in range(rounds):
+            if r < len(mine):
+                idx, weight = mine[r], 1.0
+            else:  # nothing left for this process: a forward pass all the same, counted 0
+                idx, weight = batches[-1], 0.0
             width = len(rows[idx[0]][0])
             ids = torch.zeros(len(idx), width, dtype=torch.long)
             mask = torch.zeros(len(idx), width, dtype=torch.long)
@@ -65,8 +92,14 @@ class LoglikScorer:
                 full = encoded[i][0] + encoded[i][1]
                 targets = torch.tensor(full[-n_cont:], device=logprobs.device)
                 positions = torch.arange(len(inputs) - n_cont, len(inputs), device=logprobs.device)
-                result[i] = float(logprobs[b, positions, targets].sum())
-        return result
+                picked = logprobs[b, positions]
+                result[i, 0] += weight * float(picked[torch.arange(n_cont, device=picked.device), targets].sum())
+                result[i, 1] += weight * float(bool((picked.argmax(dim=-1) == targets).all()))
+        if world > 1:
+            summed = result.to(device)  # NCCL reduces device tensors only
+            dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+            result = summed.cpu()
+        return result[:, 0], result[:, 1] > 0.5
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         return self.score_encoded(self.encode(pairs))

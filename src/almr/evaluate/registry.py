@@ -17,7 +17,7 @@ from typing import Literal
 
 from almr.errors import ConfigError
 
-Family = Literal["chinese", "english", "reasoning", "translation", "emotion", "zh_share"]
+Family = Literal["chinese", "english", "reasoning", "translation", "emotion", "zh_share", "other"]
 
 FAMILIES: dict[str, str] = {
     "chinese": "Chinese",
@@ -26,6 +26,7 @@ FAMILIES: dict[str, str] = {
     "translation": "Translation",
     "emotion": "Emotional intelligence",
     "zh_share": "%Chinese",
+    "other": "Other lm-eval tasks",
 }
 
 
@@ -36,7 +37,7 @@ class TaskInfo:
     title: str
     kind: Literal["ours", "builtin", "judge"]
     primary: str
-    mode: Literal["loglikelihood", "generation", "judge"]
+    mode: Literal["loglikelihood", "generation", "judge", "perplexity"]
     shots: int = 0
     files: tuple[str, ...] = ()
     source: str = ""
@@ -143,18 +144,25 @@ SUITES: dict[str, list[str]] = {
 }
 SUITES["paper"] = [name for key in ("chinese", "english", "reasoning", "translation", "emotion", "zh_share")
                    for name in SUITES[key]]  # fmt: skip
+# A CPT (base) checkpoint has no chat template, so it cannot answer the chat tasks: it is scored on the
+# paper's suite without them (as Fig. 2 follows C-Eval, LCSTS, GSM8K and HumanEval during CPT).
+SUITES["paper-base"] = [name for name in SUITES["paper"] if not TASKS[name].chat]
 
 
 def resolve_tasks(suite: str | None, tasks: list[str] | None) -> list[TaskInfo]:
-    """The tasks of a suite, or the named tasks (a task name may also be a suite name)."""
+    """The tasks of a suite, or the named tasks (a task name may also be a suite name); a name
+    outside almr's registry is looked up in lm-eval's own catalogue (`catalog.lm_eval_info`)."""
+    if suite and suite not in SUITES:
+        raise ConfigError(f"unknown suite {suite!r}; suites: {', '.join(SUITES)}")
     names: list[str] = []
     for name in ([suite] if suite else []) + list(tasks or []):
-        if name in SUITES:
-            names += SUITES[name]
-        elif name in TASKS:
-            names.append(name)
-        else:
-            raise ConfigError(f"unknown suite or task {name!r}; suites: {', '.join(SUITES)}; tasks: {', '.join(TASKS)}")
+        names += SUITES.get(name, [name])
     if not names:
         raise ConfigError("no tasks: pass --suite NAME or --tasks a,b (see `almr eval tasks`)")
-    return [TASKS[n] for n in dict.fromkeys(names)]
+    return [TASKS[n] if n in TASKS else _lm_eval_info(n) for n in dict.fromkeys(names)]
+
+
+def _lm_eval_info(name: str) -> TaskInfo:
+    from almr.evaluate.catalog import lm_eval_info  # scans lm-eval's task index: only for names not ours
+
+    return lm_eval_info(name)

@@ -2,13 +2,15 @@
 
 A result file (`format: almr-eval/1`) holds the model, suite, limit, creation time, wall
 time, lm-eval version and, per task: family, title, task version, number of samples, shots,
-mode, primary metric and every metric as `{value, stderr, scale}`. Fractions (accuracy, EM,
+mode, primary metric and every metric as `{value, stderr, scale}`; and `skipped`, the tasks asked
+for but not run (`--skip-missing`) with the reason of each. Fractions (accuracy, EM,
 F1, pass@1, %Chinese) are stored ×100, so every `0-100` metric reads as a percentage;
 BLEU and ROUGE are 0–100 already; SECEU is a distance and EQ an EQ (scales `distance`, `eq`).
 
 `scores(result)` flattens a result to `{task: primary, "task:metric": value}`; the averaged
-metric is the mean of chosen keys of such a mapping — of a result file or of a probe's output,
-which uses the same task names — and refuses a key that is missing or not on a 0–100 scale.
+metric (`eval.average`, an `AverageConfig`: a name and weighted keys) is the weighted mean of
+chosen keys of such a mapping — of a result file or of a probe's output, which uses the same task
+names — and refuses a key that is missing or not on a 0–100 scale.
 """
 
 import csv
@@ -21,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import lm_eval
+from pydantic import ValidationError
 
 import almr
-from almr.errors import AlmrError, DataError
+from almr.errors import AlmrError, ConfigError, DataError
+from almr.evaluate.config import DEFAULT_AVERAGE_NAME, AverageConfig
 from almr.evaluate.registry import FAMILIES, TASKS, TaskInfo
 
 FORMAT = "almr-eval/1"
@@ -72,8 +76,10 @@ def _task_metrics(entry: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def from_lm_eval(raw_list: Sequence[dict[str, Any]], infos: Sequence[TaskInfo], *, model: str, suite: str | None,
-                 limit: int | None, wall_s: float) -> dict[str, Any]:  # fmt: skip
-    """One almr result from the dicts lm-eval's `evaluate` returned (one per pass)."""
+                 limit: int | None, wall_s: float,
+                 skipped: Mapping[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One almr result from the dicts lm-eval's `evaluate` returned (one per pass); `skipped` is
+    `{task: reason}` of the tasks asked for but not run (`--skip-missing`)."""
     tasks: dict[str, Any] = {}
     for raw in raw_list:
         for info in infos:
@@ -109,6 +115,7 @@ def from_lm_eval(raw_list: Sequence[dict[str, Any]], infos: Sequence[TaskInfo], 
         "lm_eval_version": getattr(lm_eval, "__version__", "unknown"),
         "almr_version": getattr(almr, "__version__", "unknown"),
         "tasks": tasks,
+        "skipped": dict(skipped or {}),
     }
 
 
@@ -168,6 +175,9 @@ def load_result(path: str | Path) -> dict[str, Any]:
         raise DataError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
     if not isinstance(result, dict) or result.get("format") != FORMAT or not isinstance(result.get("tasks"), dict):
         raise DataError(f'{path}: not an almr evaluation result (expected "format": "{FORMAT}" and "tasks")')
+    # "skipped" came later; files written before it have none, which reads as nothing skipped
+    if not isinstance(result.get("skipped", {}), dict):
+        raise DataError(f'{path}: "skipped" must map each skipped task to its reason, got {result["skipped"]!r}')
     return result
 
 
@@ -187,28 +197,43 @@ def scores(result: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def _scale_of(key: str) -> str:
+def scale_of(key: str) -> str:
+    """The scale of a score key (`task`: its primary metric; `task:metric`): `0-100`, `eq` or `distance`.
+    A task almr does not list is taken to report accuracy."""
     task, _, metric = key.partition(":")
     info = TASKS.get(task)
     return _scale(metric or (info.primary if info else "acc"))[1]
 
 
-def averaged_metric(values: Mapping[str, Any], keys: Sequence[str]) -> float:
-    """Mean of `keys` (a task name for its primary metric, or `task:metric`) on the 0–100 scale.
+Average = AverageConfig | Sequence[str] | Mapping[str, float]
+
+
+def as_average(average: Average) -> AverageConfig:
+    """`average` as an `AverageConfig`: as it is, or built from a list of keys (weights 1) or a
+    `{key: weight}` mapping; a bad key, weight or scale is a ConfigError naming it."""
+    if isinstance(average, AverageConfig):
+        return average
+    raw = {"terms": dict(average)} if isinstance(average, Mapping) else list(average)
+    try:
+        return AverageConfig.model_validate(raw)
+    except ValidationError as err:
+        why = err.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"averaged metric: {why}") from None
+
+
+def averaged_metric(values: Mapping[str, Any], average: Average) -> float:
+    """The weighted mean Σ wᵢ·xᵢ / Σ wᵢ of the keys of `average` (a task name for its primary metric,
+    or `task:metric`; each on the 0–100 scale); a list of keys weighs each 1.
 
     `values` is a result (as `load_result` returns it) or a flat mapping such as a probe's scores.
     """
+    avg = as_average(average)
     flat = scores(values) if "tasks" in values and "format" in values else dict(values)
-    if not keys:
-        raise AlmrError("the averaged metric needs at least one key (eval.average, e.g. [world_mmlu, world_ceval])")
-    picked = []
-    for key in keys:
-        if _scale_of(key) != "0-100":
-            raise AlmrError(f"averaged metric: {key} is on the {_scale_of(key)} scale, not 0–100; leave it out")
-        if key not in flat or flat[key] is None:
-            raise AlmrError(f"averaged metric: no score for {key}; present: {', '.join(sorted(flat)) or 'none'}")
-        picked.append(float(flat[key]))
-    return sum(picked) / len(picked)
+    missing = [key for key in avg.terms if flat.get(key) is None]
+    if missing:
+        present = ", ".join(sorted(flat)) or "none"
+        raise AlmrError(f"averaged metric {avg.name}: no score for {', '.join(missing)}; present: {present}")
+    return sum(weight * float(flat[key]) for key, weight in avg.terms.items()) / sum(avg.terms.values())
 
 
 # --------------------------------------------------------------------------- tables (the paper's Tables 4–5)
@@ -239,10 +264,12 @@ def _title(results: Sequence[Mapping[str, Any]], task: str) -> str:
 
 
 def table_rows(
-    results: Sequence[Mapping[str, Any]], average: Sequence[str] = ()
+    results: Sequence[Mapping[str, Any]], average: Average = ()
 ) -> tuple[list[str], list[str], list[list[str]]]:
     """(family header, benchmark header, rows): one row per result (model), one column per task's
-    primary metric, grouped by family, and an `Avg` column when `average` names keys."""
+    primary metric, grouped by family, and an `Avg` column (titled with the metric's name unless it
+    is the default) when `average` names keys."""
+    avg = as_average(average) if average else None
     cols = _columns(results)
     families, titles, rows = ["Model"], [""], []
     last = None
@@ -250,23 +277,23 @@ def table_rows(
         families.append(FAMILIES[family] if family != last else "")
         titles.append(title)
         last = family
-    if average:
+    if avg is not None:
         families.append("Avg")
-        titles.append("")
+        titles.append("" if avg.name == DEFAULT_AVERAGE_NAME else avg.name)
     for r in results:
         flat = scores(r)
         row = [str(r.get("model", "?"))]
         row += [f"{flat[task]:.1f}" if task in flat else "–" for _, task, _ in cols]
-        if average:
+        if avg is not None:
             try:
-                row.append(f"{averaged_metric(flat, average):.1f}")
+                row.append(f"{averaged_metric(flat, avg):.1f}")
             except AlmrError:
                 row.append("–")
         rows.append(row)
     return families, titles, rows
 
 
-def markdown_table(results: Sequence[Mapping[str, Any]], average: Sequence[str] = ()) -> str:
+def markdown_table(results: Sequence[Mapping[str, Any]], average: Average = ()) -> str:
     """Families in the header row (over the first column of each group), benchmarks in the row below."""
     families, titles, rows = table_rows(results, average)
     lines = ["| " + " | ".join(families) + " |", "|" + "---|" + "---:|" * (len(families) - 1)]
@@ -275,7 +302,7 @@ def markdown_table(results: Sequence[Mapping[str, Any]], average: Sequence[str] 
     return "\n".join(lines) + "\n"
 
 
-def csv_table(results: Sequence[Mapping[str, Any]], average: Sequence[str] = ()) -> str:
+def csv_table(results: Sequence[Mapping[str, Any]], average: Average = ()) -> str:
     """Two header rows (family, benchmark), then one row per model."""
     families, titles, rows = table_rows(results, average)
     buf = io.StringIO()

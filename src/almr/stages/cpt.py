@@ -8,7 +8,7 @@ model, cpt, data and mixture sections of it.
 """
 
 import torch.distributed as dist
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from almr.config import AlmrConfig
 from almr.data.loader import PackedLoader, validation_sequences
@@ -46,7 +46,8 @@ def build_probe(config: AlmrConfig) -> Probe | None:
     off (or when no model is named: the trainer then says so first)."""
     if not config.cpt.probe.every_tokens or not config.model.name_or_path:
         return None
-    return probe_from_config(config.eval, AutoTokenizer.from_pretrained(config.model.name_or_path))
+    window = getattr(AutoConfig.from_pretrained(config.model.name_or_path), "max_position_embeddings", None)
+    return probe_from_config(config.eval, AutoTokenizer.from_pretrained(config.model.name_or_path), window)
 
 
 def run_cpt(config: AlmrConfig, *, resume: bool = False, progress: bool = True) -> CptResult:
