@@ -112,6 +112,7 @@ from almr.sweep.study import run_sweep
 
 config = AlmrConfig.model_validate({
     "mixture": {"almr": 0.5},
+    "cpt": {"probe": {"every_tokens": 1000}},
     "sweep": {"almr": {"values": [0.2, 0.5]}, "lr": {"values": [1e-4, 1e-3]}, "sweep_dir": sys.argv[1],
               "poll_s": 0.05},
 })

@@ -61,6 +61,24 @@ class SweepPruningConfig(Section):
     n_startup_runs: int = Field(4, ge=1, description="Stop nothing until this many runs have completed.")
 
 
+class SweepFinalEvalConfig(Section):
+    """Per-run final evaluation: an `almr eval` suite on each completed run's final checkpoint, in the
+    run's own job after training; its scores rank the run (the probe still drives early stopping)."""
+
+    enabled: bool = Field(False, description="Evaluate each completed run's final checkpoint (RUN/final_eval.json).")
+    suite: str | None = Field(None, description="Suite to run (`almr eval tasks` lists them), e.g. world, paper-base.")
+    tasks: list[str] = Field(default_factory=list, description="Tasks to run (added to the suite).")
+    limit: int | None = Field(None, ge=1, description="Items per task; default eval.limit (None: all items).")
+
+    @model_validator(mode="after")
+    def _names_what_to_run(self) -> "SweepFinalEvalConfig":
+        if self.enabled and not self.suite and not self.tasks:
+            raise ValueError(
+                "enabled without a suite or tasks; set sweep.final_eval.suite (e.g. world) or sweep.final_eval.tasks"
+            )
+        return self
+
+
 class SweepConfig(Section):
     """An ALMR × LR study of short CPT runs from the base config (`almr sweep`, docs/sweep.md)."""
 
@@ -84,6 +102,7 @@ class SweepConfig(Section):
         None, description="Optuna RDB URL; default sqlite:///SWEEP_DIR/study.db (PostgreSQL/MySQL for many workers)."
     )
     pruning: SweepPruningConfig = Field(default_factory=SweepPruningConfig)
+    final_eval: SweepFinalEvalConfig = Field(default_factory=SweepFinalEvalConfig)
     sweep_dir: str = Field("sweeps/sweep", description="Folder of the study: sweep.yaml, study.db, runs/<run_id>/.")
     seed: int = Field(0, description="Seeds the space-filling design and the Bayesian optimizer.")
     poll_s: float = Field(5.0, gt=0, description="Seconds between looks at running runs' metrics and exit status.")

@@ -8,25 +8,29 @@ collects them. A record holds only numbers a frontier fit needs and where they c
 - `status`: pending, running, completed, failed (excluded from fits, reported) or pruned
   (stopped early because its intermediate probe metrics could not catch up);
 - `val_loss`: final held-out loss per source/domain; `val_history`: [{tokens, loss{}}];
-- `scores`: final benchmark scores on 0-100 (probe or full suite); `probe_history`:
-  [{tokens, scores{}}]; `averaged_metric`: the mean the study ranks by, of the final scores
-  named in `average` (the sweep's `eval.average`);
+- `scores`: final benchmark scores on 0-100, from `RUN/final_eval.json` (the `sweep.final_eval`
+  suite) when the run has one, else from the last probe — `scores_from` says which;
+  `probe_history`: [{tokens, scores{}}]; `averaged_metric`: the weighted mean the study ranks by,
+  of the final scores, as `average` defines it (the sweep's `eval.average`: name and weighted
+  keys; records written when it was a list of keys read as weights 1);
 - `tokens`, `steps`, `wall_time_s`, `error` (why a run failed), `base_hash` (identity of the
   sweep's base config, so that a directory mixing studies is refused).
 """
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from almr.durable import atomic_write_text
 from almr.errors import AlmrError, DataError
-from almr.evaluate.results import averaged_metric
+from almr.evaluate.config import AverageConfig
+from almr.evaluate.results import Average, as_average, averaged_metric, load_result, scores
 
 Status = Literal["pending", "running", "completed", "failed", "pruned"]
 RECORD = "record.json"
+FINAL_EVAL = "final_eval.json"  # the run's final evaluation (sweep.final_eval), an almr-eval result
 
 
 class RunRecord(BaseModel):
@@ -43,10 +47,16 @@ class RunRecord(BaseModel):
     val_loss: dict[str, float] = Field(default_factory=dict)
     val_history: list[dict] = Field(default_factory=list)
     scores: dict[str, float] = Field(default_factory=dict)
+    scores_from: Literal["final_eval", "probe"] | None = None
     probe_history: list[dict] = Field(default_factory=list)
     averaged_metric: float | None = None
-    average: list[str] = Field(default_factory=list)  # the scores averaged_metric is the mean of
+    average: AverageConfig | None = None  # the definition averaged_metric follows
     error: str | None = None
+
+    @field_validator("average", mode="before")
+    @classmethod
+    def _old_average(cls, value: Any) -> Any:
+        return None if value == [] else value  # a record from before `average` was kept
 
     def save(self, run_dir: Path) -> Path:
         run_dir = Path(run_dir)
@@ -82,22 +92,35 @@ def read_events(run_dir: Path) -> list[dict]:
     return events
 
 
-def fill_from_metrics(record: RunRecord, run_dir: Path, average: list[str]) -> RunRecord:
-    """`record` with its numbers taken from the run folder's metrics.jsonl: the validation and probe
-    histories, the last of each as the final values, tokens and steps of the last event, and the
-    averaged metric of the final probe scores over `average` (None when no probe ran or a key is
-    missing: such a run is never ranked, and never scored as 0)."""
+def fill_from_metrics(record: RunRecord, run_dir: Path, average: Average, final_eval: bool = False) -> RunRecord:
+    """`record` with its numbers taken from the run folder: the validation and probe histories of
+    metrics.jsonl, the last validation as the final losses, tokens and steps of the last event, and
+    the final scores with their averaged metric (`average`) — from RUN/final_eval.json when it is
+    there, else from the last probe. With `final_eval` (the sweep evaluates every run) the probe
+    never stands in for a missing final evaluation. The averaged metric is None when no scores
+    exist or a key is missing: such a run is never ranked, and never scored as 0."""
+    average = as_average(average)
     events = read_events(run_dir)
     val = [{"tokens": e["tokens"], "loss": e["loss"]} for e in events if e.get("event") == "val"]
     probe = [{"tokens": e["tokens"], "scores": e["scores"]} for e in events if e.get("event") == "probe"]
     stepped = [e for e in events if "step" in e]
-    update: dict = {"val_history": val, "probe_history": probe, "average": list(average)}
+    update: dict = {"val_history": val, "probe_history": probe, "average": average}
     if val:
         update["val_loss"] = val[-1]["loss"]
-    if probe:
-        update["scores"] = probe[-1]["scores"]
+    final: dict[str, float] | None = None
+    if (Path(run_dir) / FINAL_EVAL).is_file():
         try:
-            update["averaged_metric"] = averaged_metric(probe[-1]["scores"], average)
+            final = scores(load_result(Path(run_dir) / FINAL_EVAL))
+            update["scores_from"] = "final_eval"
+        except DataError as err:  # a damaged file fails this run, not the driver
+            update["error"] = str(err)
+    elif probe and not final_eval:
+        final = probe[-1]["scores"]
+        update["scores_from"] = "probe"
+    if final is not None:
+        update["scores"] = final
+        try:
+            update["averaged_metric"] = averaged_metric(final, average)
         except AlmrError:
             update["averaged_metric"] = None
     if stepped:
@@ -106,16 +129,30 @@ def fill_from_metrics(record: RunRecord, run_dir: Path, average: list[str]) -> R
     return record.model_copy(update=update)
 
 
-def fit_ready(records: list[RunRecord], needed: int, what: str = "a fit") -> list[RunRecord]:
-    """The completed, ranked runs; refuses with how many more are needed when fewer than `needed`.
-    Failed runs are named (they are excluded, never scored 0); pruned ones are counted."""
-    usable = [r for r in records if r.status == "completed" and r.averaged_metric is not None]
+def fit_ready(
+    records: list[RunRecord], needed: int, what: str = "a fit", target: Literal["metric", "loss"] = "metric"
+) -> list[RunRecord]:
+    """The completed runs a fit of `target` can use — with an averaged metric (the metric surface and
+    frontier, the recommendation by metric) or with validation losses (the loss surfaces and frontier,
+    D-CPT, CMR, the recommendation of a study without a metric); refuses with how many more are needed
+    when fewer than `needed`, and says what the other kind of fit has. Failed runs are named (they are
+    excluded, never scored 0); pruned ones are counted."""
+    done = [r for r in records if r.status == "completed"]
+    with_metric = [r for r in done if r.averaged_metric is not None]
+    with_losses = [r for r in done if r.val_loss]
+    usable = with_metric if target == "metric" else with_losses
     if len(usable) >= needed:
         return usable
     failed = [r.run_id for r in records if r.status == "failed"]
     pruned = sum(r.status == "pruned" for r in records)
+    if target == "metric":
+        having, fits = "an averaged metric", "the metric fits"
+        other = f"the loss fits need validation losses only, which {len(with_losses)} have"
+    else:
+        having, fits = "validation losses", "the loss fits"
+        other = f"the metric fits need an averaged metric, which {len(with_metric)} have"
     raise AlmrError(
-        f"{what} needs at least {needed} completed runs with an averaged metric; {len(usable)} of {len(records)} "
-        f"have one ({len(failed)} failed{': ' + ', '.join(failed) if failed else ''}; {pruned} pruned). "
-        f"Run {needed - len(usable)} more (raise sweep.max_runs and resume the sweep)"
+        f"{what} needs at least {needed} completed runs with {having}; {len(usable)} of {len(records)} "
+        f"have them ({len(failed)} failed{': ' + ', '.join(failed) if failed else ''}; {pruned} pruned). "
+        f"Run {needed - len(usable)} more (raise sweep.max_runs and resume the sweep) for {fits}; {other}"
     )

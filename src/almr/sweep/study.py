@@ -16,10 +16,15 @@ Contract of `run_sweep(config, launcher=None, ...)`:
 - **Slots**: `sweep.parallel` runs are in flight at a time; when one ends (finished, failed,
   pruned) it is told to the study and the next run is asked for and launched at once, so a slot
   freed by early stopping or a short Slurm job never idles. Each run is told its averaged metric
-  (final probe scores over `eval.average`), or FAIL (a run that failed or left no probe scores:
-  excluded from the GP, reported, never a 0); a pruned run is told its last averaged metric (see
-  `_tell_pruned`). Which runs the GP proposes depends on the order in which runs end; with
-  `sweep.parallel: 1` (or an in-process launcher) a sweep is reproducible run for run.
+  (`eval.average` over its final scores: the `sweep.final_eval` suite on its final checkpoint when
+  that is on, else its last probe), or FAIL (a run that failed — in training or in its final
+  evaluation — or left no scores: excluded from the GP, reported, never a 0); a pruned run is told
+  its last probe's averaged metric (see `_tell_pruned`). A study by the losses (no probe, no final
+  evaluation: `check_spec` then requires validation) records each completed run without an error
+  and tells a grid COMPLETE with minus its additional-language validation loss (see
+  `_tell_losses_only`); its run that left no validation loss fails. Which runs the GP proposes depends on the
+  order in which runs end; with `sweep.parallel: 1` (or an in-process launcher) a sweep is
+  reproducible run for run.
 - **Early stopping** (`sweep.pruning.enabled`): between polls the driver reads each running
   run's metrics.jsonl; every new probe event is reported to its trial as the averaged metric at
   step = tokens trained, and when Optuna's `PercentilePruner` says the run cannot keep up with the
@@ -57,9 +62,11 @@ from optuna.trial import TrialState
 
 from almr.config import AlmrConfig, dump_config
 from almr.errors import AlmrError, ConfigError
+from almr.evaluate.config import AverageConfig
 from almr.evaluate.results import averaged_metric
 from almr.sweep import design
-from almr.sweep.config import SweepConfig
+from almr.sweep.config import SweepConfig, SweepFinalEvalConfig
+from almr.sweep.final_eval import check_final_eval
 from almr.sweep.launch import (
     FunctionLauncher,
     Launcher,
@@ -69,7 +76,7 @@ from almr.sweep.launch import (
     SlurmLauncher,
     dry_run_lines,
 )
-from almr.sweep.records import RunRecord, fill_from_metrics, load_records, read_events
+from almr.sweep.records import FINAL_EVAL, RunRecord, fill_from_metrics, load_records, read_events
 
 STUDY = "almr-sweep"
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
@@ -101,15 +108,44 @@ def check_spec(config: AlmrConfig) -> None:
             "sweep: the base config sets mixture.weights, so mixture.almr cannot be swept; "
             "give mixture.almr (with mixture.sub_weights for the other sources) instead"
         )
-    ranked = sweep.design == "adaptive" or sweep.pruning.enabled
+    # the adaptive design ranks finished runs: by their final evaluation when there is one
+    ranked = (sweep.design == "adaptive" and not sweep.final_eval.enabled) or sweep.pruning.enabled
     if ranked and not config.cpt.probe.every_tokens:
-        what = "the adaptive design" if sweep.design == "adaptive" else "sweep.pruning"
+        what = "sweep.pruning" if sweep.pruning.enabled else "the adaptive design"
         raise ConfigError(
             f"{what} ranks runs by the averaged metric of the probe, but cpt.probe.every_tokens is 0; set it "
             "(and eval.data_dir, eval.average), or use sweep.design=grid without pruning"
+            + ("" if sweep.pruning.enabled else ", or sweep.final_eval")
         )
+    if not (config.cpt.probe.every_tokens or sweep.final_eval.enabled) and not _validates(config):
+        raise ConfigError(
+            "the study's runs would record neither a benchmark score nor a validation loss: "
+            f"cpt.probe.every_tokens is 0, sweep.final_eval is off and {_why_no_validation(config)}. Set "
+            "cpt.validation.every_steps > 0 (with held-out files in data.sources[].valid) for a study by the "
+            "losses, or cpt.probe.every_tokens (with eval.data_dir, eval.average) or sweep.final_eval for a study "
+            "by the averaged metric"
+        )
+    if sweep.final_eval.enabled:
+        check_final_eval(config)
     lo, hi = config.sweep.almr.low, config.sweep.lr.low
     design.point_config(config, lo, hi, str(Path(sweep.sweep_dir) / "runs" / "check"))  # validates a point
+
+
+def _validation_sources(config: AlmrConfig) -> list[str]:
+    """The mixture's sources with held-out files: the ones a run validates on."""
+    taking_part = config.mixture.sources
+    return [s.name for s in config.data.sources if s.valid and (taking_part is None or s.name in taking_part)]
+
+
+def _validates(config: AlmrConfig) -> bool:
+    return config.cpt.validation.every_steps > 0 and bool(_validation_sources(config))
+
+
+def _why_no_validation(config: AlmrConfig) -> str:
+    if config.cpt.validation.every_steps == 0:
+        return "cpt.validation.every_steps is 0"
+    names = ", ".join(s.name for s in config.data.sources) or "none"
+    return f"no source of the mixture has held-out files in data.sources[].valid (sources: {names})"
 
 
 def storage_url(sweep: SweepConfig) -> str:
@@ -183,8 +219,13 @@ def plan_runs(config: AlmrConfig) -> list[RunSpec]:
     for number, (almr, lr) in enumerate(points):
         rid = design.run_id(number, almr, lr)
         cfg = design.point_config(config, almr, lr, str(root / rid))
-        specs.append(RunSpec(rid, almr, lr, root / rid, cfg, threads=threads_per_run(sweep)))
+        specs.append(RunSpec(rid, almr, lr, root / rid, cfg, threads=threads_per_run(sweep),
+                             final_eval=_final_eval(sweep)))  # fmt: skip
     return specs
+
+
+def _final_eval(sweep: SweepConfig) -> SweepFinalEvalConfig | None:
+    return sweep.final_eval if sweep.final_eval.enabled else None
 
 
 def dry_run(config: AlmrConfig) -> list[str]:
@@ -207,7 +248,7 @@ class _Active:
     beat: float = 0.0
 
 
-def _check(active: _Active, average: list[str], pruning: bool) -> bool:
+def _check(active: _Active, average: AverageConfig, pruning: bool) -> bool:
     """Report new probe events to the trial; True when the pruner says stop."""
     if active.pruned:
         return True
@@ -275,7 +316,7 @@ def _running_trial(study: optuna.Study, storage: optuna.storages.BaseStorage, nu
     return optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, number))
 
 
-def _settle(study: optuna.Study, trial: optuna.trial.Trial, record: RunRecord | None) -> bool:
+def _settle(study: optuna.Study, trial: optuna.trial.Trial, record: RunRecord | None, config: AlmrConfig) -> bool:
     """Tell a RUNNING trial whose run already ended (its record is final); False if it must run."""
     if record is None or record.status not in ("completed", "failed", "pruned"):
         return False
@@ -283,6 +324,8 @@ def _settle(study: optuna.Study, trial: optuna.trial.Trial, record: RunRecord | 
         _tell_pruned(study, trial, record.averaged_metric)
     elif record.status == "completed" and record.averaged_metric is not None:
         study.tell(trial, record.averaged_metric)
+    elif record.status == "completed" and record.error is None and record.val_loss:
+        _tell_losses_only(study, trial, record, config)  # as _finish told it
     else:
         study.tell(trial, state=TrialState.FAIL)
     return True
@@ -300,11 +343,28 @@ def _tell_pruned(study: optuna.Study, trial: optuna.trial.Trial, last: float | N
     study.tell(trial, last)
 
 
-def _finish(study: optuna.Study, active: _Active, exit_: RunExit, average: list[str], base: str) -> RunRecord:
-    """Record how the run ended (its record.json, from its metrics.jsonl) and tell the study."""
+def _tell_losses_only(study: optuna.Study, trial: optuna.trial.Trial, record: RunRecord, config: AlmrConfig) -> None:
+    """A completed run of a study by the losses (no probe, no final evaluation): its record has no
+    error. A grid study is told COMPLETE with minus the additional language's final validation loss
+    (the mean over the sources tagged mixture.additional_language; user attr `objective` says so),
+    so that Optuna, too, lists it completed and its best trial is the lowest such loss; the grid's
+    sampler never reads the values. An adaptive study is told FAIL: its GP models the averaged
+    metric, and a loss must not enter it (check_spec refuses such a study before it starts)."""
+    extra = config.mixture.additional_language
+    tagged = [s.name for s in config.data.sources if s.language == extra and s.name in record.val_loss]
+    if study.user_attrs.get("design") == "grid" and tagged:
+        trial.set_user_attr("objective", f"-val_loss:{'+'.join(tagged)}")
+        study.tell(trial, -sum(record.val_loss[s] for s in tagged) / len(tagged))
+    else:
+        trial.set_user_attr("objective", "none (validation losses only)")
+        study.tell(trial, state=TrialState.FAIL)
+
+
+def _finish(study: optuna.Study, active: _Active, exit_: RunExit, average: AverageConfig, base: str) -> RunRecord:
+    """Record how the run ended (its record.json, from its metrics.jsonl and final_eval.json) and tell the study."""
     spec = active.spec
     record = RunRecord(run_id=spec.run_id, almr=spec.almr, lr=spec.lr, base_hash=base)
-    record = fill_from_metrics(record, spec.run_dir, average)
+    record = fill_from_metrics(record, spec.run_dir, average, final_eval=spec.final_eval is not None)
     ended = any(e.get("event") == "end" for e in read_events(spec.run_dir))
     update: dict[str, Any] = {"wall_time_s": active.wall_before + time.time() - active.started}
     if active.pruned:
@@ -312,10 +372,25 @@ def _finish(study: optuna.Study, active: _Active, exit_: RunExit, average: list[
         _tell_pruned(study, active.trial, record.averaged_metric)
     elif exit_.ok and ended:
         update["status"] = "completed"
-        if record.averaged_metric is None:
+        by_losses = not spec.config.cpt.probe.every_tokens and spec.final_eval is None  # nothing scores it
+        if record.averaged_metric is None and by_losses and record.val_loss:
+            _tell_losses_only(study, active.trial, record, spec.config)
+        elif record.averaged_metric is None and by_losses:
+            update["status"] = "failed"
             update["error"] = (
-                f"no averaged metric: the run's last probe lacks {average} or no probe ran "
-                "(cpt.probe.every_tokens); excluded from the ranking"
+                "the run ended without a validation loss, and nothing else scores it (no probe, no final "
+                "evaluation): check that its sources' held-out files (data.sources[].valid) hold at least one "
+                "sequence of cpt.batch.seq_len + 1 tokens, and cpt.validation.every_steps"
+            )
+            study.tell(active.trial, state=TrialState.FAIL)
+        elif record.averaged_metric is None:
+            where = (
+                f"its {FINAL_EVAL} is missing or lacks a key"
+                if spec.final_eval
+                else "its last probe lacks a key, or no probe ran (cpt.probe.every_tokens)"
+            )
+            update["error"] = (
+                record.error or f"no averaged metric ({average.describe()}): {where}; excluded from the ranking"
             )
             study.tell(active.trial, state=TrialState.FAIL)
         else:
@@ -438,7 +513,7 @@ class _Driver:
                 if len(self.in_flight) >= self.sweep.parallel:
                     break
                 trial = _running_trial(self.study, self.storage, frozen.number)
-                if _settle(self.study, trial, self.records.get(frozen.user_attrs.get("run_id", ""))):
+                if _settle(self.study, trial, self.records.get(frozen.user_attrs.get("run_id", "")), self.config):
                     continue
                 self.start(trial, reported={int(k) for k in frozen.intermediate_values})
             while len(self.in_flight) < self.sweep.parallel and self._more_to_start():
@@ -487,7 +562,9 @@ class _Driver:
         (run_dir / "config.yaml").write_text(dump_config(point), encoding="utf-8")
         resume = resume_ok and any((run_dir / "checkpoints").glob("step_*/complete"))
         before = self.records[rid].wall_time_s if rid in self.records else 0.0
-        spec = RunSpec(rid, almr, lr, run_dir, point, resume=resume, threads=threads_per_run(self.sweep))
+        spec = RunSpec(rid, almr, lr, run_dir, point, resume=resume, threads=threads_per_run(self.sweep),
+                       final_eval=_final_eval(self.sweep))  # fmt: skip
+        (run_dir / FINAL_EVAL).unlink(missing_ok=True)  # each attempt evaluates its own final checkpoint
         RunRecord(run_id=rid, almr=almr, lr=lr, status="running", base_hash=self.base, wall_time_s=before).save(run_dir)
         return spec, before
 
