@@ -6,7 +6,14 @@ validation source and for the combined loss, the loss frontier through the recom
 the D-CPT / CMR baselines, then writes to `out_dir` (default `SWEEP_DIR/frontier/`):
 `frontier.json` (every number, machine-readable), `report.md`, `fig1_frontier.png` and
 `fig2_trajectories.png`. Bad input (no records, mixed studies, too few runs, an impossible
-forgetting budget) is refused before anything is written.
+forgetting budget, a general or additional source the runs do not validate) is refused before
+anything is written.
+
+A study whose runs recorded validation losses but no benchmark metric (no probe, no final
+evaluation) still gets its answer: the metric surface and frontier are absent (frontier.json's
+`metric` says why), everything that needs losses only is fitted, and the recommendation is the
+lowest additional-language loss within the budget on the general-language loss: ε =
+`frontier.epsilon` when set, else the CMR's tolerance `cmr_tolerance` × the base model's loss.
 
 The D-CPT and CMR baselines use the runs at one LR, because those laws have no LR: the studied LR
 nearest (in log10) to the recommended LR among those with completed runs at ≥ 3 ALMRs; if no LR
@@ -22,13 +29,25 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from almr.errors import AlmrError, DataError
+from almr.evaluate.results import as_average
 from almr.frontier.baselines import DCPTLaw, critical_mixture_ratio, dcpt_points
 from almr.frontier.config import FrontierConfig
 from almr.frontier.frontier import LossFrontier, MetricFrontier
 from almr.frontier.plots import plot_fig1, plot_fig2
 from almr.frontier.recommend import Recommender
 from almr.frontier.report import markdown_report
-from almr.frontier.runs import Baseline, check_base_hash, load_baseline, loss_sources, sweep_arrays
+from almr.frontier.runs import (
+    Baseline,
+    SourceRoles,
+    SourceTags,
+    check_base_hash,
+    load_baseline,
+    load_source_tags,
+    loss_sources,
+    metric_absence,
+    source_roles,
+    sweep_arrays,
+)
 from almr.frontier.surface import GPSurface
 from almr.sweep.records import RunRecord, load_records
 
@@ -40,7 +59,7 @@ class Analysis:
     records: list[RunRecord]
     baseline: Baseline | None
     recommender: Recommender
-    metric: MetricFrontier
+    metric: MetricFrontier | None  # None: the runs have no averaged metric (summary["metric"]["reason"])
     loss: LossFrontier
     loss_surfaces: dict[str, GPSurface]
     dcpt: dict[str, DCPTLaw]
@@ -56,34 +75,46 @@ def analyze_sweep(sweep_dir: Path, config: FrontierConfig, out_dir: Path | None 
     records = load_records(sweep_dir)
     if not records:
         raise DataError(f"{sweep_dir / 'runs'} holds no run records (*/record.json); run `almr sweep` first")
-    analysis = analyze_records(records, config, load_baseline(sweep_dir, records))
+    tags = load_source_tags(sweep_dir)
+    analysis = analyze_records(records, config, load_baseline(sweep_dir, records), tags)
     analysis.summary["sweep_dir"] = str(sweep_dir)
     write_outputs(analysis, config, Path(out_dir) if out_dir is not None else sweep_dir / "frontier")
     return analysis
 
 
-def analyze_records(records: list[RunRecord], config: FrontierConfig, baseline: Baseline | None) -> Analysis:
-    """The fits of `analyze_sweep` on records in memory."""
+def analyze_records(
+    records: list[RunRecord], config: FrontierConfig, baseline: Baseline | None, tags: SourceTags | None = None
+) -> Analysis:
+    """The fits of `analyze_sweep` on records in memory; `tags`: the sources' language tags (sweep.yaml)."""
     base_hash = check_base_hash(records)
     keys = list(config.metric_keys or []) or None
+    roles = source_roles(config, records, tags)
     common = {
         "kernel": config.kernel,
         "n_restarts_optimizer": config.n_restarts_optimizer,
         "min_runs": config.min_runs,
         "random_state": config.random_state,
     }
-    rec = Recommender(
-        metric_keys=keys,
-        epsilon=config.epsilon,
-        constraint_source=config.general_source,
-        grid_size=config.grid_size,
-        n_samples=config.n_posterior_samples,
-        radius=config.prob_radius,
-        **common,
-    ).fit(records, baseline)
-    mf = MetricFrontier(
-        metric_keys=keys, forms=config.forms, grid_size=config.grid_size, n_bootstrap=config.n_bootstrap, **common
-    ).fit(records)
+    absent = metric_absence(records, keys)
+    mf: MetricFrontier | None = None
+    if absent is None:
+        rec = Recommender(
+            metric_keys=keys,
+            epsilon=config.epsilon,
+            constraint_source=roles.general,
+            grid_size=config.grid_size,
+            n_samples=config.n_posterior_samples,
+            radius=config.prob_radius,
+            **common,
+        ).fit(records, baseline)
+        mf = MetricFrontier(
+            metric_keys=keys, forms=config.forms, grid_size=config.grid_size, n_bootstrap=config.n_bootstrap, **common
+        ).fit(records)
+        box = mf.surface_.box_
+        budget_rule = None if config.epsilon is None else f"ε = {config.epsilon:g} (frontier.epsilon)"
+    else:
+        rec, budget_rule = _loss_recommender(records, config, baseline, roles, common)
+        box = rec.surface_.box_
     sources = loss_sources(records)
     if config.loss_source != "combined" and config.loss_source not in sources:
         raise AlmrError(
@@ -92,21 +123,70 @@ def analyze_records(records: list[RunRecord], config: FrontierConfig, baseline: 
         )
     lf = LossFrontier(source=config.loss_source, start=(rec.almr_, rec.lr_), grid_size=config.grid_size, **common)
     lf.fit(records)
-    surfaces = _loss_surfaces(records, config, sources, lf, mf.surface_.box_)
-    dcpt, baselines = _baselines(records, config, rec, baseline)
+    fitted = {config.loss_source: lf.surface_}
+    if mf is None:
+        fitted.setdefault(rec.target.removeprefix("loss:"), rec.surface_)
+    surfaces = _loss_surfaces(records, config, sources, fitted, box)
+    dcpt, baselines = _baselines(records, config, rec, baseline, roles)
     summary = _summary(records=records, config=config, base_hash=base_hash, baseline=baseline, rec=rec, mf=mf,
-                       lf=lf, surfaces=surfaces, baselines=baselines)  # fmt: skip
+                       lf=lf, surfaces=surfaces, baselines=baselines, roles=roles, absent=absent,
+                       budget_rule=budget_rule)  # fmt: skip
     return Analysis(records, baseline, rec, mf, lf, surfaces, dcpt, summary)
 
 
-def _loss_surfaces(records: list[RunRecord], config: FrontierConfig, sources: list[str], lf: LossFrontier,
+def _loss_recommender(records: list[RunRecord], config: FrontierConfig, baseline: Baseline | None,
+                      roles: SourceRoles, common: dict[str, Any]) -> tuple[Recommender, str | None]:  # fmt: skip
+    """Without a metric: the lowest additional-language loss within the budget on the general-language
+    loss (`frontier.epsilon`, else the CMR's tolerance); the fitted Recommender and the budget's rule
+    (None: unconstrained, with the reason in `roles.notes`)."""
+    if roles.additional is None:
+        present = sorted({s for r in records if r.status == "completed" for s in r.val_loss})
+        raise AlmrError(
+            "the runs have no averaged metric, so the recommendation minimizes the additional language's "
+            f"validation loss, and no validated source is tagged as it (the runs validate {', '.join(present)}); "
+            "set frontier.additional_source to one of them"
+        )
+    general = roles.general
+    epsilon, rule = None, None
+    if config.epsilon is not None:
+        epsilon, rule = _budget(config, 0.0)  # ε as set; the Recommender refuses without the base loss it needs
+    elif general is not None and baseline is not None and general in baseline.val_loss:
+        epsilon, rule = _budget(config, baseline.val_loss[general])
+    else:
+        why = "no general-language source" if general is None else f"no base-model {general} loss (baseline.json)"
+        roles.notes.append(
+            f"the loss-only recommendation is unconstrained: {why}, so the {roles.additional} loss is minimized "
+            "without a forgetting budget (likely at the highest ALMR and LR studied)"
+        )
+    rec = Recommender(
+        epsilon=epsilon,
+        constraint_source=general,
+        target=f"loss:{roles.additional}",
+        grid_size=config.grid_size,
+        n_samples=config.n_posterior_samples,
+        radius=config.prob_radius,
+        **common,
+    ).fit(records, baseline)
+    return rec, rule
+
+
+def _budget(config: FrontierConfig, base: float) -> tuple[float, str]:
+    """The tolerance on the general loss above the base model's, and the rule that set it: ε of the
+    forgetting budget when set, else `cmr_tolerance` × base (the CMR's own)."""
+    if config.epsilon is not None:
+        return config.epsilon, f"ε = {config.epsilon:g} (frontier.epsilon)"
+    tol = config.cmr_tolerance * base
+    return tol, f"{config.cmr_tolerance:g} × base loss = {tol:.4g}"
+
+
+def _loss_surfaces(records: list[RunRecord], config: FrontierConfig, sources: list[str], fitted: dict[str, GPSurface],
                    box: tuple[float, float, float, float]) -> dict[str, GPSurface]:  # fmt: skip
-    """A GP surface of each source's final validation loss and of the combined loss, over the metric's
-    box (the loss frontier's own surface for its source)."""
+    """A GP surface of each source's final validation loss and of the combined loss, over the analysis's
+    box (the surfaces already `fitted` — the loss frontier's, the loss-only recommendation's — as they are)."""
     surfaces: dict[str, GPSurface] = {}
     for src in [*sources, "combined"] if sources else []:
-        if src == config.loss_source:
-            surfaces[src] = lf.surface_
+        if src in fitted:
+            surfaces[src] = fitted[src]
             continue
         data = sweep_arrays(records, f"loss:{src}", None, config.min_runs)
         surfaces[src] = GPSurface(
@@ -130,13 +210,13 @@ def _baseline_runs(records: list[RunRecord], lr: float) -> tuple[list[RunRecord]
     return done, "all completed runs (no single studied LR has completed runs at ≥ 3 ALMRs)"
 
 
-def _baselines(records: list[RunRecord], config: FrontierConfig, rec: Recommender,
-               baseline: Baseline | None) -> tuple[dict[str, DCPTLaw], dict[str, Any]]:  # fmt: skip
+def _baselines(records: list[RunRecord], config: FrontierConfig, rec: Recommender, baseline: Baseline | None,
+               roles: SourceRoles) -> tuple[dict[str, DCPTLaw], dict[str, Any]]:  # fmt: skip
     """The D-CPT laws (additional and general source) and the CMR, fitted to the runs at one LR
     (module docstring); the summary's `baselines` section (without `cmr_point`)."""
     runs, which = _baseline_runs(records, rec.lr_)
-    laws, fits, notes = _dcpt_laws(runs, config)
-    gen = config.general_source
+    laws, fits, notes = _dcpt_laws(runs, config, roles)
+    gen = roles.general
     cmr = None
     if gen in laws and baseline is not None and gen in baseline.val_loss:
         cmr = _cmr(laws[gen], runs, config, baseline.val_loss[gen])
@@ -146,12 +226,18 @@ def _baselines(records: list[RunRecord], config: FrontierConfig, rec: Recommende
     return laws, out
 
 
-def _dcpt_laws(runs: list[RunRecord], config: FrontierConfig) -> tuple[dict[str, DCPTLaw], dict[str, Any], list[str]]:
+def _dcpt_laws(runs: list[RunRecord], config: FrontierConfig,
+               roles: SourceRoles) -> tuple[dict[str, DCPTLaw], dict[str, Any], list[str]]:  # fmt: skip
     """The D-CPT law of the additional and of the general source, their summaries, and why a law is missing."""
     laws: dict[str, DCPTLaw] = {}
     fits: dict[str, Any] = {}
     notes: list[str] = []
-    for src, additional in ((config.additional_source, True), (config.general_source, False)):
+    for src, additional in ((roles.additional, True), (roles.general, False)):
+        if src is None:
+            key = "additional_source" if additional else "general_source"
+            notes.append(f"D-CPT for the {'additional' if additional else 'general'} language: no validated "
+                         f"source found for it ({roles.how}); set frontier.{key}")  # fmt: skip
+            continue
         r, D, loss = dcpt_points(runs, src, additional)
         if not loss:
             notes.append(f"D-CPT for {src}: the runs have no validation history of {src}")
@@ -181,13 +267,7 @@ def _dcpt_laws(runs: list[RunRecord], config: FrontierConfig) -> tuple[dict[str,
 
 def _cmr(general: DCPTLaw, runs: list[RunRecord], config: FrontierConfig, base: float) -> dict[str, Any]:
     """The Critical Mixture Ratio at the runs' budget, with its tolerance and the rule that set it."""
-    if config.epsilon is not None:
-        tol, rule = config.epsilon, f"ε = {config.epsilon:g} (frontier.epsilon)"
-    else:
-        tol, rule = (
-            config.cmr_tolerance * base,
-            f"{config.cmr_tolerance:g} × base loss = {config.cmr_tolerance * base:.4g}",
-        )
+    tol, rule = _budget(config, base)
     budget = float(max(r.tokens for r in runs))
     cmr = critical_mixture_ratio(general, budget, base, tol)
     return {"almr": cmr, "tolerance": tol, "rule": rule, "base_loss": base, "budget_tokens": budget}
@@ -211,13 +291,17 @@ def _f(x: Any) -> Any:
     return x
 
 
-def _point(surfaces: dict[str, GPSurface], metric: GPSurface, almr: float, lr: float) -> dict[str, Any]:
-    m, s = metric.predict(almr, lr, return_std=True)
+def _point(surfaces: dict[str, GPSurface], metric: GPSurface | None, almr: float, lr: float) -> dict[str, Any]:
+    """The surfaces' posterior at one (ALMR, LR); `metric` None (a loss-only study): `"metric": None`."""
+    predicted = None
+    if metric is not None:
+        m, s = metric.predict(almr, lr, return_std=True)
+        predicted = {"mean": float(m), "std": float(s)}
     losses = {}
     for src, surf in surfaces.items():
         lm, ls = surf.predict(almr, lr, return_std=True)
         losses[src] = {"mean": float(lm), "std": float(ls)}
-    return {"almr": almr, "lr": lr, "metric": {"mean": float(m), "std": float(s)}, "val_loss": losses}
+    return {"almr": almr, "lr": lr, "metric": predicted, "val_loss": losses}
 
 
 def _surface_info(s: GPSurface) -> dict[str, Any]:
@@ -237,37 +321,62 @@ def _summary(
     base_hash: str,
     baseline: Baseline | None,
     rec: Recommender,
-    mf: MetricFrontier,
+    mf: MetricFrontier | None,
     lf: LossFrontier,
     surfaces: dict[str, GPSurface],
     baselines: dict[str, Any],
+    roles: SourceRoles,
+    absent: str | None,
+    budget_rule: str | None,
 ) -> dict[str, Any]:
-    """`frontier.json`: every number of the analysis in plain JSON types (`report.md` is written from it)."""
-    box = mf.surface_.box_
+    """`frontier.json`: every number of the analysis in plain JSON types (`report.md` is written from it).
+    Without a metric (`absent`: why), `metric_frontier` and every predicted metric are null."""
+    metric = None if mf is None else mf.surface_
+    box = (metric or rec.surface_).box_
+    done = [r for r in records if r.status == "completed"]
     return _f(
         {
             "format": "almr-frontier/1",
             "base_hash": base_hash,
             "config": config.model_dump(mode="json"),
+            "sources": roles.as_dict(),
+            "metric": {
+                "present": absent is None,
+                "reason": absent,
+                "runs_with_metric": sum(r.averaged_metric is not None for r in done),
+                "runs_with_val_loss": sum(bool(r.val_loss) for r in done),
+                "definition": _metric_definition(done, config.metric_keys),
+            },
             "baseline": None if baseline is None else baseline.as_dict(),
             "runs": _runs_summary(records),
             "counts": {
                 s: sum(r.status == s for r in records) for s in ("completed", "failed", "pruned", "pending", "running")
             },
-            "excluded": [e.as_dict() for e in mf.excluded_],
+            "excluded": [e.as_dict() for e in (rec if mf is None else mf).excluded_],
             "box": {"almr": [box[0], box[1]], "lr": [10 ** box[2], 10 ** box[3]]},
             "surfaces": {
-                "metric": _surface_info(mf.surface_),
+                **({} if metric is None else {"metric": _surface_info(metric)}),
                 **{f"loss:{k}": _surface_info(v) for k, v in surfaces.items()},
             },
-            "metric_frontier": _metric_frontier_summary(mf),
+            "metric_frontier": None if mf is None else _metric_frontier_summary(mf),
             "loss_frontier": _loss_frontier_summary(lf),
-            "recommendation": _recommendation_summary(rec, mf, surfaces, baseline, config),
-            "loss_optimum": _loss_optimum(lf, mf, surfaces) if config.loss_source == "combined" else None,
-            "baselines": {**baselines, "cmr_point": _cmr_point(baselines, mf, surfaces)},
+            "recommendation": _recommendation_summary(rec, mf, surfaces, baseline, config, budget_rule),
+            "loss_optimum": _loss_optimum(lf, metric, surfaces) if config.loss_source == "combined" else None,
+            "baselines": {**baselines, "cmr_point": _cmr_point(baselines, box, metric, surfaces)},
             "tradeoff": _tradeoff(records, baseline),
         }
     )
+
+
+def _metric_definition(done: list[RunRecord], metric_keys: list[str] | None) -> dict[str, Any] | None:
+    """What the fitted metric is — frontier.metric_keys (weights 1) when set, else the runs' own
+    averaged metric (eval.average) — and where the runs' scores came from (final_eval, probe)."""
+    average = as_average(metric_keys) if metric_keys else next((r.average for r in done if r.average), None)
+    if average is None:
+        return None
+    scores_from = sorted({r.scores_from for r in done if r.scores_from})
+    return {"name": average.name, "terms": average.terms, "scores_from": scores_from,
+            "described": average.describe()}  # fmt: skip
 
 
 def _runs_summary(records: list[RunRecord]) -> list[dict[str, Any]]:
@@ -324,19 +433,27 @@ def _loss_frontier_summary(lf: LossFrontier) -> dict[str, Any]:
     }
 
 
-def _recommendation_summary(rec: Recommender, mf: MetricFrontier, surfaces: dict[str, GPSurface],
-                            baseline: Baseline | None, config: FrontierConfig) -> dict[str, Any]:  # fmt: skip
-    recommendation = _point(surfaces, mf.surface_, rec.almr_, rec.lr_)
+def _recommendation_summary(rec: Recommender, mf: MetricFrontier | None, surfaces: dict[str, GPSurface],
+                            baseline: Baseline | None, config: FrontierConfig,
+                            budget_rule: str | None) -> dict[str, Any]:  # fmt: skip
+    recommendation = _point(surfaces, None if mf is None else mf.surface_, rec.almr_, rec.lr_)
+    constraint = None if rec.constraint_ is None else {**rec.constraint_, "rule": budget_rule}
     recommendation.update(
         {
+            "objective": {
+                "target": rec.target,
+                "sense": "maximize" if rec.target == "metric" else "minimize",
+                "mean": rec.value_mean_,
+                "std": rec.value_std_,
+            },
             "prob_best_within_radius": rec.prob_best_,
             "radius": config.prob_radius,
             "prob_best_cell": rec.prob_best_cell_,
             "grid_size": config.grid_size,
             "credible_region_95": rec.credible_,
-            "constraint": rec.constraint_,
+            "constraint": constraint,
             "prob_constraint_holds": rec.prob_constraint_,
-            "frontier_lr_at_almr": float(mf.predict_lr(rec.almr_)[0]),
+            "frontier_lr_at_almr": None if mf is None else float(mf.predict_lr(rec.almr_)[0]),
         }
     )
     if baseline is not None:
@@ -348,23 +465,23 @@ def _recommendation_summary(rec: Recommender, mf: MetricFrontier, surfaces: dict
     return recommendation
 
 
-def _loss_optimum(lf: LossFrontier, mf: MetricFrontier, surfaces: dict[str, GPSurface]) -> dict[str, Any]:
-    """What a loss-only choice would pick: the lowest combined loss in the studied box (on lf's grid)."""
+def _loss_optimum(lf: LossFrontier, metric: GPSurface | None, surfaces: dict[str, GPSurface]) -> dict[str, Any]:
+    """What a combined-loss choice would pick: the lowest combined loss in the studied box (on lf's grid)."""
     comb = lf.grid_
     i, j = np.unravel_index(np.argmin(comb["mean"]), comb["mean"].shape)
-    return _point(surfaces, mf.surface_, float(comb["almr"][i]), float(comb["lr"][j]))
+    return _point(surfaces, metric, float(comb["almr"][i]), float(comb["lr"][j]))
 
 
-def _cmr_point(baselines: dict[str, Any], mf: MetricFrontier, surfaces: dict[str, GPSurface]) -> dict[str, Any] | None:
+def _cmr_point(baselines: dict[str, Any], box: tuple[float, float, float, float], metric: GPSurface | None,
+               surfaces: dict[str, GPSurface]) -> dict[str, Any] | None:  # fmt: skip
     """The CMR at the baselines' LR, with the surfaces' predictions there when it lies in the studied box."""
     if not baselines["cmr"] or baselines["cmr"]["almr"] is None:
         return None
     a, lr = baselines["cmr"]["almr"], baselines["lr"]
-    box = mf.surface_.box_
     inside = box[0] <= a <= box[1] and box[2] <= np.log10(lr) <= box[3]
     point = {"almr": a, "lr": lr, "inside_studied_box": bool(inside)}
     if point["inside_studied_box"]:
-        point.update(_point(surfaces, mf.surface_, a, lr))
+        point.update(_point(surfaces, metric, a, lr))
     return point
 
 
@@ -399,6 +516,7 @@ def _tradeoff(records: list[RunRecord], baseline: Baseline | None) -> dict[str, 
 def write_outputs(analysis: Analysis, config: FrontierConfig, out_dir: Path) -> dict[str, Path]:
     """Fig. 1, Fig. 2, frontier.json and report.md into `out_dir`; their paths (also in `analysis.files`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    surface = analysis.recommender.surface_ if analysis.metric is None else analysis.metric.surface_
     files = {
         "fig1": plot_fig1(
             out_dir / "fig1_frontier.png", records=analysis.records, metric=analysis.metric, loss=analysis.loss,
@@ -407,7 +525,7 @@ def write_outputs(analysis: Analysis, config: FrontierConfig, out_dir: Path) -> 
         ),
         "fig2": plot_fig2(
             out_dir / "fig2_trajectories.png", records=analysis.records, recommender=analysis.recommender,
-            surface=analysis.metric.surface_, metric_keys=config.metric_keys, svg=config.svg,
+            surface=surface, metric_keys=config.metric_keys, svg=config.svg,
         ),
     }  # fmt: skip
     analysis.summary["figures"] = {k: v.name for k, v in files.items()}

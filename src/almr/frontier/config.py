@@ -17,10 +17,19 @@ class FrontierConfig(Section):
     epsilon: float | None = Field(
         None, ge=0.0,
         description="Forgetting budget: the general_source validation loss may exceed the base model's by at most "
-        "this much (nats) at the recommendation; None: unconstrained. CMR uses it as its tolerance too.",
+        "this much (nats) at the recommendation; None: unconstrained with a metric, cmr_tolerance × base loss "
+        "without one (loss-only study). CMR uses it as its tolerance too.",
     )  # fmt: skip
-    general_source: str = Field("en", description="The general-domain validation source the budget and CMR watch.")
-    additional_source: str = Field("zh", description="The additional language's validation source (D-CPT r = ALMR).")
+    general_source: str | None = Field(
+        None,
+        description="The general-language validation source the budget and CMR watch; None: the first source of "
+        "sweep.yaml not tagged mixture.additional_language (general domain first), else one named en.",
+    )
+    additional_source: str | None = Field(
+        None,
+        description="The additional language's validation source (D-CPT r = ALMR; the loss-only objective); None: "
+        "the first source of sweep.yaml tagged mixture.additional_language, else one named like that tag (zh).",
+    )
     loss_source: str = Field(
         "combined", description="Loss surface of the loss frontier: a source, or combined (mean over the sources)."
     )

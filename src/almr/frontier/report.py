@@ -1,6 +1,8 @@
 """`report.md` of a frontier analysis, written from the `frontier.json` summary alone (so that the
 report and the machine-readable numbers cannot disagree). Sections: summary, runs, trade-off,
-surfaces, metric frontier, loss frontier, recommendation, baselines, uncertainty, figures."""
+surfaces, metric frontier, loss frontier, recommendation, baselines, uncertainty, figures. A study
+without a metric (`metric.present` false) says so first, with the reason, and its recommendation
+is the loss-only one."""
 
 from collections.abc import Mapping
 from typing import Any
@@ -26,10 +28,14 @@ def _direction(rho: float | None, what: str) -> str:
     return f"{'rises' if rho > 0 else 'falls'} as {what} grows"
 
 
+def _has_metric(s: Mapping[str, Any]) -> bool:
+    return s["metric_frontier"] is not None
+
+
 def markdown_report(s: dict[str, Any]) -> str:
     sources = sorted({k for r in s["runs"] for k in r["val_loss"]})
     out = [f"# Frontier analysis of {s.get('sweep_dir', 'a sweep')}", ""]
-    out += _summary_section(s)
+    out += _summary_section(s) if _has_metric(s) else _loss_only_summary(s)
     out += _runs_section(s, sources)
     out += _tradeoff_section(s)
     out += _surfaces_section(s)
@@ -73,8 +79,49 @@ def _summary_section(s: dict[str, Any]) -> list[str]:
         f"d log10 LR / d ALMR = {_n(lfr['slope_log10lr_per_almr'], '.3g')}.",
         f"- Runs: {counts['completed']} completed (fitted), {counts['failed']} failed, {counts['pruned']} pruned, "
         f"{counts['pending'] + counts['running']} unfinished; base config {s['base_hash'] or '(unnamed)'}.",
+        *_metric_definition_line(s["metric"].get("definition")),
         "",
     ]
+
+
+def _metric_definition_line(d: Mapping[str, Any] | None) -> list[str]:
+    """The averaged metric the study ranks by: its name, weighted terms (0–100) and the scores' source."""
+    if not d:
+        return []
+    where = " and ".join({"final_eval": "final evaluation", "probe": "last probe"}.get(x, x) for x in d["scores_from"])
+    return [f"- **Averaged metric**: {d['described']} (each 0–100), from each run's {where or 'scores'}."]
+
+
+def _loss_only_summary(s: dict[str, Any]) -> list[str]:
+    """The summary of a study without a metric: why, what was fitted, and the loss-only recommendation."""
+    rec, lfr, src, counts = s["recommendation"], s["loss_frontier"], s["sources"], s["counts"]
+    objective = rec["objective"]
+    return [
+        f"**No averaged metric**: {s['metric']['reason']}. The metric surface, the metric frontier (Eq. 1) and "
+        "the probe trajectories are absent; everything that needs validation losses only is fitted: the loss "
+        "surfaces, the loss frontier (Eq. 2), D-CPT and CMR. A probe (cpt.probe.every_tokens) or a final "
+        "evaluation of each run would add the metric and its frontier.",
+        "",
+        f"- **Recommendation (by loss)**: ALMR **{rec['almr']:.3f}**, LR **{rec['lr']:.3g}**: the lowest predicted "
+        f"{src['additional']} validation loss, {objective['mean']:.4f} ± {objective['std']:.4f}, "
+        f"{_budget_words(rec)}; probability of being best (within {rec['radius']:g} of the studied ranges) "
+        f"**{rec['prob_best_within_radius']:.2f}**.",
+        f"- **Loss frontier** (Eq. 2 analog): from the recommendation the {lfr['source']} loss falls fastest along "
+        f"d log10 LR / d ALMR = {_n(lfr['slope_log10lr_per_almr'], '.3g')}.",
+        f"- Sources: additional language {src['additional']}, general language {src['general'] or '–'} ({src['how']}).",
+        f"- Runs: {counts['completed']} completed (fitted), {counts['failed']} failed, {counts['pruned']} pruned, "
+        f"{counts['pending'] + counts['running']} unfinished; base config {s['base_hash'] or '(unnamed)'}.",
+        *[f"- Note: {note}." for note in src["notes"]],
+        "",
+    ]
+
+
+def _budget_words(rec: Mapping[str, Any]) -> str:
+    c = rec.get("constraint")
+    if not c:
+        return "without a forgetting budget"
+    rule = c.get("rule") or f"ε = {c['epsilon']:g}"
+    return f"subject to {c['source']} loss ≤ base {c['base']:.4f} + tolerance ({rule})"
 
 
 def _runs_section(s: dict[str, Any], sources: list[str]) -> list[str]:
@@ -143,6 +190,8 @@ def _surfaces_section(s: dict[str, Any]) -> list[str]:
 def _metric_frontier_section(s: dict[str, Any]) -> list[str]:
     mfr = s["metric_frontier"]
     out = ["## Metric frontier (Eq. 1 analog)", ""]
+    if mfr is None:
+        return [*out, f"Absent: {s['metric']['reason']}. With no metric there is no surface to take peaks of.", ""]
     best = mfr["best_run"]
     out += [
         f"Best observed run: {best['run_id']} (ALMR {best['almr']:.3g}, LR {best['lr']:.3g}), metric "
@@ -199,10 +248,22 @@ def _recommendation_section(s: dict[str, Any]) -> list[str]:
     constraint = rec.get("constraint")
     out = ["## Recommendation", ""]
     cr = rec["credible_region_95"]
+    if _has_metric(s):
+        out += [
+            f"- (ALMR, LR) = ({rec['almr']:.3f}, {rec['lr']:.3g}); the metric frontier's LR at this ALMR: "
+            f"{rec['frontier_lr_at_almr']:.3g}.",
+            f"- Expected averaged metric {rec['metric']['mean']:.2f} ± {rec['metric']['std']:.2f} (posterior mean ± "
+            "std).",
+        ]
+    else:
+        src = s["sources"]["additional"]
+        out += [
+            f"- (ALMR, LR) = ({rec['almr']:.3f}, {rec['lr']:.3g}): the lowest posterior mean of the {src} validation "
+            f"loss {_budget_words(rec)} (no averaged metric to maximize).",
+            f"- Expected {src} loss {rec['objective']['mean']:.4f} ± {rec['objective']['std']:.4f} (posterior mean ± "
+            "std).",
+        ]
     out += [
-        f"- (ALMR, LR) = ({rec['almr']:.3f}, {rec['lr']:.3g}); the metric frontier's LR at this ALMR: "
-        f"{rec['frontier_lr_at_almr']:.3g}.",
-        f"- Expected averaged metric {rec['metric']['mean']:.2f} ± {rec['metric']['std']:.2f} (posterior mean ± std).",
         f"- P(best) = {rec['prob_best_within_radius']:.3f} that the best point lies within {rec['radius']:g} (scaled) "
         f"of it; P(this very grid cell, {rec['grid_size']}×{rec['grid_size']} grid) = {rec['prob_best_cell']:.3f}; "
         f"from {cfg['n_posterior_samples']} joint posterior samples.",
@@ -257,64 +318,71 @@ def _baselines_section(s: dict[str, Any]) -> list[str]:
         c = bl["cmr"]
         cmr = "none (no ratio keeps the loss within the tolerance)" if c["almr"] is None else f"{c['almr']:.3f}"
         out += [
-            f"- Critical Mixture Ratio: **{cmr}**: the largest ALMR whose predicted {cfg['general_source']} "
+            f"- Critical Mixture Ratio: **{cmr}**: the largest ALMR whose predicted {s['sources']['general']} "
             f"loss after {c['budget_tokens']:,.0f} tokens stays ≤ base {c['base_loss']:.4f} + {c['rule']}."
         ]
     return [*out, "", *_choices_table(s), ""]
 
 
 def _choices_table(s: dict[str, Any]) -> list[str]:
-    """This analysis's pick beside a loss-only choice and the CMR, on the same surfaces."""
-    rec, cfg, bl = s["recommendation"], s["config"], s["baselines"]
-    rows = [
-        [
-            "this analysis (max metric)",
-            f"{rec['almr']:.3f}",
-            _lr(rec["lr"]),
-            f"{rec['metric']['mean']:.2f} ± {rec['metric']['std']:.2f}",
-            _n(rec["val_loss"].get(cfg["general_source"], {}).get("mean")),
-        ]
-    ]
+    """This analysis's pick beside a loss-only choice and the CMR, on the same surfaces (without a metric:
+    their predicted additional-language loss instead of the metric)."""
+    rec, bl = s["recommendation"], s["baselines"]
+    gen, extra = s["sources"]["general"], s["sources"]["additional"]
+    metric = _has_metric(s)
+
+    def middle(pt: Mapping[str, Any]) -> str:
+        if metric:
+            return f"{pt['metric']['mean']:.2f} ± {pt['metric']['std']:.2f}"
+        return _n(pt["val_loss"].get(extra, {}).get("mean"))
+
+    pick = "this analysis (max metric)" if metric else f"this analysis (min {extra} loss within the budget)"
+    rows = [[pick, f"{rec['almr']:.3f}", _lr(rec["lr"]), middle(rec), _n(rec["val_loss"].get(gen, {}).get("mean"))]]
     for label, pt in (
-        ("lowest loss (loss-only choice)", s["loss_optimum"]),
+        ("lowest loss (loss-only choice)" if metric else "lowest combined loss", s["loss_optimum"]),
         ("CMR at the baseline LR", bl["cmr_point"]),
     ):
         if pt and "metric" in pt:
-            rows.append(
-                [
-                    label,
-                    f"{pt['almr']:.3f}",
-                    _lr(pt["lr"]),
-                    f"{pt['metric']['mean']:.2f} ± {pt['metric']['std']:.2f}",
-                    _n(pt["val_loss"].get(cfg["general_source"], {}).get("mean")),
-                ]
-            )
+            rows.append([label, f"{pt['almr']:.3f}", _lr(pt["lr"]), middle(pt),
+                         _n(pt["val_loss"].get(gen, {}).get("mean"))])  # fmt: skip
         elif pt:
             rows.append([label, f"{pt['almr']:.3f}", _lr(pt["lr"]), "outside the studied box", "–"])
-    return _table(["choice", "ALMR", "LR", "predicted metric", f"predicted {cfg['general_source']} loss"], rows)
+    header = "predicted metric" if metric else f"predicted {extra} loss"
+    return _table(["choice", "ALMR", "LR", header, f"predicted {gen or 'general-language'} loss"], rows)
 
 
 def _uncertainty_and_figures(s: dict[str, Any]) -> list[str]:
     rec = s["recommendation"]
+    target = rec["objective"]["target"] if "objective" in rec else "metric"
     out = [
         "## Uncertainty",
         "",
-        f"The surfaces are GP posteriors from {s['surfaces']['metric']['n_runs']} completed runs; their std is the "
+        f"The surfaces are GP posteriors from {s['surfaces'][target]['n_runs']} completed runs; their std is the "
         "uncertainty of the mean surface (the run-to-run noise is estimated separately, column 'noise std'). "
         f"The recommendation is the best cell of the posterior mean; with probability "
         f"{rec['prob_best_within_radius']:.2f} the true best lies within {rec['radius']:g} of the studied ranges "
-        "of it, and the credible region above bounds where it may be. The frontier's CIs come from refitting the "
-        "GP on bootstrap resamples of the runs; they cover the sampling of runs, not a change of model family. "
-        "Nothing here extrapolates beyond the studied ranges except the D-CPT/CMR baseline, which says so.",
+        "of it, and the credible region above bounds where it may be. "
+        + (
+            "The frontier's CIs come from refitting the GP on bootstrap resamples of the runs; they cover the "
+            "sampling of runs, not a change of model family. "
+            if _has_metric(s)
+            else ""
+        )
+        + "Nothing here extrapolates beyond the studied ranges except the D-CPT/CMR baseline, which says so.",
         "",
         "## Figures",
         "",
     ]
     figures = s.get("figures", {})
-    if "fig1" in figures:
+    metric = _has_metric(s)
+    if "fig1" in figures and metric:
         out += [f"![Fig. 1: loss and averaged-metric surfaces with both frontiers]({figures['fig1']})", ""]
-    if "fig2" in figures:
+    elif "fig1" in figures:
+        out += [f"![Fig. 1: loss surfaces, the loss frontier and the forgetting budget]({figures['fig1']})", ""]
+    if "fig2" in figures and metric:
         out += [f"![Fig. 2: probe-metric trajectories of selected runs]({figures['fig2']})", ""]
+    elif "fig2" in figures:
+        out += [f"![Fig. 2: validation-loss trajectories of selected runs (no probe)]({figures['fig2']})", ""]
     return out
 
 
@@ -328,6 +396,12 @@ def headline(s: Mapping[str, Any]) -> str:
     """The one line a frontier analysis ends with (`almr frontier`, `almr demo`): the recommended
     (ALMR, LR), its expected averaged metric and P(best), and the metric frontier's equation."""
     rec = s["recommendation"]
+    if s["metric_frontier"] is None:
+        return (
+            f"recommended ALMR {rec['almr']:.3f}, LR {rec['lr']:.3g} by loss (no averaged metric): "
+            f"{s['sources']['additional']} validation loss {rec['objective']['mean']:.4f} ± "
+            f"{rec['objective']['std']:.4f} {_budget_words(rec)}, P(best) {rec['prob_best_within_radius']:.2f}"
+        )
     coef = s["metric_frontier"]["forms"]["linear"]["coef"]
     return (
         f"recommended ALMR {rec['almr']:.3f}, LR {rec['lr']:.3g}: averaged metric {rec['metric']['mean']:.2f} ± "

@@ -16,7 +16,14 @@ Contract:
   reports;
 - the baseline (the base model before CPT): `SWEEP_DIR/baseline.json`
   (`{"val_loss": {...}, "scores": {...}}`) or else the mean over runs of their lowest-tokens
-  `val_history` entry (the trainer validates before the first step), with where it came from.
+  `val_history` entry (the trainer validates before the first step), with where it came from;
+- the general and additional source (`source_roles`): the `frontier.general_source` /
+  `additional_source` given, which must be sources the runs validate; else from the language tags
+  of `SWEEP_DIR/sweep.yaml` (`load_source_tags`): the first source tagged
+  `mixture.additional_language`, and the first one tagged otherwise (general domain first); else
+  (no tags) the sources named `zh` and `en`;
+- a study has a metric when any completed run has one (`metric_absence`): then the metric fits run
+  as always, and refuse too few runs; with none, the analysis fits the losses only and says why.
 """
 
 import json
@@ -26,10 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from numpy.typing import NDArray
 
+from almr.data.config import MixtureConfig, SourceConfig
 from almr.errors import AlmrError, DataError
 from almr.evaluate.results import averaged_metric
+from almr.frontier.config import FrontierConfig
 from almr.sweep.records import RunRecord
 
 MIN_DISTINCT_ALMR = 3
@@ -186,3 +196,127 @@ def load_baseline(sweep_dir: Path | None, records: list[RunRecord]) -> Baseline 
     val = {s: float(np.mean([e["loss"][s] for e in at_lowest if s in e["loss"]])) for s in sources}
     when = "step 0, before any training" if lowest == 0 else f"the earliest validation, at {lowest:,} tokens"
     return Baseline(val, {}, f"mean of {len(at_lowest)} run(s)' val_history at {when}")
+
+
+# --------------------------------------------------------------------------- which source is which
+
+
+@dataclass
+class SourceTags:
+    """The study's sources as its sweep.yaml tags them (data.sources order) and the additional language."""
+
+    language: dict[str, str]
+    domain: dict[str, str]
+    additional_language: str
+    where: str
+
+
+def load_source_tags(sweep_dir: Path) -> SourceTags | None:
+    """The sources' language and domain tags from `SWEEP_DIR/sweep.yaml` (the resolved spec `almr sweep`
+    writes); None without the file. Read as plain YAML: only these keys matter here, and a spec of an
+    older almr must not stop the analysis."""
+    path = Path(sweep_dir) / "sweep.yaml"
+    if not path.is_file():
+        return None
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        sources = (raw.get("data") or {}).get("sources") or []
+        language = {str(x["name"]): str(x.get("language", SourceConfig.model_fields["language"].default))
+                    for x in sources}  # fmt: skip
+        domain = {str(x["name"]): str(x.get("domain", SourceConfig.model_fields["domain"].default)) for x in sources}
+        extra = (raw.get("mixture") or {}).get("additional_language")
+    except (yaml.YAMLError, AttributeError, KeyError, TypeError) as err:
+        raise DataError(
+            f"{path}: cannot read data.sources[].name/language ({type(err).__name__}: {err}); restore the file "
+            "`almr sweep` wrote, or set frontier.general_source and frontier.additional_source"
+        ) from None
+    default = MixtureConfig.model_fields["additional_language"].default
+    return SourceTags(language, domain, str(extra or default), str(path))
+
+
+@dataclass
+class SourceRoles:
+    """The general-language and additional-language validation sources of an analysis (None: not found),
+    how they were chosen, and what the report should say about it."""
+
+    general: str | None
+    additional: str | None
+    how: str
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"general": self.general, "additional": self.additional, "how": self.how, "notes": self.notes}
+
+
+def validated_sources(records: list[RunRecord]) -> list[str]:
+    """Every source some completed run reports a final validation loss for."""
+    return sorted({s for r in records if r.status == "completed" for s in r.val_loss})
+
+
+def source_roles(config: FrontierConfig, records: list[RunRecord], tags: SourceTags | None) -> SourceRoles:
+    """`frontier.general_source` / `additional_source`, or the sources the tags name (module docstring)."""
+    present = validated_sources(records)
+    for key in ("general_source", "additional_source"):
+        given = getattr(config, key)
+        if given is not None and present and given not in present:
+            raise AlmrError(
+                f"frontier.{key}={given!r}: the completed runs report validation losses for {', '.join(present)}; "
+                f"set it to one of them, or leave it unset to take it from the sources' language tags"
+            )
+    if config.general_source is not None and config.general_source == config.additional_source:
+        raise AlmrError(
+            f"frontier.general_source and frontier.additional_source are both {config.general_source!r}; the "
+            "forgetting budget watches a general-language source other than the additional language's"
+        )
+    known = present or list(tags.language if tags else [])
+    notes: list[str] = []
+    if tags is not None and tags.language:
+        extra = tags.additional_language
+        additional = [s for s in tags.language if tags.language[s] == extra and s in known]
+        general = [s for s in tags.language if tags.language[s] != extra and s in known]
+        general.sort(key=lambda s: tags.domain.get(s) != "general")  # stable: data.sources order within each
+        how = f"from the language tags in {tags.where} (mixture.additional_language {extra})"
+        for key, role, found in (("additional_source", f"tagged {extra}", additional),
+                                 ("general_source", f"not tagged {extra}", general)):  # fmt: skip
+            if len(found) > 1:
+                notes.append(
+                    f"{len(found)} validated sources are {role} ({', '.join(found)}): {found[0]} was taken; "
+                    f"set frontier.{key} to choose another"
+                )
+    else:
+        # no tags (records without their sweep.yaml): sources named like the language, the old defaults
+        additional = [s for s in ("zh",) if s in known or not known]
+        general = [s for s in ("en",) if s in known or not known]
+        how = "by name (no sweep.yaml with language tags): the sources named zh and en"
+    roles = SourceRoles(
+        general=config.general_source or (general[0] if general else None),
+        additional=config.additional_source or (additional[0] if additional else None),
+        how=how,
+        notes=notes,
+    )
+    if config.general_source or config.additional_source:
+        roles.how = "frontier.general_source / additional_source as set" + (
+            f"; the other {how}" if not (config.general_source and config.additional_source) else ""
+        )
+    if roles.general == roles.additional and roles.general is not None:
+        roles.general = next((s for s in general if s != roles.additional), None)
+    return roles
+
+
+def metric_absence(records: list[RunRecord], metric_keys: list[str] | None) -> str | None:
+    """None when any completed run has the metric, or none has validation losses either (the metric fits
+    run, or refuse as they always did); else why none has the metric, in words the report prints."""
+    done = [r for r in records if r.status == "completed"]
+    if any(target_value(r, "metric", metric_keys, []) is not None for r in done) or not any(r.val_loss for r in done):
+        return None
+    if not any(r.scores or r.probe_history for r in done):
+        return (
+            "the runs recorded no benchmark scores — no probe (cpt.probe.every_tokens 0) and no final "
+            "evaluation — only validation losses"
+        )
+    keys = metric_keys or sorted({k for r in done if r.average is not None for k in r.average.terms})
+    return (
+        f"no completed run has an averaged metric: their scores lack {', '.join(keys) or 'the averaged keys'} "
+        "(eval.average or frontier.metric_keys names a score that neither the probe nor the final evaluation "
+        "produced)"
+    )
