@@ -1,7 +1,8 @@
 """Evaluation benchmarks, each against its baseline measured in the same run:
 
 1. probe cost: wall time of a demo-shaped CPT run (the world's 1.05M-parameter Llama, batch
-   16 × 256) with the world probe every `--every-tokens`, against the same run without it;
+   16 × 256) with the world's probe (`TaskProbe` on the 4 world tasks) every `--every-tokens`,
+   against the same run without it, and the FLOP estimate the sweep prints;
 2. MCQ scoring throughput (items/s): `LoglikScorer` (the probe's path) against lm-eval's
    default path (`HFLM`, batch size 1) and HFLM at the same batch size, on the same model and items.
 

@@ -1,6 +1,6 @@
 """Evaluation: the paper's benchmark families on lm-evaluation-harness, our task definitions
-and metrics for the Chinese benchmarks it lacks, LLM-judge tasks, the demo world's probe
-suite, result files, tables and the averaged metric.
+and metrics for the Chinese benchmarks it lacks, LLM-judge tasks, the probe run during CPT,
+result files, tables and the averaged metric.
 
 Modules, one job each:
 
@@ -10,9 +10,11 @@ Modules, one job each:
 - `tasks/`    lm-eval YAML task definitions (variants `include:` a shared `_*_template`) + `utils.py`
               (`!function` hooks into `metrics`; prompts from `almr.prompts`)
 - `harness`   runs a suite through lm-eval (in-process HFLM or an OpenAI-compatible URL)
-- `loglik`    our batched log-likelihood scorer (the probe's fast path)
-- `probe`     `WorldProbe`, the callable the CPT trainer runs every `cpt.probe.every_tokens`;
-              `probe_from_config(eval_section, tokenizer)` builds it
+- `catalog`   lm-eval's own task catalogue: any lm-eval task by name, loading with `eval.task_overrides`
+- `loglik`    our batched log-likelihood scorer (the probe's fast path), split across processes
+- `probe`     `TaskProbe`, the callable the CPT trainer runs every `cpt.probe.every_tokens`: seeded
+              subsets of any tasks, scored by lm-eval; `probe_from_config(eval_section, tokenizer)`
+- `probe_lm`  the lm-eval model the probe scores through (HFLM + `loglik`, work split across processes)
 - `results`   result JSON, Markdown/CSV tables in the layout of the paper's Tables 4–5, averaged metric
 - `codeexec`  HumanEval-style tests in a sandboxed subprocess with a time limit (opt-in)
 - `judge`     BelleEval scoring and the BotChat-style Turing test through a judge endpoint

@@ -1,7 +1,7 @@
 """Config section of evaluation (`eval`): data, batching, the averaged metric, probe and judge."""
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -101,6 +101,12 @@ class EvalConfig(Section):
         None, description="Folder of benchmark files in their published layouts (a world directory for world tasks)."
     )
     batch_size: int = Field(16, ge=1, description="lm-eval batch size (requests per forward pass or API call).")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where a local model runs: auto is CUDA when available, else the CPU."
+    )
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Weights of a local model: auto is bfloat16 on CUDA, float32 on the CPU."
+    )
     limit: int | None = Field(None, ge=1, description="Items per task (for quick looks; results record it).")
     max_gen_toks: int | None = Field(None, ge=1, description="Cap on generated tokens for every generation task.")
     allow_code_execution: bool = Field(

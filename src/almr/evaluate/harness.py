@@ -140,16 +140,24 @@ def _unanswerable_chat(infos: list[TaskInfo], tokenizer: Any, name: str, skip_mi
     return dict.fromkeys(chat, reason)
 
 
-def _local_lm(model: Any, tokenizer: Any, batch_size: int, device: str, max_length: int | None) -> Any:
+def _local_lm(model: Any, tokenizer: Any, batch_size: int, device: str, dtype: str, max_length: int | None) -> Any:
     # heavy (torch, transformers): only when a local model is evaluated
+    import torch
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM
 
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("eval.device=cuda but no CUDA device is visible; set eval.device=cpu or auto")
+    if dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" else "float32"  # bf16 is 20-50x slower than fp32 on a CPU
     if isinstance(model, str | Path):
-        model = AutoModelForCausalLM.from_pretrained(model, dtype="float32")
+        model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).to(device)
     model.eval()
     kwargs: dict[str, Any] = {"max_length": max_length} if max_length else {}
-    return HFLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size, **kwargs)
+    # an in-memory model is used where it is: HFLM moves only the models it loads itself
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
 
 
 def _api_lm(url: str, chat: bool, tokenizer: str | None, endpoint_model: str | None, batch_size: int,
@@ -236,7 +244,8 @@ def run_eval(
     data_files: Mapping[str, str] | None = None,
     tokenizer: Any = None,
     batch_size: int = 16,
-    device: str = "cpu",
+    device: str = "auto",
+    dtype: str = "auto",
     allow_code_execution: bool = False,
     max_gen_toks: int | None = None,
     max_length: int | None = None,
@@ -267,7 +276,7 @@ def run_eval(
         infos = [t for t in infos if t.name not in skipped]
         if not infos:
             raise AlmrError(_nothing_to_run(skipped))
-        lm = _local_lm(model, local_tokenizer, batch_size, device, max_length)
+        lm = _local_lm(model, local_tokenizer, batch_size, device, dtype, max_length)
     else:
         name = str(model)
 
@@ -307,10 +316,10 @@ def evaluate_and_save(
     result saved to `out` (default `eval/<model>-<suite>.json`); returns the result and its path."""
     result = run_eval(
         model, suite=suite, tasks=list(tasks), limit=limit or config.limit, data_dir=data_dir or config.data_dir,
-        data_files=data_files, tokenizer=tokenizer, batch_size=config.batch_size,
-        allow_code_execution=allow_code_execution or config.allow_code_execution, max_gen_toks=config.max_gen_toks,
-        endpoint_model=endpoint_model, timeout_s=config.timeout_s, max_retries=config.max_retries,
-        skip_missing=skip_missing, task_overrides=config.task_overrides,
+        data_files=data_files, tokenizer=tokenizer, batch_size=config.batch_size, device=config.device,
+        dtype=config.dtype, allow_code_execution=allow_code_execution or config.allow_code_execution,
+        max_gen_toks=config.max_gen_toks, endpoint_model=endpoint_model, timeout_s=config.timeout_s,
+        max_retries=config.max_retries, skip_missing=skip_missing, task_overrides=config.task_overrides,
     )  # fmt: skip
     return result, save_result(result, out or default_result_path(model, suite or "tasks"))
 

@@ -236,6 +236,24 @@ def averaged_metric(values: Mapping[str, Any], average: Average) -> float:
     return sum(weight * float(flat[key]) for key, weight in avg.terms.items()) / sum(avg.terms.values())
 
 
+def check_average_produced(average: AverageConfig, infos: Sequence[TaskInfo], producer: str, tasks_key: str) -> None:
+    """Refuse an averaged metric with a key that `producer` (the probe, a final evaluation), running
+    `infos` (named by the config key `tasks_key`), does not report. almr's own tasks report exactly
+    their primary and listed metrics; an lm-eval task's list is lm-eval's, known only once it has run."""
+    by_name = {info.name: info for info in infos}
+    for key in average.terms:
+        task, _, metric = key.partition(":")
+        if task not in by_name:
+            raise ConfigError(
+                f"eval.average: {key} is not produced by {producer}, which runs {', '.join(by_name)}; add {task} "
+                f"to {tasks_key} or leave {key} out of eval.average"
+            )
+        info = by_name[task]
+        if metric and info.kind == "ours" and metric.split(",")[0] not in (info.primary, *info.metrics):
+            known = ", ".join(dict.fromkeys((info.primary, *info.metrics)))
+            raise ConfigError(f"eval.average: {task} reports {known}, not {metric}; use one of them in {key}")
+
+
 # --------------------------------------------------------------------------- tables (the paper's Tables 4–5)
 
 

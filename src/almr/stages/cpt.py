@@ -13,11 +13,11 @@ from transformers import AutoConfig, AutoTokenizer
 from almr.config import AlmrConfig
 from almr.data.loader import PackedLoader, validation_sequences
 from almr.data.plan import Plan, build_plan
-from almr.evaluate.probe import probe_from_config
+from almr.evaluate.probe import TaskProbe, probe_from_config
 from almr.train.cpt import CptResult, train_cpt
 from almr.train.model import model_path
 from almr.train.parallel import close_distributed, init_distributed
-from almr.train.validate import Probe, Validation
+from almr.train.validate import Validation
 
 
 def plan_for(config: AlmrConfig, *, previous: Plan | None = None, consumed: int | None = None) -> Plan:
@@ -41,7 +41,7 @@ def build_data(config: AlmrConfig, rank: int, world_size: int) -> tuple[PackedLo
     return loader, validation
 
 
-def build_probe(config: AlmrConfig) -> Probe | None:
+def build_probe(config: AlmrConfig) -> TaskProbe | None:
     """The probe suite `cpt.probe.every_tokens` asks for, with the model's tokenizer; None when
     off (or when no model is named: the trainer then says so first)."""
     if not config.cpt.probe.every_tokens or not config.model.name_or_path:

@@ -21,6 +21,7 @@ from almr.config import AlmrConfig
 from almr.errors import AlmrError, ConfigError
 from almr.evaluate.harness import check_request, evaluate_and_save
 from almr.evaluate.registry import TaskInfo, resolve_tasks
+from almr.evaluate.results import check_average_produced
 from almr.sweep.config import SweepFinalEvalConfig
 from almr.sweep.records import FINAL_EVAL, read_events
 
@@ -30,13 +31,6 @@ def final_eval_args(final_eval: SweepFinalEvalConfig) -> list[str]:
     args = ["--suite", final_eval.suite] if final_eval.suite else []
     args += ["--tasks", ",".join(final_eval.tasks)] if final_eval.tasks else []
     return args + (["--limit", str(final_eval.limit)] if final_eval.limit else [])
-
-
-def _produces(info: TaskInfo, metric: str) -> bool:
-    """Whether the task reports `metric` (a base name, or with its lm-eval filter). almr's own tasks
-    report exactly their primary and listed metrics; a built-in task's full list is lm-eval's."""
-    base = metric.split(",")[0]
-    return info.kind != "ours" or base in (info.primary, *info.metrics)
 
 
 def _has_chat_template(model: str | None) -> bool:
@@ -58,18 +52,7 @@ def check_final_eval(config: AlmrConfig) -> list[TaskInfo]:
         infos = resolve_tasks(final_eval.suite, final_eval.tasks)
     except ConfigError as err:
         raise ConfigError(f"sweep.final_eval: {err}") from None
-    by_name = {info.name: info for info in infos}
-    runs = ", ".join(by_name)
-    for key in config.eval.average.terms:
-        task, _, metric = key.partition(":")
-        if task not in by_name:
-            raise ConfigError(
-                f"eval.average: {key} is not produced by sweep.final_eval, which runs {runs}; add {task} to "
-                f"sweep.final_eval.tasks or leave {key} out of eval.average"
-            )
-        if metric and not _produces(by_name[task], metric):
-            known = ", ".join(dict.fromkeys((by_name[task].primary, *by_name[task].metrics)))
-            raise ConfigError(f"eval.average: {task} reports {known}, not {metric}; use one of them in {key}")
+    check_average_produced(config.eval.average, infos, "sweep.final_eval", "sweep.final_eval.tasks")
     code = [info.name for info in infos if info.runs_code]
     if code and not config.eval.allow_code_execution:
         raise ConfigError(

@@ -419,6 +419,9 @@ def run_sweep(
     `on_finish(records)` is called whenever runs have ended (once per look at the runs in flight);
     True launches no further run: those in flight finish, and the sweep can be resumed later."""
     check_spec(config)
+    cost = check_probe(config)
+    if cost:
+        log(cost)
     study = open_study(config)
     scores = None if baseline_scores is None else functools.partial(baseline_scores, config)
     driver = _Driver(config, study, launcher or default_launcher(config.sweep), on_finish, scores, log)
@@ -634,18 +637,34 @@ def write_baseline(sweep_dir: Path, records: list[RunRecord], model: str | None,
     return baseline
 
 
+def check_probe(config: AlmrConfig) -> str | None:
+    """Build the runs' probe once, here, before any run starts — its tasks, their data, the token cap
+    and every item's length are checked (each run would otherwise fail at its first probe) — refuse an
+    `eval.average` the probe cannot produce when it is what ranks the runs, and return the line that
+    states the probe's cost at `cpt.probe.every_tokens`; None without a probe."""
+    if not config.cpt.probe.every_tokens or not config.model.name_or_path:
+        return None
+    # torch, transformers and lm-eval load only when a study probes: the dry run and `almr sweep status` never do
+    from almr.evaluate.results import check_average_produced
+    from almr.stages.cpt import build_probe
+
+    probe = build_probe(config)
+    assert probe is not None
+    if not config.sweep.final_eval.enabled:
+        check_average_produced(config.eval.average, probe.infos, "the probe", "eval.probe.tasks")
+    return probe.cost().describe(config.cpt.probe.every_tokens)
+
+
 def probe_base_model(config: AlmrConfig) -> dict[str, float]:
     """The probe's scores of the base model (model.name_or_path), in this process; {} without a probe."""
     if not config.cpt.probe.every_tokens or not config.model.name_or_path:
         return {}
-    # torch and transformers (~2 s to import) load only when a base model is probed: the driver, the
-    # dry run and `almr sweep status` never need them
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from almr.evaluate.probe import probe_from_config
+    from almr.stages.cpt import build_probe
 
-    tokenizer = AutoTokenizer.from_pretrained(config.model.name_or_path)
-    probe = probe_from_config(config.eval, tokenizer)
+    probe = build_probe(config)
+    assert probe is not None
     model = AutoModelForCausalLM.from_pretrained(config.model.name_or_path, dtype=torch.float32)
     return dict(probe(model, 0, 0))
