@@ -216,9 +216,7 @@ class TaskProbe:
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad(), _no_request_bars():
-                for task in self._loaded["tasks"].values():
-                    task.set_fewshot_seed(seed=1234)
+            with torch.no_grad(), self._reusing_requests():
                 lm = ProbeLM(model, self.tokenizer, self.encode, batch_size=self.batch_size,
                              max_length=self.max_length, max_gen_toks=self.max_gen_toks)  # fmt: skip
                 raw = evaluate(
@@ -232,6 +230,28 @@ class TaskProbe:
         self.last_seconds_ = time.perf_counter() - started
         return scores(result)
 
+    @contextmanager
+    def _reusing_requests(self) -> Iterator[None]:
+        """lm-eval's `evaluate` builds every request again at each call (prompts, few-shot examples:
+        a fifth of a probe's time on the demo world); the probe's are fixed, so a call reuses those
+        built by `_check_lengths`, their answers cleared."""
+        built = {name: list(task.instances) for name, task in self._loaded["tasks"].items()}
+
+        def reuse(task: Any, instances: list[Any]) -> Any:
+            def build_all_requests(*args: Any, **kwargs: Any) -> None:
+                for instance in instances:
+                    instance.resps, instance.filtered_resps = [], {}
+                task._instances = list(instances)
+
+            return build_all_requests
+
+        for name, task in self._loaded["tasks"].items():
+            task.build_all_requests = reuse(task, built[name])
+        try:
+            yield
+        finally:
+            for task in self._loaded["tasks"].values():
+                del task.build_all_requests  # the class's method again
 
 def _too_long(request: Any, n: int, window: int) -> None:
     raise ConfigError(
