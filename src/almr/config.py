@@ -25,9 +25,11 @@ from almr.errors import ConfigError
 from almr.evaluate.config import EvalConfig
 from almr.frontier.config import FrontierConfig
 from almr.section import Section
+from almr.serve.config import ServeConfig
 from almr.stages.config import AblationConfig, BaseModelConfig
 from almr.sweep.config import SweepConfig
 from almr.train.config import CptConfig, DpoConfig, ModelConfig, ParallelConfig, SftConfig
+from almr.vocab.config import VocabConfig
 from almr.world.config import WorldConfig
 
 # Keys that moved: an old spelling is refused with a message that names the new one.
@@ -49,7 +51,9 @@ class AlmrConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation, probe and judge.")
     sweep: SweepConfig = Field(default_factory=SweepConfig, description="The ALMR × LR study.")
     frontier: FrontierConfig = Field(default_factory=FrontierConfig, description="The frontier analysis.")
+    vocab: VocabConfig = Field(default_factory=VocabConfig, description="Vocabulary extension (almr vocab extend).")
     ablation: AblationConfig = Field(default_factory=AblationConfig, description="The Table 6 ablation.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="The chat server (almr serve).")
 
     @model_validator(mode="after")
     def _batches_fill_the_cluster(self) -> "AlmrConfig":

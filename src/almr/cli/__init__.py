@@ -17,6 +17,7 @@ from almr.cli.eval import app as eval_app
 from almr.cli.frontier import app as frontier_app
 from almr.cli.sft import app as sft_app
 from almr.cli.sweep import app as sweep_app
+from almr.cli.vocab import app as vocab_app
 from almr.cli.world import app as world_app
 from almr.errors import AlmrError
 
@@ -32,6 +33,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(world_app, name="world")
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
+app.add_typer(vocab_app, name="vocab")
 
 
 def main() -> None:
