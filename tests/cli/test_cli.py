@@ -16,7 +16,7 @@ from almr.cli import app, main
 EVERY_COMMAND = {
     "demo", "cpt", "sft", "dpo", "ablation", "sweep", "frontier", "config show", "config keys", "world build",
     "world pretrain", "world stats",
-    "data tokenize", "data plan", "data inspect", "eval table", "eval judge", "eval tasks", "vocab extend",
+    "data tokenize", "data plan", "data inspect", "eval table", "eval judge", "eval tasks", "vocab extend", "compare",
 }  # fmt: skip
 HEAVY = ("torch", "transformers", "optuna", "scipy", "sklearn", "matplotlib", "submitit", "trl")
 

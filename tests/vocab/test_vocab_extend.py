@@ -150,3 +150,39 @@ def test_shards_are_rebuilt_for_the_extended_tokenizer(extended: tuple) -> None:
     assert after["tokenizer"]["fingerprint"] != before["tokenizer"]["fingerprint"]
     assert after["tokenizer"]["vocab_size"] == extension.size
     assert after["splits"]["train"]["tokens"] < before["splits"]["train"]["tokens"]
+
+
+def test_two_studies_compare_per_character(extended: tuple, tmp_path: Path) -> None:
+    """Two studies, one per tokenizer: the comparison converts each study's predicted losses to bits
+    per character with tokens per character measured under its own tokenizer."""
+    import math
+    import subprocess
+    import sys
+
+    from tokenizers import Tokenizer
+
+    from almr.config import dump_config
+
+    config, extension, base_dir = extended
+    sweeps = []
+    for label, tokenizer, loss in (("base", base_dir, 3.0), ("extended", extension.out_dir, 4.0)):
+        sweep = tmp_path / label
+        (sweep / "frontier").mkdir(parents=True)
+        spec = config.model_copy(update={"data": config.data.model_copy(update={"tokenizer": str(tokenizer)})})
+        (sweep / "sweep.yaml").write_text(dump_config(spec))
+        rec = {"almr": 0.5, "lr": 1e-3, "metric": {"mean": 40.0, "std": 1.0},
+               "val_loss": {"en": {"mean": 2.0, "std": 0.1}, "zh": {"mean": loss, "std": 0.1}}}  # fmt: skip
+        (sweep / "frontier" / "frontier.json").write_text(json.dumps({"recommendation": rec}))
+        sweeps.append(sweep)
+    command = [sys.executable, "-m", "almr.cli", "compare", *map(str, sweeps), "--labels", "base,extended"]
+    done = subprocess.run([*command, "--out", str(tmp_path / "cmp")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    sides = {s["label"]: s for s in json.loads((tmp_path / "cmp" / "comparison.json").read_text())}
+    texts = [json.loads(line)["text"] for line in Path(config.data.sources[1].valid[0]).read_text().splitlines()]
+    for label, tokenizer, loss in (("base", base_dir, 3.0), ("extended", extension.out_dir, 4.0)):
+        tok = Tokenizer.from_file(str(Path(tokenizer) / "tokenizer.json"))
+        per_char = sum(len(tok.encode(t, add_special_tokens=False).ids) for t in texts) / sum(map(len, texts))
+        assert sides[label]["tokens_per_character"]["zh"] == pytest.approx(per_char)
+        assert sides[label]["bits_per_character"]["zh"] == pytest.approx(loss * per_char / math.log(2))
+    assert sides["extended"]["almr_in_characters"] > sides["base"]["almr_in_characters"]
+    assert "| zh: bits/character |" in done.stdout

@@ -27,3 +27,18 @@ def frontier(
         warn(f"excluded {e['run_id']} (ALMR {e['almr']:g}, LR {e['lr']:.3g}): {e['status']}: {e['reason']}")
     say(headline(analysis.summary))
     say(f"wrote {analysis.files['report']} and {analysis.files['json']}")
+
+
+@app.command("compare")
+def compare(
+    sweep_dirs: Annotated[list[Path], typer.Argument(help="Sweep directories, each analyzed by `almr frontier`.")],
+    labels: Annotated[str | None, typer.Option("--labels", help="Comma-separated names, one per study.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder of comparison.md and comparison.json.")] = Path(
+        "comparison"
+    ),
+) -> None:
+    """Studies side by side (e.g. base against extended vocabulary): optimum, metric there, held-out losses
+    per token and per character (docs/vocab.md)."""
+    from almr.frontier.compare import compare_studies  # heavy: tokenizers
+
+    say(compare_studies(sweep_dirs, labels.split(",") if labels else None, out))
