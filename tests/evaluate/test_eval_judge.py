@@ -28,6 +28,13 @@ class FakeJudge:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def do_GET(self) -> None:  # GET /v1/models: the judge model is the first served
+                data = json.dumps({"object": "list", "data": [{"id": "judge-model", "object": "model"}]}).encode()
+                self.send_response(200 if self.path == "/v1/models" else 404)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_POST(self) -> None:
                 judge.calls += 1
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -95,7 +102,12 @@ def test_failing_and_slow_judges_are_retried_then_reported_per_item_not_scored_z
     assert fake.calls == 2 * 3  # each item: one try and two retries
     assert result["value"] is None and result["n_judged"] == 0
     assert [f["item"] for f in result["failures"]] == [0, 1]
-    assert all("failed 3 times" in f["error"] for f in result["failures"])
+    assert [f["error"] for f in result["failures"]] == [
+        f"POST {fake.url}/chat/completions: HTTP 500 with an empty body after 3 attempts; the server failed; its log "
+        "says why",
+        f"POST {fake.url}/chat/completions: no reply within 0.3 s after 3 attempts; the server is slow or stuck: check "
+        "its load, or raise eval.timeout_s (eval.judge.timeout_s for the judge)",
+    ]
 
 
 def test_unparseable_verdict_is_reported() -> None:

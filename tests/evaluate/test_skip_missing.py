@@ -29,13 +29,24 @@ PAPER_BASE = [
     "humaneval", "wmt22_zh-en", "wmt22_en-zh", "seceu", "taptap",
 ]  # fmt: skip
 WORLD_SOURCE = "`almr world build DIR` writes it to DIR/bench/"
+AGIEVAL = [
+    "aqua-rat", "gaokao-biology", "gaokao-chemistry", "gaokao-chinese", "gaokao-english", "gaokao-geography",
+    "gaokao-history", "gaokao-mathcloze", "gaokao-mathqa", "gaokao-physics", "jec-qa-ca", "jec-qa-kd", "logiqa-en",
+    "logiqa-zh", "lsat-ar", "lsat-lr", "lsat-rc", "math", "sat-en", "sat-en-without-passage", "sat-math",
+]  # fmt: skip
 
 
-def cache_reason(dataset: str, cache: Path, source: str, download: str = "") -> str:
-    download = download or f"`hf download --repo-type dataset {dataset}`"
+def cache_reason(dataset: str, cache: Path, task: str, download: str = "") -> str:
+    """The reason a built-in task's Hugging Face dataset(s) (lm-eval's own dataset_path) is not here."""
+    many = "," in dataset
+    download = download or ("`hf download --repo-type dataset NAME` for each" if many else
+                            f"`hf download --repo-type dataset {dataset}`")  # fmt: skip
+    which = f"datasets {dataset.replace(',', ', ')} are" if many else f"dataset {dataset} is"
+    where = "" if many else f"; https://huggingface.co/datasets/{dataset}"
     return (
-        f"its Hugging Face dataset {dataset} is not in the local cache {cache}; download once on a machine online "
-        f"({download}, or run lm_eval once) and copy the cache here, or set HF_HUB_CACHE; {source}"
+        f"its Hugging Face {which} not in the local cache {cache}; download once on a machine online "
+        f"({download}, or run lm_eval once) and copy the cache here, set HF_HUB_CACHE, or point "
+        f"eval.task_overrides.{task}.dataset_path at a local copy{where}"
     )
 
 
@@ -103,20 +114,18 @@ def test_paper_base_is_listed_by_eval_tasks_and_in_the_suite_help(
 
 def test_skipped_tasks_and_reasons_for_a_data_dir_with_files_missing(tmp_path: Path, cache: Path) -> None:
     data = without(FIXTURES, tmp_path / "bench", "lcsts", "taptap/test.jsonl", "seceu/population.json")
-    for present in ("cais--mmlu", "openai--gsm8k", "lukaemon--bbh"):
+    for present in ("cais--mmlu", "openai--gsm8k", "SaylorTwift--bbh"):  # lm-eval 0.4.13's bbh reads SaylorTwift/bbh
         (cache / f"datasets--{present}").mkdir()
     skipped = check_request(resolve_tasks("paper-base", None), "ckpt", data_dir=data, allow_code_execution=True,
                             skip_missing=True)  # fmt: skip
-    agieval = "`hf download --repo-type dataset hails/agieval-NAME` for each NAME"  # one download per member
+    agieval = ",".join(f"hails/agieval-{name}" for name in AGIEVAL)  # one dataset per subtask
     assert skipped == {
-        "ceval-valid": cache_reason("ceval/ceval-exam", cache, "https://huggingface.co/datasets/ceval/ceval-exam"),
+        "ceval-valid": cache_reason("ceval/ceval-exam", cache, "ceval-valid"),
         "lcsts": f"data file {data / 'lcsts' / 'test.jsonl'} does not exist; get it from "
         "http://icrc.hitsz.edu.cn/Article/show/139.html (LCSTS PART_III, on application)",
-        "agieval": cache_reason(
-            "hails/agieval-*", cache, "https://huggingface.co/datasets?search=hails/agieval", agieval
-        ),
-        "triviaqa": cache_reason("mandarjoshi/trivia_qa", cache, TASKS["triviaqa"].source),
-        "humaneval": cache_reason("openai/openai_humaneval", cache, TASKS["humaneval"].source),
+        "agieval": cache_reason(agieval, cache, "agieval"),
+        "triviaqa": cache_reason("mandarjoshi/trivia_qa", cache, "triviaqa"),
+        "humaneval": cache_reason("openai/openai_humaneval", cache, "humaneval"),
         "seceu": file_reason(data / "seceu" / "population.json", "seceu"),
         "taptap": file_reason(data / "taptap" / "test.jsonl", "taptap"),
     }
@@ -149,7 +158,7 @@ def test_without_the_flag_the_error_names_every_missing_task_and_the_flag(tmp_pa
         "or get the data):\n"
         f"  lcsts: {file_reason(data / 'lcsts' / 'test.jsonl', 'lcsts')}\n"
         f"  taptap: {file_reason(data / 'taptap' / 'test.jsonl', 'taptap')}\n"
-        f"  mmlu: {cache_reason('cais/mmlu', cache, 'https://huggingface.co/datasets/cais/mmlu')}"
+        f"  mmlu: {cache_reason('cais/mmlu', cache, 'mmlu')}"
     )
 
 
@@ -168,7 +177,7 @@ def test_every_task_missing_is_refused_with_the_flag(tmp_path: Path, cache: Path
     assert str(err.value) == (
         "nothing to run: --skip-missing skipped every task asked for:\n"
         f"  lcsts: {file_reason(tmp_path / 'lcsts' / 'test.jsonl', 'lcsts')}\n"
-        f"  gsm8k: {cache_reason('openai/gsm8k', cache, 'https://huggingface.co/datasets/openai/gsm8k')}"
+        f"  gsm8k: {cache_reason('openai/gsm8k', cache, 'gsm8k')}"
     )
 
 
@@ -222,7 +231,7 @@ def test_skip_missing_runs_the_rest_and_records_what_it_skipped(
     assert info.value.code == 0, printed.err
     skipped = {
         "world_lcsts": f"data file {world / 'bench' / 'lcsts.jsonl'} does not exist; get it from {WORLD_SOURCE}",
-        "mmlu": cache_reason("cais/mmlu", cache, "https://huggingface.co/datasets/cais/mmlu"),
+        "mmlu": cache_reason("cais/mmlu", cache, "mmlu"),
         "zh_share": f"model {base_model} has no chat template, so it cannot answer a chat task; evaluate an "
         "instruction-tuned model",
     }
@@ -266,5 +275,6 @@ def test_the_docs_examples_pass_the_code_opt_in_where_their_tasks_run_code() -> 
         if any(TASKS[n].runs_code for n in SUITES.get(suite or "", []) + listed):
             assert "--allow-code-execution" in command, " ".join(command)
         suites.append(suite)
-    assert suites == ["world", "chinese", "paper", "paper-base", None, "paper-base"]
-    assert "--skip-missing" in commands[3] and "--skip-missing" in commands[5]
+    assert suites == ["world", "chinese", "paper", "paper-base", None, "world", "paper-base"]
+    assert "--skip-missing" in commands[3] and "--skip-missing" in commands[6]
+    assert commands[5][-6:] == ["--device", "cuda", "--dtype", "bfloat16", "--batch-size", "32"]

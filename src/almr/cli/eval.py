@@ -6,11 +6,27 @@ from typing import Annotated
 import typer
 
 from almr.cli.common import ConfigOption, SetOption, load, say, warn
-from almr.errors import ConfigError
+from almr.errors import AlmrError, ConfigError
 from almr.evaluate.registry import SUITES, TASKS
 
 # the suites `--suite` runs (the judge suite runs with `almr eval judge`)
 LM_EVAL_SUITES = [name for name, names in SUITES.items() if any(TASKS[n].kind != "judge" for n in names)]
+
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device", help="Where a local model runs: auto, cpu, cuda, cuda:N (eval.device; auto: CUDA when visible)."
+    ),
+]
+DtypeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dtype",
+        help="Weights of a local model: auto, float32, bfloat16, "
+        "float16 (eval.dtype; auto: bfloat16 on CUDA, float32 on the CPU).",
+    ),
+]
+
 
 app = typer.Typer(
     help="Evaluate a model (directory or OpenAI-compatible URL) on benchmark suites; tables of results.",
@@ -35,13 +51,19 @@ def evaluate(
     data_file: Annotated[list[str] | None, typer.Option("--data-file", help="TASK=PATH for one task's file.")] = None,
     tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="Tokenizer dir (needed for a URL's "
                                                   "log-likelihood tasks).")] = None,
-    endpoint_model: Annotated[str | None, typer.Option("--endpoint-model", help="Model name at the URL.")] = None,
+    endpoint_model: Annotated[str | None, typer.Option("--endpoint-model", help="Model name at the URL (default: "
+                                                       "the first of GET URL/models).")] = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Requests per forward pass or API "
+                                                   "call (eval.batch_size).")] = None,
     allow_code_execution: Annotated[bool, typer.Option("--allow-code-execution", help="Run model-written code "
                                                        "(HumanEval) in a sandboxed subprocess.")] = False,
     skip_missing: Annotated[bool, typer.Option("--skip-missing", help="Skip (and report) tasks whose data is not "
                                                "here or that the model cannot answer; run the rest.")] = False,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Result JSON (default eval/<model>-<suite>.json).")
+        Path | None, typer.Option("--out", "-o", help="Result JSON (default eval/<run>-<step>-<suite>.json for a "
+                                  "checkpoint, eval/<host>_<port>-<model>-<suite>.json for an endpoint).")
     ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
@@ -56,8 +78,9 @@ def evaluate(
     from almr.evaluate.harness import evaluate_and_save  # heavy: lm_eval; keeps almr --help fast
     from almr.evaluate.results import markdown_table
 
+    section = load(config, _with_flags(set_, device=device, dtype=dtype, batch_size=batch_size)).eval
     result, path = evaluate_and_save(
-        model, load(config, set_).eval, suite=suite, tasks=_split(tasks), limit=limit, data_dir=data_dir,
+        model, section, suite=suite, tasks=_split(tasks), limit=limit, data_dir=data_dir,
         data_files=_task_files(data_file), tokenizer=tokenizer, endpoint_model=endpoint_model,
         allow_code_execution=allow_code_execution, skip_missing=skip_missing, out=out,
     )  # fmt: skip
@@ -65,6 +88,11 @@ def evaluate(
         warn(f"skipped {name}: {reason}")
     say(markdown_table([result]))
     say(f"wrote {path} ({result['wall_s']:.1f} s)")
+
+
+def _with_flags(set_: list[str] | None, **flags: object) -> list[str]:
+    """The --set overrides, then one `eval.KEY=VALUE` per flag given: flags are config keys, checked as such."""
+    return [*(set_ or []), *(f"eval.{key}={value}" for key, value in flags.items() if value is not None)]
 
 
 def _split(names: str | None) -> list[str]:
@@ -122,25 +150,38 @@ def table(
 def judge_model(
     model: Annotated[str, typer.Option("--model", help="The model under test: a directory or an http(s) URL.")],
     judge: Annotated[str | None, typer.Option("--judge", help="Judge endpoint URL (default eval.judge.url).")] = None,
+    judge_model: Annotated[str | None, typer.Option("--judge-model", help="The judge's model name (default "
+                                                    "eval.judge.model, else the first of GET JUDGE/models).")] = None,
+    endpoint_model: Annotated[str | None, typer.Option("--endpoint-model", help="Model name at the --model URL "
+                                                       "(default: the first of GET URL/models).")] = None,
     tasks: Annotated[str, typer.Option("--tasks", help="belle_eval, turing_test (comma-separated).")] = "belle_eval",
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Folder with belle_eval/, turing_test/.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Items per task.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Result JSON.")] = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Result JSON (default "
+                                             "eval/<model>-judge.json).")] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:  # fmt: skip
-    """LLM-judge tasks: the model answers, the judge endpoint grades; failed items are listed, never scored 0."""
-    from almr.evaluate.judge import judge_and_save  # heavy: lm_eval; keeps almr --help fast
+    """LLM-judge tasks: the model answers, the judge endpoint grades; failed items are listed, never scored 0,
+    and make the exit code non-zero."""
+    from almr.evaluate.judge import incomplete, judge_and_save  # heavy: lm_eval; keeps almr --help fast
     from almr.evaluate.results import markdown_table
 
-    result, path = judge_and_save(
-        model, load(config, set_).eval, judge=judge, tasks=_split(tasks), data_dir=data_dir, limit=limit, out=out
-    )
+    section = load(config, _with_flags(set_, device=device, dtype=dtype)).eval
+    result, path = judge_and_save(model, section, judge=judge, judge_model=judge_model, endpoint_model=endpoint_model,
+                                  tasks=_split(tasks), data_dir=data_dir, limit=limit, out=out)  # fmt: skip
     for name, task in result["tasks"].items():
         for failure in task["failures"]:
             warn(f"{name} item {failure['item']}: not judged: {failure['error']}")
     say(markdown_table([result]))
     say(f"wrote {path}")
+    missing = incomplete(result)
+    if missing:
+        counts = "; ".join(f"{name} {why}" for name, why in missing.items())
+        raise AlmrError(f"incomplete evaluation: {counts}; the items not judged and why are listed above and under "
+                        f"each task's failures in {path}")  # fmt: skip
 
 
 @app.command("tasks")
@@ -148,7 +189,7 @@ def list_tasks() -> None:
     """Every task (family, kind, mode, primary metric, data files) and every suite."""
     lines = ["| task | family | kind | mode | shots | primary | files |", "|---|---|---|---|---:|---|---|"]
     for t in TASKS.values():
-        files = ", ".join(t.files) or t.hf_dataset
+        files = ", ".join(t.files) or t.hf_dataset or "lm-eval's own datasets (Hugging Face cache)"
         lines.append(f"| {t.name} | {t.family} | {t.kind} | {t.mode} | {t.shots} | {t.primary} | {files} |")
     lines += ["", "| suite | tasks |", "|---|---|"] + [f"| {k} | {', '.join(v)} |" for k, v in SUITES.items()]
     say("\n".join(lines))

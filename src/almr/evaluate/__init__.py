@@ -10,6 +10,8 @@ Modules, one job each:
 - `tasks/`    lm-eval YAML task definitions (variants `include:` a shared `_*_template`) + `utils.py`
               (`!function` hooks into `metrics`; prompts from `almr.prompts`)
 - `harness`   runs a suite through lm-eval (in-process HFLM or an OpenAI-compatible URL)
+- `endpoint`  the one HTTP client for OpenAI-compatible endpoints (retries, backoff, one-line errors);
+              `endpoint_lm`: lm-eval's local-completions / local-chat-completions sending through it
 - `catalog`   lm-eval's own task catalogue: any lm-eval task by name, loading with `eval.task_overrides`
 - `loglik`    our batched log-likelihood scorer (the probe's fast path), split across processes
 - `probe`     `TaskProbe`, the callable the CPT trainer runs every `cpt.probe.every_tokens`: seeded

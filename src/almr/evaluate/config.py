@@ -1,9 +1,10 @@
 """Config section of evaluation (`eval`): data, batching, the averaged metric, probe and judge."""
 
 import math
+import re
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from almr.section import Section
 
@@ -101,10 +102,11 @@ class EvalConfig(Section):
         None, description="Folder of benchmark files in their published layouts (a world directory for world tasks)."
     )
     batch_size: int = Field(16, ge=1, description="lm-eval batch size (requests per forward pass or API call).")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Where a local model runs: auto is CUDA when available, else the CPU."
+    device: str = Field(
+        "auto",
+        description="Where a local model runs: auto, cpu, cuda or cuda:N; auto is CUDA when available, else the CPU.",
     )
-    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights of a local model: auto is bfloat16 on CUDA, float32 on the CPU."
     )
     limit: int | None = Field(None, ge=1, description="Items per task (for quick looks; results record it).")
@@ -114,6 +116,12 @@ class EvalConfig(Section):
     )
     timeout_s: int = Field(120, ge=1, description="Seconds per request to a model endpoint.")
     max_retries: int = Field(3, ge=0, description="Retries per request to a model endpoint.")
+    retry_backoff_s: float = Field(
+        1.0,
+        ge=0,
+        description="Wait before the first retry of an endpoint or judge request; doubled at each retry "
+        "(at most 30 s; a server's Retry-After is honoured).",
+    )
     average: AverageConfig = Field(
         default_factory=lambda: AverageConfig(terms=dict.fromkeys(["world_mmlu", "world_ceval", "world_eprstmt"], 1.0)),
         description="The averaged metric the sweep ranks by: {name, terms: {task or task:metric: weight}}, or a "
@@ -126,3 +134,10 @@ class EvalConfig(Section):
     )
     probe: EvalProbeConfig = Field(default_factory=EvalProbeConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N")
+        return value

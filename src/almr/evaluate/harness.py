@@ -19,12 +19,9 @@ Chat tasks (`TaskInfo.chat`) run in a second lm-eval pass with the chat template
 all other tasks see raw prompts, as base models are evaluated.
 """
 
-import glob
-import json
 import logging
 import os
 import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,10 +30,11 @@ from huggingface_hub import constants
 
 from almr.errors import AlmrError, ConfigError, DataError
 from almr.evaluate.benchmark_files import check_data, missing_files
-from almr.evaluate.catalog import configure_tasks, load_tasks, with_overrides
+from almr.evaluate.catalog import configure_tasks, hub_datasets, load_tasks, with_overrides
 from almr.evaluate.config import EvalConfig
+from almr.evaluate.endpoint import Endpoint
 from almr.evaluate.registry import TaskInfo, resolve_tasks
-from almr.evaluate.results import default_result_path, from_lm_eval, save_result
+from almr.evaluate.results import default_result_path, from_lm_eval, refuse_other_result, save_result
 
 
 def is_url(model: object) -> bool:
@@ -44,22 +42,21 @@ def is_url(model: object) -> bool:
 
 
 def _cache_reason(task: TaskInfo, cache: Path) -> str | None:
-    """Why a built-in task cannot run offline (datasets of its `hf_dataset`, comma-separated, not in
-    the cache) and the download commands; None when they are all there."""
-    absent = [
-        n for n in task.hf_dataset.split(",") if n and not glob.glob(str(cache / f"datasets--{n.replace('/', '--')}"))
-    ]
+    """Why a built-in task cannot run offline (the Hugging Face datasets it reads — lm-eval's own
+    `dataset_path`s — not in the cache) and the download command; None when they are all there."""
+    names = task.hf_dataset.split(",") if task.hf_dataset is not None else hub_datasets(task.name)
+    absent = [n for n in names if n and not (cache / f"datasets--{n.replace('/', '--')}").is_dir()]
     if not absent:
         return None
-    # a pattern (AGI-Eval's hails/agieval-*) stands for a group of datasets: one download per member
-    downloads = ", ".join(
-        f"`hf download --repo-type dataset {n.replace('*', 'NAME')}`" + (" for each NAME" if "*" in n else "")
-        for n in absent
-    )
-    which = f"dataset {absent[0]} is" if len(absent) == 1 else f"datasets {', '.join(absent)} are"
+    if len(absent) == 1:
+        which, download = f"dataset {absent[0]} is", f"`hf download --repo-type dataset {absent[0]}`"
+    else:
+        which, download = f"datasets {', '.join(absent)} are", "`hf download --repo-type dataset NAME` for each"
+    where = task.source or (f"https://huggingface.co/datasets/{absent[0]}" if len(names) == 1 else "")
     return (
         f"its Hugging Face {which} not in the local cache {cache}; download once on a machine online "
-        f"({downloads}, or run lm_eval once) and copy the cache here, or set HF_HUB_CACHE; {task.source}"
+        f"({download}, or run lm_eval once) and copy the cache here, set HF_HUB_CACHE, or point "
+        f"eval.task_overrides.{task.name}.dataset_path at a local copy" + (f"; {where}" if where else "")
     )
 
 
@@ -140,58 +137,61 @@ def _unanswerable_chat(infos: list[TaskInfo], tokenizer: Any, name: str, skip_mi
     return dict.fromkeys(chat, reason)
 
 
-def _local_lm(model: Any, tokenizer: Any, batch_size: int, device: str, dtype: str, max_length: int | None) -> Any:
+def resolve_device(device: str) -> str:
+    """`eval.device` as a torch device: auto is CUDA when one is visible, else the CPU; a CUDA device
+    that is not there is refused."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if index >= visible:
+            raise ConfigError(f"eval.device={device} (--device) but {visible} CUDA device(s) are visible; use cpu, "
+                              "auto, or a visible cuda:N")  # fmt: skip
+    return device
+
+
+def _local_lm(model: Any, tokenizer: Any, batch_size: int, device: str, dtype: str,
+              max_length: int | None) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """lm-eval's HFLM over the model, and where it ran (`device`, `dtype`, `batch_size`: the result records it)."""
     # heavy (torch, transformers): only when a local model is evaluated
     import torch
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("eval.device=cuda but no CUDA device is visible; set eval.device=cpu or auto")
+    device = resolve_device(device)
     if dtype == "auto":
-        dtype = "bfloat16" if device == "cuda" else "float32"  # bf16 is 20-50x slower than fp32 on a CPU
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"  # bf16 is 20-50x slower than fp32 on a CPU
     if isinstance(model, str | Path):
         model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).to(device)
     model.eval()
     kwargs: dict[str, Any] = {"max_length": max_length} if max_length else {}
     # an in-memory model is used where it is: HFLM moves only the models it loads itself
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
-
-
-def _api_lm(url: str, chat: bool, tokenizer: str | None, endpoint_model: str | None, batch_size: int,
-            timeout_s: int, max_retries: int) -> Any:  # fmt: skip
-    from lm_eval.api.registry import get_model  # heavy (lm-eval's model registry): only for an endpoint
-
-    base = url.rstrip("/")
-    for suffix in ("/chat/completions", "/completions"):
-        base = base.removesuffix(suffix)
-    kwargs: dict[str, Any] = {
-        "base_url": base + ("/chat/completions" if chat else "/completions"),
-        "model": endpoint_model or _served_model(base),
-        "max_retries": max_retries,
-        "timeout": timeout_s,
+    weights = next(model.parameters())
+    placed = {
+        "device": str(weights.device),
+        "dtype": str(weights.dtype).removeprefix("torch."),
+        "batch_size": batch_size,
     }
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, **kwargs), placed
+
+
+def _api_lm(endpoint: Endpoint, served: str, chat: bool, tokenizer: str | None, batch_size: int) -> Any:
+    from almr.evaluate.endpoint_lm import EndpointChat, EndpointCompletions  # heavy (lm-eval's API models)
+
+    kwargs: dict[str, Any] = {"model": served, "timeout": int(endpoint.timeout_s)}
     if chat:
-        kwargs |= {"tokenizer_backend": None, "tokenized_requests": False, "batch_size": 1}
-    elif tokenizer:
+        return EndpointChat(endpoint, tokenizer_backend=None, tokenized_requests=False, batch_size=1, **kwargs)
+    if tokenizer:
         # add_bos_token: encode as HFLM does (the tokenizer's special tokens, Llama-3's <|begin_of_text|>),
         # so that scores through a server equal in-process ones on the same model
         kwargs |= {"tokenizer_backend": "huggingface", "tokenizer": str(tokenizer), "batch_size": batch_size,
                    "add_bos_token": True}  # fmt: skip
     else:
         kwargs |= {"tokenizer_backend": None, "tokenized_requests": False, "batch_size": 1}
-    return get_model("local-chat-completions" if chat else "local-completions")(**kwargs)
-
-
-def _served_model(base: str) -> str:
-    """The first model id of GET {base}/models (vLLM serves one)."""
-    try:
-        with urllib.request.urlopen(base + "/models", timeout=10) as reply:
-            return json.load(reply)["data"][0]["id"]
-    except Exception as err:
-        raise AlmrError(f"{base}/models did not list a model ({err}); pass --endpoint-model NAME") from None
+    return EndpointCompletions(endpoint, **kwargs)
 
 
 def check_request(
@@ -252,6 +252,7 @@ def run_eval(
     endpoint_model: str | None = None,
     timeout_s: int = 120,
     max_retries: int = 3,
+    retry_backoff_s: float = 1.0,
     skip_missing: bool = False,
     task_overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
@@ -263,6 +264,11 @@ def run_eval(
                             allow_code_execution=allow_code_execution, skip_missing=skip_missing)  # fmt: skip
     infos = [t for t in infos if t.name not in skipped]
     url = is_url(model)
+    placed: dict[str, Any] = {}
+    endpoint = Endpoint(str(model), timeout_s, max_retries, retry_backoff_s) if url else None
+    # an endpoint is asked for its model before any work: a server that is down or does not serve
+    # the model asked for is one message naming the URL, not a traceback midway through a suite
+    served = endpoint.model_name(endpoint_model) if endpoint else None
 
     if allow_code_execution:  # lm-eval's built-in humaneval (evaluate's code_eval) checks this variable
         os.environ["HF_ALLOW_CODE_EVAL"] = "1"
@@ -276,7 +282,7 @@ def run_eval(
         infos = [t for t in infos if t.name not in skipped]
         if not infos:
             raise AlmrError(_nothing_to_run(skipped))
-        lm = _local_lm(model, local_tokenizer, batch_size, device, dtype, max_length)
+        lm, placed = _local_lm(model, local_tokenizer, batch_size, device, dtype, max_length)
     else:
         name = str(model)
 
@@ -287,14 +293,19 @@ def run_eval(
     for group, chat in ((plain_tasks, False), (chat_tasks, True)):
         if not group:
             continue
-        if url:
-            lm = _api_lm(str(model), chat, tokenizer, endpoint_model, batch_size, timeout_s, max_retries)
-        loaded = load_tasks(group, metadata, {k: v for k, v in (task_overrides or {}).items() if k in
-                                              {t.name for t in group}})  # fmt: skip
+        if endpoint is not None:
+            lm = _api_lm(endpoint, str(served), chat, tokenizer, batch_size)
+        other_pass = {t.name for t in infos if t not in group}  # an override may also name a subtask of one here
+        overrides = {k: v for k, v in (task_overrides or {}).items() if k not in other_pass}
+        loaded = load_tasks(group, metadata, overrides)
         configure_tasks(loaded, group, max_gen_toks, task_overrides)
         raw.append(_evaluate(lm, loaded, limit, chat, allow_code_execution))
-    return from_lm_eval(raw, infos, model=name, suite=suite, limit=limit, wall_s=time.time() - started,
-                        skipped=skipped)  # fmt: skip
+    result = from_lm_eval(raw, infos, model=name, suite=suite, limit=limit, wall_s=time.time() - started,
+                          skipped=skipped)  # fmt: skip
+    if served is not None:
+        result["endpoint_model"] = served
+    result |= placed
+    return result
 
 
 def evaluate_and_save(
@@ -313,15 +324,26 @@ def evaluate_and_save(
     out: str | Path | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """`almr eval`: `run_eval` with the `eval` section filling what the arguments leave open, the
-    result saved to `out` (default `eval/<model>-<suite>.json`); returns the result and its path."""
+    result saved to `out` — by default `eval/<model label>-<suite>.json` (`results.model_label`: run and
+    step of a checkpoint, host and served model of an endpoint), never replacing another evaluation's
+    file there (refused before any work); returns the result and its path."""
+    if out is None:
+        if is_url(model):  # the served model names the file: asked for now (run_eval checks it again)
+            endpoint = Endpoint(model, config.timeout_s, config.max_retries, config.retry_backoff_s)
+            endpoint_model = endpoint.model_name(endpoint_model)
+        out = default_result_path(model, suite or "tasks", endpoint_model)
+        names = [t.name for t in resolve_tasks(suite, list(tasks))]
+        refuse_other_result(out, {"model": model, "endpoint_model": endpoint_model, "suite": suite,
+                                  "tasks": dict.fromkeys(names)})  # fmt: skip
     result = run_eval(
         model, suite=suite, tasks=list(tasks), limit=limit or config.limit, data_dir=data_dir or config.data_dir,
         data_files=data_files, tokenizer=tokenizer, batch_size=config.batch_size, device=config.device,
         dtype=config.dtype, allow_code_execution=allow_code_execution or config.allow_code_execution,
         max_gen_toks=config.max_gen_toks, endpoint_model=endpoint_model, timeout_s=config.timeout_s,
-        max_retries=config.max_retries, skip_missing=skip_missing, task_overrides=config.task_overrides,
+        max_retries=config.max_retries, retry_backoff_s=config.retry_backoff_s, skip_missing=skip_missing,
+        task_overrides=config.task_overrides,
     )  # fmt: skip
-    return result, save_result(result, out or default_result_path(model, suite or "tasks"))
+    return result, save_result(result, out)
 
 
 def _evaluate(lm: Any, loaded: dict[str, Any], limit: int | None, chat: bool, allow_code: bool) -> dict[str, Any]:

@@ -253,6 +253,7 @@ class TaskProbe:
             for task in self._loaded["tasks"].values():
                 del task.build_all_requests  # the class's method again
 
+
 def _too_long(request: Any, n: int, window: int) -> None:
     raise ConfigError(
         f"eval.probe: task {request.task_name}, document {request.doc_id} needs {n} tokens (prompt and "

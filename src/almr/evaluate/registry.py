@@ -6,7 +6,8 @@ Three kinds of task:
 - `ours`: an lm-eval YAML task shipped in `almr/evaluate/tasks/`, reading local files in the
   benchmark's published layout from the data directory (`files`, relative to it);
 - `builtin`: an lm-eval task used as it is, whose data must be in the local Hugging Face
-  cache (`hf_dataset` names the repository to download once, online);
+  cache: the repositories are lm-eval's own `dataset_path`s, looked up in its task index
+  (`catalog.with_overrides` fills `hf_dataset`; None here means "not looked up yet");
 - `judge`: scored by an LLM judge over an OpenAI-compatible endpoint (`almr.evaluate.judge`).
 
 A world task reads the demo world's `bench/` folder, which `almr world build` writes.
@@ -41,7 +42,7 @@ class TaskInfo:
     shots: int = 0
     files: tuple[str, ...] = ()
     source: str = ""
-    hf_dataset: str = ""
+    hf_dataset: str | None = ""
     runs_code: bool = False
     chat: bool = False
     world: bool = False
@@ -87,24 +88,20 @@ _TASKS: list[TaskInfo] = [
              "https://github.com/CLUEbenchmark/FewCLUE (datasets/cluewsc/test_public.json)"),
     TaskInfo("eprstmt", "chinese", "EPRSTMT", "ours", "acc", "loglikelihood", 0, ("fewclue/eprstmt/test_public.json",),
              "https://github.com/CLUEbenchmark/FewCLUE (datasets/eprstmt/test_public.json)"),
-    TaskInfo("ceval-valid", "chinese", "C-Eval", "builtin", "acc", "loglikelihood", 5,
-             hf_dataset="ceval/ceval-exam", source="https://huggingface.co/datasets/ceval/ceval-exam"),
+    TaskInfo("ceval-valid", "chinese", "C-Eval", "builtin", "acc", "loglikelihood", 5, hf_dataset=None),
     TaskInfo("belle_eval", "chinese", "BelleEval", "judge", "score", "judge", 0, ("belle_eval/eval_set.jsonl",),
              "https://github.com/LianjiaTech/BELLE (eval/eval_set.json)", chat=True),
     # ------------------------------------------------------------------ English (built in)
-    TaskInfo("mmlu", "english", "MMLU", "builtin", "acc", "loglikelihood", 5, hf_dataset="cais/mmlu",
-             source="https://huggingface.co/datasets/cais/mmlu"),
-    TaskInfo("agieval", "english", "AGI-Eval", "builtin", "acc", "loglikelihood", 0, hf_dataset="hails/agieval-*",
-             source="https://huggingface.co/datasets?search=hails/agieval"),
-    TaskInfo("triviaqa", "english", "TriviaQA", "builtin", "exact_match", "generation", 0,
-             hf_dataset="mandarjoshi/trivia_qa", source="https://huggingface.co/datasets/mandarjoshi/trivia_qa"),
+    TaskInfo("mmlu", "english", "MMLU", "builtin", "acc", "loglikelihood", 5, hf_dataset=None),
+    TaskInfo("agieval", "english", "AGI-Eval", "builtin", "acc", "loglikelihood", 0, hf_dataset=None),
+    TaskInfo("triviaqa", "english", "TriviaQA", "builtin", "exact_match", "generation", 0, hf_dataset=None),
     # ------------------------------------------------------------------ reasoning, math, code (built in)
-    TaskInfo("bbh", "reasoning", "BBH", "builtin", "exact_match", "generation", 3, hf_dataset="lukaemon/bbh",
-             source="https://huggingface.co/datasets/lukaemon/bbh"),
-    TaskInfo("gsm8k", "reasoning", "GSM8K", "builtin", "exact_match", "generation", 5, hf_dataset="openai/gsm8k",
-             source="https://huggingface.co/datasets/openai/gsm8k"),
-    TaskInfo("humaneval", "reasoning", "HumanEval", "builtin", "pass@1", "generation", 0,
-             hf_dataset="openai/openai_humaneval", source="https://huggingface.co/datasets/openai/openai_humaneval",
+    # lm-eval 0.4.13's `bbh`: its 27 subtasks 3-shot with chain of thought (SaylorTwift/bbh), scored on the
+    # answer after "the answer is" (filter get-answer); `bbh_fewshot` is the answer-only variant
+    TaskInfo("bbh", "reasoning", "BBH", "builtin", "exact_match", "generation", 3, hf_dataset=None),
+    TaskInfo("gsm8k", "reasoning", "GSM8K", "builtin", "exact_match", "generation", 5, hf_dataset=None),
+    # lm-eval's humaneval as ours (tasks/humaneval.yaml): same data, prompt and stops, pass@1 in almr's sandbox
+    TaskInfo("humaneval", "reasoning", "HumanEval", "builtin", "pass@1", "generation", 0, hf_dataset=None,
              runs_code=True),
     # ------------------------------------------------------------------ translation (ours)
     TaskInfo("wmt22_zh-en", "translation", "WMT22 zh→en", "ours", "bleu", "generation", 0, ("wmt22/zh-en.jsonl",),

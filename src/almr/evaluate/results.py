@@ -17,6 +17,9 @@ import csv
 import io
 import json
 import math
+import os
+import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,11 +161,61 @@ def save_result(result: Mapping[str, Any], path: str | Path) -> Path:
     return path
 
 
-def default_result_path(model: str, label: str) -> Path:
-    """Where `almr eval` and `almr eval judge` write a result unless told: `eval/<model>-<label>.json`,
-    <model> being the last part of the model's directory or URL."""
-    stem = model.rstrip("/").split("/")[-1] or "model"
-    return Path("eval") / f"{stem}-{label}.json"
+def model_label(model: str, endpoint_model: str | None = None) -> str:
+    """The name a model's result files carry: `<run>-<step>` for a CPT checkpoint's export
+    (`…/<run>/checkpoints/<step>/hf`), `<run>` for another run's `hf/` export (`…/<run>/hf`), the
+    folder's own name otherwise; `<host>_<port>-<served model>` for an endpoint (`/` in a model id as
+    `--`)."""
+    if model.startswith(("http://", "https://")):
+        where = urllib.parse.urlsplit(model)
+        host = f"{where.hostname}_{where.port}" if where.port else str(where.hostname)
+        return _safe(f"{host}-{endpoint_model}" if endpoint_model else host)
+    parts = Path(os.path.abspath(model)).parts
+    if "checkpoints" in parts[1:-1]:
+        at = len(parts) - 1 - parts[::-1].index("checkpoints")
+        return _safe(f"{parts[at - 1]}-{parts[at + 1]}")
+    if parts[-1] == "hf" and len(parts) > 2:
+        return _safe(parts[-2])
+    return _safe(parts[-1] or "model")
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name.replace("/", "--"))
+
+
+def default_result_path(model: str, label: str, endpoint_model: str | None = None) -> Path:
+    """Where `almr eval` and `almr eval judge` write a result unless told: `eval/<model label>-<label>.json`
+    (`model_label`), so that the results of different checkpoints and endpoints do not share a file."""
+    return Path("eval") / f"{model_label(model, endpoint_model)}-{label}.json"
+
+
+def refuse_other_result(path: str | Path, result: Mapping[str, Any]) -> None:
+    """Refuse to replace a result file at `path` that holds another evaluation (another model or served
+    model, suite or set of tasks); the same evaluation run again may replace its own file."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        old = None
+    if not isinstance(old, dict) or old.get("format") != FORMAT or not isinstance(old.get("tasks"), dict):
+        raise AlmrError(f"{path} exists and is not an almr evaluation result; pass --out PATH to write elsewhere")
+    mine, theirs = _identity(result), _identity(old)
+    if mine != theirs:
+        what = "; ".join(f"its {key} is {theirs[key]!r}, this one's {mine[key]!r}" for key in mine
+                         if mine[key] != theirs[key])  # fmt: skip
+        raise AlmrError(f"{path} holds another evaluation ({what}); not replaced: pass --out PATH to keep both, "
+                        "or remove it")  # fmt: skip
+
+
+def _identity(result: Mapping[str, Any]) -> dict[str, Any]:
+    model = str(result.get("model"))
+    if not model.startswith(("http://", "https://")):
+        model = os.path.abspath(model)
+    tasks = sorted({*result.get("tasks", {}), *result.get("skipped", {})})
+    return {"model": model, "endpoint_model": result.get("endpoint_model"), "suite": result.get("suite"),
+            "tasks": tasks}  # fmt: skip
 
 
 def load_result(path: str | Path) -> dict[str, Any]:
