@@ -24,5 +24,12 @@ def cpt(
     from almr.stages.cpt import run_cpt  # heavy: torch, transformers; keeps almr --help fast
 
     result = run_cpt(config, resume=resume, progress=progress)
-    if result.checkpoint is not None:
+    if not result.is_main:
+        return  # under torchrun, one summary: process 0's
+    if result.finished_before:
+        say(
+            f"{result.run_dir} is already finished: {result.steps} steps, {result.tokens:,} tokens; checkpoint "
+            f"{result.checkpoint}. Nothing was trained; a new cpt.run_dir starts another run"
+        )
+    elif result.checkpoint is not None:
         say(f"{result.steps} steps, {result.tokens:,} tokens; checkpoint {result.checkpoint}")

@@ -59,6 +59,11 @@ class DataConfig(Section):
         False,
         description="Skip malformed records (reported and counted in the manifest) instead of stopping at the first.",
     )
+    add_bos: bool | None = Field(
+        None,
+        description="Start every document with the tokenizer's BOS token (Llama-3's <|begin_of_text|>); default: as "
+        "the tokenizer's own template does when it encodes a text. The manifest records the choice.",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> "DataConfig":

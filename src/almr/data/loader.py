@@ -30,6 +30,7 @@ uninterrupted one yields after step k.
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -127,6 +128,13 @@ class PackedLoader:
                 self.streams[i] = stream
         self.consumed_sequences = 0
         self.load_state_dict({"consumed_sequences": consumed_sequences})
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """What the data order depends on besides the position: the plan's hash and each source's
+        input fingerprint (files and tokenizer). The trainer keeps it with every checkpoint and
+        refuses to resume on other data."""
+        return {"plan": self.plan.hash, "sources": {s.name: s.input_fingerprint for s in self.plan.sources}}
 
     def state_dict(self) -> dict[str, int]:
         return {"consumed_sequences": self.consumed_sequences}

@@ -4,10 +4,11 @@ identity and the input fingerprint that tokenization, plans and the loader compa
 Contract
 - `tokenizer_info(path) -> TokenizerInfo`: loads the Hugging Face tokenizer at `path` (a fast
   one with an EOS token) and gives its fingerprint (sha256 of the tokenizer's canonical JSON
-  and of its EOS id), EOS id and vocabulary size.
+  and of its EOS id), EOS id, vocabulary size, BOS id and whether its own template starts a
+  text with BOS; `resolve_add_bos(add_bos, tok)` is `data.add_bos` with that default.
 - `describe_source(source)` is the manifest's `source` entry: the source's tags and its
   train/valid files (`describe_files`: resolved path, format, size, mtime_ns).
-  `input_fingerprint(described, tokenizer_fingerprint, skip_bad_records)` hashes it with the
+  `input_fingerprint(described, tokenizer_fingerprint, skip_bad_records, add_bos)` hashes it with the
   tokenizer and the reading options: equal fingerprints mean tokenizing again would give the
   same shards. `files_changed(manifest, source)` says whether a source's raw files differ from
   those its manifest names (False when they are not on this machine: shards copied elsewhere).
@@ -17,7 +18,8 @@ Contract
   `write_manifest(folder, manifest)` (atomic) last, so half-done work never looks complete.
 
 Manifest fields (`MANIFEST_VERSION` 1): version, source {name, language, domain, format,
-text_field, train/valid file lists with size and mtime_ns}, skip_bad_records, tokenizer
+text_field, train/valid file lists with size and mtime_ns}, skip_bad_records, add_bos (whether
+every document starts with BOS; absent in manifests written before it: false), bos_id, tokenizer
 {path, fingerprint, eos_id, vocab_size}, dtype, input_fingerprint, and per split (train,
 valid): documents, tokens, han/other character counts and chinese_share (almr.chinese),
 bad_records (count, by_reason, the first 20 with file:line), bin_bytes; created.
@@ -49,6 +51,8 @@ class TokenizerInfo:
     eos_id: int
     vocab_size: int
     json: str  # the fast tokenizer's serialized form, shipped to worker processes
+    bos_id: int | None = None
+    template_bos: bool = False  # its own template (add_special_tokens=True) starts a text with BOS
 
     def record(self) -> dict[str, Any]:
         """The `tokenizer` entry of manifests and plans."""
@@ -57,14 +61,15 @@ class TokenizerInfo:
         }
 
 
-def tokenizer_info(path: str | None) -> TokenizerInfo:
+def tokenizer_info(path: str | None, **load: Any) -> TokenizerInfo:
+    """The tokenizer at `path` (`load`: from_pretrained's revision, trust_remote_code) and its identity."""
     if not path:
         raise DataError("data.tokenizer is not set; point it at a Hugging Face tokenizer directory")
     # imported here: transformers takes seconds to import, and the tokenizer processes import this module
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path, **load)
     except Exception as err:
         raise DataError(f"data.tokenizer {path}: cannot load a tokenizer ({err})") from None
     if not getattr(tok, "is_fast", False):
@@ -74,7 +79,23 @@ def tokenizer_info(path: str | None) -> TokenizerInfo:
     serialized = tok.backend_tokenizer.to_str()
     digest = hashlib.sha256(serialized.encode("utf-8"))
     digest.update(f"|eos={tok.eos_token_id}".encode())
-    return TokenizerInfo(str(path), digest.hexdigest(), int(tok.eos_token_id), len(tok), serialized)
+    bos = tok.bos_token_id
+    with_template = tok("a", add_special_tokens=True)["input_ids"]
+    without = tok("a", add_special_tokens=False)["input_ids"]
+    template_bos = bos is not None and with_template[:1] == [bos] and without[:1] != [bos]
+    return TokenizerInfo(
+        str(path), digest.hexdigest(), int(tok.eos_token_id), len(tok), serialized,
+        None if bos is None else int(bos), template_bos,
+    )  # fmt: skip
+
+
+def resolve_add_bos(add_bos: bool | None, tok: TokenizerInfo) -> bool:
+    """`data.add_bos`, or (unset) whether the tokenizer's own template starts a text with BOS."""
+    if add_bos is None:
+        return tok.template_bos
+    if add_bos and tok.bos_id is None:
+        raise DataError(f"data.add_bos=true but the tokenizer {tok.path} has no BOS token; set data.add_bos=false")
+    return add_bos
 
 
 def source_dir(shard_dir: str | Path, name: str) -> Path:
@@ -101,11 +122,13 @@ def describe_source(source: SourceConfig) -> dict[str, Any]:
     }
 
 
-def input_fingerprint(described: dict[str, Any], tokenizer_fingerprint: str, skip_bad_records: bool) -> str:
-    key = json.dumps(
-        {"v": MANIFEST_VERSION, "source": described, "tokenizer": tokenizer_fingerprint, "skip": skip_bad_records},
-        sort_keys=True,
-    )
+def input_fingerprint(
+    described: dict[str, Any], tokenizer_fingerprint: str, skip_bad_records: bool, add_bos: bool = False
+) -> str:
+    fields = {"v": MANIFEST_VERSION, "source": described, "tokenizer": tokenizer_fingerprint, "skip": skip_bad_records}
+    if add_bos:  # only when on: shards made before the option keep their fingerprint
+        fields["bos"] = True
+    key = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
@@ -117,7 +140,8 @@ def files_changed(manifest: dict[str, Any], source: SourceConfig) -> bool:
         described.update(
             train=describe_files(source.train, source.format), valid=describe_files(source.valid, source.format)
         )
-        current = input_fingerprint(described, manifest["tokenizer"]["fingerprint"], manifest["skip_bad_records"])
+        tokenizer, skip = manifest["tokenizer"]["fingerprint"], manifest["skip_bad_records"]
+        current = input_fingerprint(described, tokenizer, skip, bool(manifest.get("add_bos")))
     except DataError:
         return False
     return current != manifest["input_fingerprint"]
@@ -145,12 +169,14 @@ def up_to_date(manifest: dict[str, Any] | None, fingerprint: str, folder: Path) 
 
 def new_manifest(
     described: dict[str, Any], tok: TokenizerInfo, skip_bad_records: bool, dtype: np.dtype, fingerprint: str,
-    splits: dict[str, Any],
+    splits: dict[str, Any], add_bos: bool = False,
 ) -> dict[str, Any]:
     return {
         "version": MANIFEST_VERSION,
         "source": described,
         "skip_bad_records": skip_bad_records,
+        "add_bos": add_bos,
+        "bos_id": tok.bos_id if add_bos else None,
         "tokenizer": tok.record(),
         "dtype": dtype.name,
         "input_fingerprint": fingerprint,

@@ -5,8 +5,14 @@ Contract
   `data.sources` (a DataConfig) with the Hugging Face tokenizer at `data.tokenizer`, on the
   Rust tokenizer's own threads (or in `data.workers` processes), into
   `SHARD_DIR/NAME/{train,valid}.{bin,idx}` and `SHARD_DIR/NAME/manifest.json`, and returns
-  the manifests (fields: `almr.data.manifest`). Each document is the tokenizer's
-  ids without special tokens, then EOS. Documents keep file order.
+  the manifests (fields: `almr.data.manifest`). Each document is BOS when `data.add_bos` says
+  so (default: as the tokenizer's own template does), the tokenizer's ids without other special
+  tokens, then EOS. Documents keep file order.
+- Memory stays bounded by the chunk, however long one document is: a document longer than
+  `MAX_ENCODE_CHARS` characters is encoded in pieces, cut only where encoding the text around
+  the cut gives the same ids as encoding its two sides, so the ids are those of the whole; a
+  document with no such place (a tokenizer that marks the start of every text, such as
+  SentencePiece's "▁" prefix) is refused with its file.
 - Re-running on an unchanged source (same files by path, size and mtime, same tokenizer
   fingerprint and reading options) does nothing. A run is complete only when its manifest
   exists: the old manifest is removed first, shards are renamed into place after fsync, and
@@ -38,6 +44,7 @@ from almr.data.manifest import (
     new_manifest,
     read_manifest,
     remove_manifest,
+    resolve_add_bos,
     source_dir,
     tokenizer_info,
     up_to_date,
@@ -48,6 +55,11 @@ from almr.data.sources import BadRecord, Chunk, decode_chunk, iter_chunks
 from almr.errors import DataError
 
 _EXAMPLES = 20
+# The longest text handed to the tokenizer in one call: its encoding holds ~100 bytes per token
+# (ids, offsets, token strings), ~0.3 GB at this length, whatever the document's size.
+MAX_ENCODE_CHARS = 1 << 20
+_SEAM_PROBE = 256  # characters each side of a cut that are encoded to check it
+_SEAM_TRIES = 64  # cut candidates tried before a document is refused
 
 # one chunk's result: (tokens, document lengths, han count, other count, bad records)
 Encoded = tuple[np.ndarray, np.ndarray, int, int, list[BadRecord]]
@@ -58,27 +70,78 @@ Encoded = tuple[np.ndarray, np.ndarray, int, int, list[BadRecord]]
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(tok_json: str, eos_id: int, dtype: str, rust_threads: bool = False) -> None:
+def _init_worker(tok_json: str, eos_id: int, dtype: str, rust_threads: bool = False, bos_id: int | None = None) -> None:
     if not rust_threads:  # one Rust thread per process: the parallelism is the processes
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
         os.environ["RAYON_NUM_THREADS"] = "1"
-    _WORKER.update(tok=Tokenizer.from_str(tok_json), json=tok_json, eos=eos_id, dtype=np.dtype(dtype))
+    _WORKER.update(tok=Tokenizer.from_str(tok_json), json=tok_json, eos=eos_id, dtype=np.dtype(dtype), bos=bos_id)
 
 
 def _encode_chunk(chunk: Chunk, text_field: str, skip: bool) -> Encoded:
     """Decode, tokenize and script-count one chunk: (tokens, lengths, han, other, bad records)."""
     texts, bad = decode_chunk(chunk, text_field, skip)
-    encodings = _WORKER["tok"].encode_batch_fast(texts, add_special_tokens=False)
-    eos = _WORKER["eos"]
-    flat: list[int] = []
-    lengths = np.empty(len(encodings), dtype=np.int32)
-    for i, enc in enumerate(encodings):
-        ids = enc.ids
-        flat.extend(ids)
-        flat.append(eos)
-        lengths[i] = len(ids) + 1
-    counts = ScriptCounts().add("\n".join(texts))
-    return np.array(flat, dtype=_WORKER["dtype"]), lengths, counts.han, counts.other, bad
+    tok, dtype = _WORKER["tok"], _WORKER["dtype"]
+    head = [] if _WORKER.get("bos") is None else [_WORKER["bos"]]
+    tail = [_WORKER["eos"]]
+    short = [i for i, text in enumerate(texts) if len(text) <= MAX_ENCODE_CHARS]
+    docs: list[np.ndarray | None] = [None] * len(texts)
+    for i, enc in zip(short, tok.encode_batch_fast([texts[i] for i in short], add_special_tokens=False), strict=True):
+        docs[i] = np.array(head + enc.ids + tail, dtype=dtype)
+    for i, text in enumerate(texts):
+        if docs[i] is None:  # a long document, piece by piece: never its whole encoding in memory
+            pieces = [np.array(head, dtype=dtype)]
+            for piece in split_for_encoding(text, lambda t: tok.encode(t, add_special_tokens=False).ids, chunk.file):
+                pieces.append(np.array(tok.encode(piece, add_special_tokens=False).ids, dtype=dtype))
+            docs[i] = np.concatenate([*pieces, np.array(tail, dtype=dtype)])
+    lengths = np.array([len(d) for d in docs], dtype=np.int32)  # type: ignore[arg-type]
+    counts = ScriptCounts().add("\n".join(texts[i] for i in short))
+    for i in sorted(set(range(len(texts))) - set(short)):
+        for start in range(0, len(texts[i]), MAX_ENCODE_CHARS):
+            counts.add(texts[i][start : start + MAX_ENCODE_CHARS])
+    flat = np.concatenate(docs) if docs else np.zeros(0, dtype=dtype)  # type: ignore[arg-type]
+    return flat, lengths, counts.han, counts.other, bad
+
+
+def split_for_encoding(
+    text: str, encode: Callable[[str], list[int]], where: str = "", limit: int | None = None
+) -> list[str]:
+    """`text` in pieces of at most `limit` (default `MAX_ENCODE_CHARS`) characters whose ids,
+    concatenated, are the ids of the whole: a cut goes where encoding `_SEAM_PROBE` characters
+    either side gives the same ids as encoding each side alone — first before a single space
+    between two words, else anywhere — within the last half of each piece."""
+    limit = limit or MAX_ENCODE_CHARS
+    pieces, start = [], 0
+    while len(text) - start > limit:
+        cut = _seam(text, start + limit // 2, start + limit, encode)
+        if cut is None:
+            raise DataError(
+                f"{where}: a document of {len(text):,} characters has no place within {limit:,} characters where "
+                "it can be cut without changing its tokens (this tokenizer marks the start of every text); split it "
+                "into smaller documents"
+            )
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def _seam(text: str, low: int, high: int, encode: Callable[[str], list[int]]) -> int | None:
+    def clean(at: int) -> bool:
+        left, right = text[max(at - _SEAM_PROBE, 0) : at], text[at : at + _SEAM_PROBE]
+        return encode(left + right) == encode(left) + encode(right)
+
+    tried = 0
+    at = text.rfind(" ", low, high)
+    while at > low and tried < _SEAM_TRIES // 2:  # before " word": where pre-tokenizers split anyway
+        if not text[at - 1].isspace() and not text[at + 1].isspace():
+            tried += 1
+            if clean(at):
+                return at
+        at = text.rfind(" ", low, at)
+    for at in range(high, max(low, high - _SEAM_TRIES), -1):
+        if clean(at):
+            return at
+    return None
 
 
 # --------------------------------------------------------------------------- driver side
@@ -95,17 +158,18 @@ def tokenize_sources(
     if unknown:
         raise DataError(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(known)}")
     tok = tokenizer_info(data.tokenizer)
-    workers = data.workers
-    with _Workers(tok, workers) as pool:
+    add_bos = resolve_add_bos(data.add_bos, tok)
+    with _Workers(tok, data.workers, tok.bos_id if add_bos else None) as pool:
         return [tokenize_source(known[n], data, tok, pool, progress, log) for n in (names or list(known))]
 
 
 class _Workers:
     """The tokenizer processes of one run, started on first use and shared by all sources."""
 
-    def __init__(self, tok: TokenizerInfo, workers: int) -> None:
+    def __init__(self, tok: TokenizerInfo, workers: int, bos_id: int | None = None) -> None:
         self.tok = tok
         self.workers = workers
+        self.bos_id = bos_id  # prepended to every document; None: no BOS
         self._pool: Executor | None = None
 
     def get(self) -> Executor | None:
@@ -114,15 +178,15 @@ class _Workers:
         1: in this process, serially; N ≥ 2: N processes of one Rust thread each."""
         dtype = token_dtype(self.tok.vocab_size).name
         if self.workers <= 1:
-            if _WORKER.get("json") != self.tok.json:  # this process may have tokenized for another tokenizer
-                _init_worker(self.tok.json, self.tok.eos_id, dtype, rust_threads=self.workers == 0)
+            if (_WORKER.get("json"), _WORKER.get("bos")) != (self.tok.json, self.bos_id):  # another tokenizer before
+                _init_worker(self.tok.json, self.tok.eos_id, dtype, rust_threads=self.workers == 0, bos_id=self.bos_id)
             if self.workers == 0 and self._pool is None:
                 self._pool = ThreadPoolExecutor(1)
             return self._pool
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 self.workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                initargs=(self.tok.json, self.tok.eos_id, token_dtype(self.tok.vocab_size).name),
+                initargs=(self.tok.json, self.tok.eos_id, token_dtype(self.tok.vocab_size).name, False, self.bos_id),
             )
         return self._pool
 
@@ -140,7 +204,8 @@ def tokenize_source(
 ) -> dict[str, Any]:
     folder = source_dir(data.shard_dir, source.name)
     described = describe_source(source)
-    fingerprint = input_fingerprint(described, tok.fingerprint, data.skip_bad_records)
+    add_bos = pool.bos_id is not None
+    fingerprint = input_fingerprint(described, tok.fingerprint, data.skip_bad_records, add_bos)
     old = read_manifest(data.shard_dir, source.name)
     if up_to_date(old, fingerprint, folder):
         log(f"{source.name}: up to date ({old['splits']['train']['tokens']:,} train tokens); nothing to do")  # type: ignore[index]
@@ -155,7 +220,7 @@ def tokenize_source(
         if not files:
             continue
         splits[split] = _tokenize_split(source, split, files, data, dtype, pool, folder, progress, log)
-    manifest = new_manifest(described, tok, data.skip_bad_records, dtype, fingerprint, splits)
+    manifest = new_manifest(described, tok, data.skip_bad_records, dtype, fingerprint, splits, add_bos)
     write_manifest(folder, manifest)
     return manifest
 
@@ -264,7 +329,8 @@ class _Progress:
     def __enter__(self) -> "_Progress":
         if self.enabled:
             self._bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[rate]}"),
+                TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(),
+                TextColumn("{task.fields[rate]}", markup=False),
                 TimeRemainingColumn(),
             )
             self._bar.start()

@@ -12,26 +12,36 @@ from transformers import AutoConfig, AutoTokenizer
 
 from almr.config import AlmrConfig
 from almr.data.loader import PackedLoader, validation_sequences
+from almr.data.manifest import tokenizer_info
 from almr.data.plan import Plan, build_plan
+from almr.errors import AlmrError, ConfigError
 from almr.evaluate.probe import TaskProbe, probe_from_config
+from almr.train.config import ModelConfig
 from almr.train.cpt import CptResult, train_cpt
-from almr.train.model import model_path
+from almr.train.model import hub_kwargs, model_path
 from almr.train.parallel import close_distributed, init_distributed
 from almr.train.validate import Validation
 
 
 def plan_for(config: AlmrConfig, *, previous: Plan | None = None, consumed: int | None = None) -> Plan:
     """The mixture plan of `config.data` + `config.mixture` in `config.cpt.batch`'s shape, for
-    the mixture's token budget or else the CPT run's (the plan `almr data plan` prints); with
-    `previous`, a later phase that continues that plan's streams after `consumed` sequences."""
-    budget = config.mixture.token_budget or config.cpt.total_tokens
+    the mixture's token budget or else the CPT run's (cpt.total_tokens, or cpt.steps × global
+    batch × sequence length) — the plan `almr data plan` prints; with `previous`, a later phase
+    that continues that plan's streams after `consumed` sequences."""
+    cpt = config.cpt
+    budget = config.mixture.token_budget or cpt.total_tokens
+    if budget is None and cpt.steps is not None:
+        budget = cpt.steps * cpt.batch.global_batch_size * cpt.batch.seq_len
     return build_plan(config.data, config.mixture, config.cpt.batch, token_budget=budget, previous=previous,
                       consumed=consumed)  # fmt: skip
 
 
-def build_data(config: AlmrConfig, rank: int, world_size: int) -> tuple[PackedLoader, Validation]:
-    """The packed mixture loader of data-parallel process `rank` and the held-out sets per source."""
-    plan = plan_for(config)
+def build_data(
+    config: AlmrConfig, rank: int, world_size: int, plan: Plan | None = None
+) -> tuple[PackedLoader, Validation]:
+    """The packed mixture loader of data-parallel process `rank` and the held-out sets per source
+    (of `plan`, default `plan_for(config)`)."""
+    plan = plan or plan_for(config)
     loader = PackedLoader(plan, config.cpt.batch.micro_batch_size, dp_rank=rank, dp_size=world_size)
     validation = {}
     for source in plan.sources:
@@ -46,8 +56,28 @@ def build_probe(config: AlmrConfig) -> TaskProbe | None:
     off (or when no model is named: the trainer then says so first)."""
     if not config.cpt.probe.every_tokens or not config.model.name_or_path:
         return None
-    window = getattr(AutoConfig.from_pretrained(config.model.name_or_path), "max_position_embeddings", None)
-    return probe_from_config(config.eval, AutoTokenizer.from_pretrained(config.model.name_or_path), window)
+    hub = hub_kwargs(config.model)
+    window = getattr(AutoConfig.from_pretrained(config.model.name_or_path, **hub), "max_position_embeddings", None)
+    return probe_from_config(config.eval, AutoTokenizer.from_pretrained(config.model.name_or_path, **hub), window)
+
+
+def check_model_tokenizer(model: ModelConfig, plan: Plan) -> None:
+    """Refuse a model whose tokenizer is not the one the plan's shards were made with: training
+    would read token ids of another vocabulary, and every checkpoint would ship the wrong tokenizer.
+    A directory without a loadable tokenizer is left to the model loader, which names it."""
+    try:
+        ours = tokenizer_info(model_path(model), **hub_kwargs(model))
+    except AlmrError:
+        return
+    theirs = plan.tokenizer
+    if ours.fingerprint != theirs["fingerprint"]:
+        raise ConfigError(
+            f"the tokenizer of model.name_or_path={ours.path} (fingerprint {ours.fingerprint[:12]}, "
+            f"{ours.vocab_size} tokens) is not the one the shards were made with, data.tokenizer={theirs['path']} "
+            f"(fingerprint {theirs['fingerprint'][:12]}, {theirs['vocab_size']} tokens); tokenize the data with "
+            "the model's tokenizer (set data.tokenizer to the model directory, then `almr data tokenize`), or "
+            "train a model of that tokenizer"
+        )
 
 
 def run_cpt(config: AlmrConfig, *, resume: bool = False, progress: bool = True) -> CptResult:
@@ -57,7 +87,9 @@ def run_cpt(config: AlmrConfig, *, resume: bool = False, progress: bool = True) 
     owns_group = not dist.is_initialized()
     dist_env = init_distributed(config.cpt.device)  # the loader needs this process's rank
     try:
-        loader, validation = build_data(config, dist_env.rank, dist_env.world_size)
+        plan = plan_for(config)
+        check_model_tokenizer(config.model, plan)
+        loader, validation = build_data(config, dist_env.rank, dist_env.world_size, plan)
         return train_cpt(
             config.model, config.cpt, loader, validation, probe=build_probe(config), resume=resume,
             progress=progress, record=config.model_dump(mode="json"),

@@ -7,7 +7,10 @@ A checkpoint is a folder `checkpoints/step_00000123/` holding
   config.yaml the resolved config of the run
   complete    written last; a folder without it is not a checkpoint.
 It is written as `step_00000123.tmp/`, synced to disk, marked complete and renamed, so a crash at any
-moment leaves either the whole checkpoint or none; the previous one stays usable.
+moment leaves either the whole checkpoint or none; the previous one stays usable. Old checkpoints
+are pruned by renaming them to `step_N.deleting/` (atomic) before deleting them; `recover()`, run
+when a run resumes, removes whatever a crash left (`.tmp`, `.deleting`, a folder without
+`complete`) and prunes again, so a kill at any moment leaves no orphan behind.
 """
 
 import contextlib
@@ -112,7 +115,6 @@ class Checkpointer:
                     shutil.rmtree(final)
                 os.replace(tmp, final)
                 fsync_dir(self.root)
-                self._prune()
             _barrier()
         except OSError as err:
             if self.is_writer:
@@ -132,35 +134,104 @@ class Checkpointer:
         """Load the checkpoint at `path` into `state` in place; returns its `complete` metadata."""
         with _quiet_single_process():
             dcp.load(state, checkpoint_id=str(Path(path) / "state"), no_dist=not _distributed())
-        return json.loads((Path(path) / COMPLETE).read_text(encoding="utf-8"))
+        return read_meta(path)
 
-    def _prune(self) -> None:
+    def prune(self) -> None:
+        """Delete all but the newest `keep_last` complete checkpoints (rank 0 alone). Each is first
+        renamed out of the `step_N` namespace, so a crash mid-delete leaves a `.deleting` folder
+        that `recover` removes, never a half-deleted checkpoint."""
+        if not self.is_writer:
+            return
         for old in self.complete()[: -self.keep_last]:
-            # Unmark first: a crash during the delete must not leave a half-deleted "complete" folder.
-            (old / COMPLETE).unlink()
-            shutil.rmtree(old)
+            doomed = old.with_name(old.name + ".deleting")
+            os.replace(old, doomed)
+            fsync_dir(self.root)
+            shutil.rmtree(doomed)
+
+    def recover(self) -> None:
+        """Remove what a crash left under `root` (unfinished `.tmp` writes, interrupted `.deleting`
+        prunes, step folders without `complete`), then prune to `keep_last` again (rank 0 alone)."""
+        if not self.is_writer or not self.root.is_dir():
+            return
+        for child in self.root.iterdir():
+            leftover = child.name.endswith((".tmp", ".deleting")) and child.name.startswith("step_")
+            unmarked = _STEP_DIR.match(child.name) is not None and not (child / COMPLETE).is_file()
+            if child.is_dir() and (leftover or unmarked):
+                shutil.rmtree(child, ignore_errors=True)
+        self.prune()
 
 
-def export_hf(model: torch.nn.Module, tokenizer: Any, folder: Path, is_writer: bool) -> None:
-    """A Hugging Face directory (safetensors weights, config, generation config, tokenizer) from the
-    full state dict, gathered from the shards on every rank and written by rank 0 alone."""
+def read_meta(path: Path) -> dict[str, Any]:
+    """The `complete` metadata of the checkpoint at `path`: step, tokens, and what the run saved with it."""
+    return json.loads((Path(path) / COMPLETE).read_text(encoding="utf-8"))
+
+
+def export_hf(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    folder: Path,
+    is_writer: bool,
+    *,
+    dtype: torch.dtype = torch.float32,
+    max_shard_size: str = "5GB",
+) -> None:
+    """A Hugging Face directory `folder/hf` (safetensors weights in `dtype`, sharded with an index
+    above `max_shard_size`, config, generation config, tokenizer) from the full state dict,
+    gathered from the shards on every rank and written by rank 0 alone. Tied weights are saved
+    once (under the first name, as transformers loads them), the model's config as it came (its
+    `dtype` set to the weights'), and every file readable as the umask allows (not 0600)."""
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if not is_writer:
         return
-    # get_model_state_dict hands out the live tensors when nothing is sharded: clone so that
-    # saving (which may make tied weights contiguous or drop duplicates) cannot touch training.
-    full = {key: value.detach().clone() for key, value in full.items()}
+    # get_model_state_dict hands out the live tensors when nothing is sharded: the copy in `dtype`
+    # keeps saving (which may make weights contiguous) away from training.
+    aliases = tied_aliases(model)
+    full = {key: value.detach().to(dtype, copy=True) for key, value in full.items() if key not in aliases}
     from transformers.utils import logging as hf_logging
 
+    out = folder / "hf"
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # one "writing shards" bar per checkpoint would break the run's own bar
+    config = getattr(model, "config", None)
+    config_dtype = getattr(config, "dtype", None)
     try:
-        model.save_pretrained(folder / "hf", state_dict=full, safe_serialization=True)
+        model.save_pretrained(out, state_dict=full, safe_serialization=True, max_shard_size=max_shard_size)
     finally:
+        if config is not None:
+            config.dtype = config_dtype  # save_pretrained sets the live config's dtype to the parameters'
         if shown:
             hf_logging.enable_progress_bar()
+    config_file = out / "config.json"
+    if config_file.is_file():
+        written = json.loads(config_file.read_text(encoding="utf-8"))
+        written["dtype"] = str(dtype).removeprefix("torch.")
+        config_file.write_text(json.dumps(written, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if tokenizer is not None:
-        tokenizer.save_pretrained(folder / "hf")
+        tokenizer.save_pretrained(out)
+    readable_by_others(out)
+
+
+def tied_aliases(model: torch.nn.Module) -> set[str]:
+    """Names of parameters that are the same tensor as an earlier-named one (a tied output head):
+    saved once, under the first name."""
+    seen: dict[int, str] = {}
+    aliases = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            aliases.add(name)
+        else:
+            seen[id(param)] = name
+    return aliases
+
+
+def readable_by_others(folder: Path) -> None:
+    """Give every file under `folder` the mode a plain `open` would (0666 less the umask): some
+    writers (safetensors) create 0600 files, which another user's serving engine cannot read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in Path(folder).rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,16 @@ class ModelConfig(Section):
         None, description="A local Hugging Face model directory, or a hub id where the machine is online."
     )
     dtype: Literal["float32", "bfloat16"] = Field(
-        "float32", description="Training precision: bfloat16 autocast on GPUs, float32 on CPUs."
+        "float32",
+        description="Training precision: bfloat16 autocast over fp32 master weights on GPUs; a CPU always trains in "
+        "float32 (bfloat16 there is slower and is not applied: a warning says so).",
+    )
+    revision: str | None = Field(None, description="The hub revision (branch, tag or commit) of a hub id.")
+    trust_remote_code: bool = Field(
+        False, description="Run the model's own Python code from its directory or the hub (custom architectures)."
+    )
+    attn_implementation: str | None = Field(
+        None, description="transformers' attention kernel: sdpa, eager, flash_attention_2, ...; default: its choice."
     )
 
 
@@ -57,11 +66,11 @@ class ParallelConfig(Section):
 
 class OptimizerConfig(Section):
     name: Literal["adamw"] = Field("adamw", description="The optimizer (the paper: AdamW).")
-    lr: float = Field(3e-5, gt=0, description="Peak learning rate.")
+    lr: float = Field(3e-5, gt=0, allow_inf_nan=False, description="Peak learning rate.")
     betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
-    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
-    weight_decay: float = Field(0.01, ge=0, description="Decoupled weight decay.")
-    grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip; 0 disables it.")
+    eps: float = Field(1e-8, gt=0, allow_inf_nan=False, description="AdamW epsilon.")
+    weight_decay: float = Field(0.01, ge=0, allow_inf_nan=False, description="Decoupled weight decay.")
+    grad_clip: float = Field(1.0, ge=0, allow_inf_nan=False, description="Global gradient-norm clip; 0 disables it.")
 
     @model_validator(mode="after")
     def _betas_in_range(self) -> "OptimizerConfig":
@@ -86,6 +95,21 @@ class StageConfig(Section):
     batch: BatchConfig = Field(default_factory=BatchConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+
+class ExportConfig(Section):
+    """The Hugging Face directory (`hf/`) inside every CPT checkpoint: what serving engines load."""
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Weight dtype of the export; auto: bfloat16 when the run trained under bfloat16 autocast, else "
+        "the dtype the model's own config.json names (a bf16 checkpoint comes back bf16), else float32.",
+    )
+    max_shard_size: str = Field(
+        "5GB",
+        pattern=r"^\s*\d+(\.\d+)?\s*([KMGT]i?B)\s*$",
+        description="Largest safetensors file; bigger models are split into shards with model.safetensors.index.json.",
+    )
 
 
 class CheckpointConfig(Section):
@@ -118,7 +142,10 @@ class CptConfig(StageConfig):
 
     run_dir: str = Field("runs/cpt", description="Run folder: config.yaml, metrics.jsonl, checkpoints/.")
     steps: int | None = Field(
-        None, ge=1, description="Optimizer steps; default: total_tokens / (global_batch_size × seq_len)."
+        None,
+        ge=1,
+        description="Optimizer steps; default: total_tokens / (global_batch_size × seq_len). Alone it sets the token "
+        "budget: steps × global_batch_size × seq_len.",
     )
     total_tokens: int | None = Field(
         None, ge=1, description="Training tokens when steps is not set (rounded down to whole steps)."
@@ -134,6 +161,7 @@ class CptConfig(StageConfig):
     compile: bool = Field(False, description="torch.compile each decoder layer (no speed-up on a CPU).")
     tensorboard: bool = Field(False, description="Also write TensorBoard event files (needs the tensorboard package).")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
 

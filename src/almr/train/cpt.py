@@ -15,6 +15,7 @@ The loader yields this process's micro-batches in global order: `input_ids` and 
 
 import math
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,14 @@ from rich.progress import Progress
 from almr.errors import AlmrError, ConfigError, DataError
 from almr.train import checkpoint as ckpt
 from almr.train.config import CptConfig, ModelConfig
-from almr.train.metrics import MetricsLog, model_flops_per_token, peak_flops, training_bar, truncate_after
+from almr.train.metrics import (
+    MetricsLog,
+    logged_steps,
+    model_flops_per_token,
+    peak_flops,
+    training_bar,
+    truncate_after,
+)
 from almr.train.model import build_model, vocab_size
 from almr.train.optimizer import build_optimizer
 from almr.train.parallel import Distributed, autocast_for, close_distributed, init_distributed, parallelize
@@ -50,6 +58,8 @@ class CptResult:
     tokens: int
     checkpoint: Path | None
     losses: list[float] = field(default_factory=list)  # training loss of each step this call ran
+    finished_before: bool = False  # a --resume of a run that had already done all its steps: nothing ran
+    is_main: bool = True  # the process that prints and writes (rank 0)
 
 
 def train_cpt(
@@ -74,16 +84,26 @@ def train_cpt(
         accum = _accumulation_steps(cfg, dist_env)
         checkpointer = ckpt.Checkpointer(Path(cfg.run_dir) / "checkpoints", cfg.checkpoint.keep_last, dist_env.rank,
                                          cfg.checkpoint.every_steps)  # fmt: skip
-        resume_from = resume_point(checkpointer, record, resume, cfg.run_dir)
-        precision = autocast_for(model_config.dtype, dist_env.device)
-        prober = Prober(probe, cfg.probe.every_tokens, precision)
-        seed_everything(cfg.seed)
-        model, tokenizer = build_model(model_config, random_init=cfg.random_init)
-        vocab = vocab_size(model)
-        _check_validation(validation or {}, vocab)
+        data_id = getattr(loader, "fingerprint", None)  # the packed loader's plan and shards
+        resume_from = resume_point(checkpointer, record, resume, cfg.run_dir, data=data_id)
         steps = _total_steps(cfg, loader, accum)
         lr_factor(0, steps, cfg.schedule)  # refuse an impossible schedule before any compute
-        run = _Run(model_config, cfg, dist_env, model, steps, record)
+        if resume_from is not None:
+            checkpointer.recover()  # what a kill left: unfinished writes and prunes
+            done = ckpt.read_meta(resume_from)
+            if done["step"] >= steps:
+                _close_finished(Path(cfg.run_dir), done, resume_from, dist_env.is_main)
+                return CptResult(Path(cfg.run_dir), done["step"], done.get("tokens", 0), resume_from,
+                                 finished_before=True, is_main=dist_env.is_main)  # fmt: skip
+        dtype = _training_dtype(model_config.dtype, dist_env.device)
+        precision = autocast_for(dtype, dist_env.device)
+        prober = Prober(probe, cfg.probe.every_tokens, precision)
+        seed_everything(cfg.seed)
+        loaded = build_model(model_config, random_init=cfg.random_init)
+        model, tokenizer = loaded.model, loaded.tokenizer
+        vocab = vocab_size(model)
+        _check_validation(validation or {}, vocab)
+        run = _Run(cfg, dist_env, model, steps, record, dtype, _export_dtype(cfg, dtype, loaded.stored_dtype))
         model = run.model = parallelize(model, dist_env, gradient_checkpointing=cfg.gradient_checkpointing,
                                         compile=cfg.compile)  # fmt: skip
         optimizer = build_optimizer(model, cfg.optimizer, dist_env.device)
@@ -123,16 +143,19 @@ def train_cpt(
             if prober.should_probe(state.tokens - tokens_per_step, state.tokens):
                 log.write("probe", step=state.step, tokens=state.tokens, scores=prober(model, state.step, state.tokens))
             if checkpointer.should_save(state.step, steps):
+                meta = {"tokens": state.tokens, **({"data": data_id} if data_id is not None else {})}
                 last_saved = checkpointer.save(state.step, stateful, lambda folder: run.export(folder, tokenizer),
-                                               {"tokens": state.tokens})  # fmt: skip
+                                               meta)  # fmt: skip
                 log.write("checkpoint", step=state.step, tokens=state.tokens, path=str(last_saved))
+                checkpointer.prune()  # after the event: a kill while pruning loses no record (recover redoes it)
 
         # ---------------------------------------------------------------- close
         if bar:
             bar.stop()
         log.write("end", step=state.step, tokens=state.tokens, checkpoint=str(last_saved))
         log.close()
-        return CptResult(Path(cfg.run_dir), state.step, state.tokens, last_saved or checkpointer.latest(), losses)
+        return CptResult(Path(cfg.run_dir), state.step, state.tokens, last_saved or checkpointer.latest(), losses,
+                         is_main=dist_env.is_main)  # fmt: skip
     finally:
         if owns_group:
             close_distributed()
@@ -142,10 +165,10 @@ class _Run:
     """What the loop writes about the run: the run folder's config and metrics log, the step
     lines with throughput and MFU, the exported model. Only the main process writes."""
 
-    def __init__(self, model_config: ModelConfig, cfg: CptConfig, dist_env: Distributed, model: torch.nn.Module,
-                 steps: int, record: dict[str, Any]) -> None:  # fmt: skip
+    def __init__(self, cfg: CptConfig, dist_env: Distributed, model: torch.nn.Module, steps: int,
+                 record: dict[str, Any], dtype: str, export_dtype: torch.dtype) -> None:  # fmt: skip
         self.cfg, self.dist_env, self.model, self.steps, self.record = cfg, dist_env, model, steps, record
-        self.dtype = model_config.dtype
+        self.dtype, self.export_dtype = dtype, export_dtype
         bf16 = self.dtype == "bfloat16"
         self.flops_per_token = model_flops_per_token(model, cfg.batch.seq_len)
         self.parameters = sum(p.numel() for p in model.parameters())
@@ -162,6 +185,9 @@ class _Run:
         else:
             truncate_after(run_dir / "metrics.jsonl", state.step)
         log = MetricsLog(run_dir / "metrics.jsonl", tensorboard=self.cfg.tensorboard)
+        if resume_from is not None and state.step not in logged_steps(run_dir / "metrics.jsonl", "checkpoint"):
+            # killed between the checkpoint's rename and its event: the checkpoint is there, so is its record
+            log.write("checkpoint", step=state.step, tokens=state.tokens, path=str(resume_from))
         log.write(
             "resume" if resume_from else "start", step=state.step, tokens=state.tokens,
             checkpoint=str(resume_from) if resume_from else None, steps=self.steps,
@@ -176,9 +202,10 @@ class _Run:
                  elapsed: float) -> None:  # fmt: skip
         tokens_per_s = self.cfg.batch.global_batch_size * self.cfg.batch.seq_len / elapsed
         mfu = self.flops_per_token * tokens_per_s / (self.peak * self.dist_env.world_size)
+        aux = {} if result.aux_loss is None else {"aux_loss": result.aux_loss}
         log.write(
             "train", step=state.step, tokens=state.tokens, loss=result.loss, lr=result.lr,
-            grad_norm=result.grad_norm, tokens_per_s=tokens_per_s, mfu=mfu, step_time=elapsed,
+            grad_norm=result.grad_norm, tokens_per_s=tokens_per_s, mfu=mfu, step_time=elapsed, **aux,
         )  # fmt: skip
         if bar:
             bar.update(bar.task_ids[0], advance=1, tps=f"{tokens_per_s:,.0f}", loss=f"{result.loss:.4f}")
@@ -189,7 +216,8 @@ class _Run:
             )
 
     def export(self, folder: Path, tokenizer: Any) -> None:
-        ckpt.export_hf(self.model, tokenizer, folder, self.dist_env.is_main)
+        ckpt.export_hf(self.model, tokenizer, folder, self.dist_env.is_main, dtype=self.export_dtype,
+                       max_shard_size=self.cfg.export.max_shard_size)  # fmt: skip
         if self.dist_env.is_main:
             write_run_config(folder / "config.yaml", self.record)
 
@@ -207,19 +235,72 @@ def _accumulation_steps(cfg: CptConfig, dist_env: Distributed) -> int:
 
 
 def _total_steps(cfg: CptConfig, loader: Loader, accum: int) -> int:
-    if cfg.steps is not None:
-        return cfg.steps
+    """cpt.steps, or cpt.total_tokens in whole steps, or the loader's length; refused when the
+    loader says it holds fewer steps than asked (before any compute, not when it runs out)."""
+    available = len(loader) // accum if hasattr(loader, "__len__") else None
     tokens_per_step = cfg.batch.global_batch_size * cfg.batch.seq_len
-    if cfg.total_tokens is not None:
+    if cfg.steps is not None:
+        steps, key = cfg.steps, f"cpt.steps={cfg.steps}"
+    elif cfg.total_tokens is not None:
         if cfg.total_tokens < tokens_per_step:
             raise ConfigError(
                 f"cpt.total_tokens={cfg.total_tokens} is less than one step of {tokens_per_step} tokens "
                 "(global_batch_size × seq_len); raise it or shrink the batch"
             )
-        return cfg.total_tokens // tokens_per_step
-    if hasattr(loader, "__len__"):
-        return len(loader) // accum
-    raise ConfigError("set cpt.steps or cpt.total_tokens: the loader does not say how long it is")
+        steps = cfg.total_tokens // tokens_per_step
+        key = f"cpt.total_tokens={cfg.total_tokens} ({steps} steps)"
+    elif available is not None:
+        return available
+    else:
+        raise ConfigError("set cpt.steps or cpt.total_tokens: the loader does not say how long it is")
+    if available is not None and steps > available:
+        raise ConfigError(
+            f"{key} asks for more than the data plan holds: {available} steps of {tokens_per_step:,} tokens; "
+            "lower it, or raise mixture.token_budget (unset, the budget is cpt.total_tokens, else cpt.steps × "
+            "global_batch_size × seq_len)"
+        )
+    return steps
+
+
+def _training_dtype(dtype: str, device: torch.device) -> str:
+    """The precision the run trains in: `model.dtype`, except bfloat16 on a CPU, which trains in
+    float32 (bf16 matmuls are many times slower there and the docs promise fp32), with a warning."""
+    if dtype == "bfloat16" and device.type == "cpu":
+        warnings.warn(
+            "model.dtype=bfloat16 is not applied on a CPU: this run trains in float32 (set model.dtype=float32 to "
+            "silence this, or train on a GPU for bf16 autocast)",
+            stacklevel=3,
+        )
+        return "float32"
+    return dtype
+
+
+def _export_dtype(cfg: CptConfig, dtype: str, stored: torch.dtype | None) -> torch.dtype:
+    """cpt.export.dtype; auto: bfloat16 when trained under bf16 autocast, else the dtype the model's
+    config.json names, else float32."""
+    if cfg.export.dtype != "auto":
+        return getattr(torch, cfg.export.dtype)
+    if dtype == "bfloat16":
+        return torch.bfloat16
+    return stored if stored in (torch.float32, torch.bfloat16, torch.float16) else torch.float32
+
+
+def _close_finished(run_dir: Path, done: Mapping[str, Any], checkpoint: Path, is_main: bool) -> None:
+    """A --resume of a finished run changes nothing; only the events a kill after the last
+    checkpoint may have cost (its checkpoint and end events) are added to metrics.jsonl."""
+    log_path = run_dir / "metrics.jsonl"
+    if not is_main:
+        return
+    step, tokens = done["step"], done.get("tokens", 0)
+    missing_checkpoint = step not in logged_steps(log_path, "checkpoint")
+    missing_end = step not in logged_steps(log_path, "end")
+    if missing_checkpoint or missing_end:
+        truncate_after(log_path, step)
+        log = MetricsLog(log_path)
+        if missing_checkpoint:
+            log.write("checkpoint", step=step, tokens=tokens, path=str(checkpoint))
+        log.write("end", step=step, tokens=tokens, checkpoint=str(checkpoint))
+        log.close()
 
 
 def _check_validation(validation: Validation, vocab: int) -> None:

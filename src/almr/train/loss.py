@@ -19,9 +19,28 @@ def summed_loss(
     """Sum over the labelled positions of −log p(label). `labels` are already the next-token
     targets (no shift here). The forward runs under `precision` (autocast or nothing); the
     cross-entropy always in fp32, so bf16 logits lose no accuracy in the loss."""
+    return training_loss(model, input_ids, labels, precision)[0]
+
+
+def training_loss(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    precision: AbstractContextManager | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(summed cross-entropy as `summed_loss`, the router's weighted auxiliary loss or None). A
+    mixture-of-experts model whose config asks for router logits (`output_router_logits`, as
+    Mixtral and Qwen-MoE train) returns a load-balancing `aux_loss`; it comes back multiplied by
+    the config's `router_aux_loss_coef`, the term transformers adds to its own loss."""
     with precision or nullcontext():
-        logits = model(input_ids=input_ids, use_cache=False).logits
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+        out = model(input_ids=input_ids, use_cache=False)
+    summed = F.cross_entropy(
+        out.logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    aux = getattr(out, "aux_loss", None)
+    if aux is None:
+        return summed, None
+    return summed, getattr(model.config, "router_aux_loss_coef", 0.0) * aux.float()
 
 
 def target_count(labels: torch.Tensor) -> torch.Tensor:

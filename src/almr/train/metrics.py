@@ -119,10 +119,11 @@ def training_bar(stage: str, steps: int, done: int, **extra: str) -> Progress:
     """The live bar every trainer shows: steps done of `steps`, tokens/s, loss, any `extra` fields
     (name → label, e.g. acc="reward acc"), elapsed time and ETA; started. Update the fields `tps`,
     `loss` and each extra name."""
-    extras = [TextColumn(f"{label} {{task.fields[{name}]}}") for name, label in extra.items()]
+    extras = [TextColumn(f"{label} {{task.fields[{name}]}}", markup=False) for name, label in extra.items()]
     bar = Progress(
-        TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tps]} tok/s"),
-        TextColumn("loss {task.fields[loss]}"), *extras, TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        TextColumn(stage, style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[tps]} tok/s", markup=False), TextColumn("loss {task.fields[loss]}", markup=False),
+        *extras, TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
     )  # fmt: skip
     bar.add_task(stage.lower(), total=steps, completed=done, tps="-", loss="-", **dict.fromkeys(extra, "-"))
     bar.start()
@@ -145,6 +146,21 @@ def truncate_after(path: Path, step: int) -> None:
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def logged_steps(path: Path, event: str) -> set[int]:
+    """The steps at which metrics.jsonl records `event` (lines cut short by a kill are skipped)."""
+    if not path.exists():
+        return set()
+    steps = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("event") == event and record.get("step") is not None:
+            steps.add(int(record["step"]))
+    return steps
 
 
 def _scalars(fields: dict[str, Any], prefix: str = "") -> list[tuple[str, float]]:

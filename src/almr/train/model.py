@@ -1,7 +1,11 @@
 """The model a training stage starts from: any Hugging Face causal LM and its tokenizer, loaded
 (or built from its config.json with random weights) in fp32 master weights, checked against
-each other before any compute."""
+each other before any compute. A bad directory — missing, a truncated or corrupt weights file,
+a config.json that disagrees with the weights — is one message naming the path and the fix."""
 
+import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -10,28 +14,66 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from almr.errors import ConfigError
 from almr.train.config import ModelConfig
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
-def build_model(config: ModelConfig, *, random_init: bool = False) -> tuple[torch.nn.Module, Any]:
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: Any
+    stored_dtype: torch.dtype | None  # the dtype the directory's config.json names (how it was shipped)
+
+
+def build_model(config: ModelConfig, *, random_init: bool = False) -> LoadedModel:
     """The causal LM and its tokenizer from `config.name_or_path`; with `random_init`, the
-    architecture from its config.json with weights drawn from the seeded RNG."""
+    architecture from its config.json with weights drawn from the seeded RNG. The model's
+    config is left as the directory has it (an export writes it back unchanged)."""
     path = model_path(config)
+    hub = hub_kwargs(config)
+    try:
+        hf_config = AutoConfig.from_pretrained(path, **hub)
+    except (OSError, ValueError) as err:
+        where = "there" if Path(path).expanduser().exists() else "(no local directory of that name, nor on the hub)"
+        raise ConfigError(
+            f"model.name_or_path={path}: no Hugging Face model config {where}: {_first_line(err)}; point it at a "
+            "directory holding config.json"
+        ) from None
+    stored_dtype = _as_dtype(getattr(hf_config, "dtype", None))
+    model_kw: dict[str, Any] = {"dtype": torch.float32, **hub}
+    if config.attn_implementation:
+        model_kw["attn_implementation"] = config.attn_implementation
     try:
         if random_init:
-            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=torch.float32)
+            model = AutoModelForCausalLM.from_config(hf_config, **model_kw)
         else:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(path, config=hf_config, **model_kw)
     except ValueError as err:
         raise ConfigError(
             f"model.name_or_path={path} is not a causal language model that transformers can train "
-            f"({str(err).splitlines()[0]}); point it at a *ForCausalLM checkpoint such as a Llama"
+            f"({_first_line(err)}); point it at a *ForCausalLM checkpoint such as a Llama"
         ) from None
     except OSError as err:
-        raise ConfigError(f"cannot read a model from model.name_or_path={path}: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"cannot read a model from model.name_or_path={path}: {_first_line(err)}") from None
+    except RuntimeError as err:
+        if "mismatch" in str(err).lower():
+            raise ConfigError(
+                f"model.name_or_path={path}: its config.json does not match the weights' shapes (for instance "
+                f"vocab_size={getattr(hf_config, 'vocab_size', '?')} against the embedding's rows); restore the "
+                "config.json that was saved with these weights"
+            ) from None
+        raise ConfigError(f"cannot read the weights in model.name_or_path={path}: {_first_line(err)}") from None
+    except Exception as err:  # safetensors' own error type: a truncated or corrupt file
+        if type(err).__name__ != "SafetensorError":
+            raise
+        raise ConfigError(
+            f"model.name_or_path={path}: a weights file (*.safetensors) is truncated or corrupt "
+            f"({_first_line(err)}); copy or download it again"
+        ) from None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, **hub)
     except (OSError, ValueError) as err:
         raise ConfigError(
-            f"model.name_or_path={path} has no tokenizer that transformers can load ({str(err).splitlines()[0]}); "
+            f"model.name_or_path={path} has no tokenizer that transformers can load ({_first_line(err)}); "
             "checkpoints must ship one, so save the tokenizer into that directory"
         ) from None
     vocab = vocab_size(model)
@@ -40,17 +82,41 @@ def build_model(config: ModelConfig, *, random_init: bool = False) -> tuple[torc
             f"the tokenizer at {path} has {len(tokenizer)} tokens but the model's embedding has {vocab} rows; "
             "use the tokenizer the model was built for (or resize the model's embeddings)"
         )
-    model.config.use_cache = False
-    return model, tokenizer
+    return LoadedModel(model, tokenizer, stored_dtype)
 
 
 def model_path(config: ModelConfig) -> str:
-    """`model.name_or_path`, refused when unset."""
+    """`model.name_or_path`, refused when unset or when it names a local path that does not exist
+    (anything but a plain hub id such as `meta-llama/Meta-Llama-3-8B`)."""
     if not config.name_or_path:
         raise ConfigError("model.name_or_path is not set; point it at a Hugging Face model directory (or hub id)")
-    return config.name_or_path
+    path = config.name_or_path
+    if not Path(path).expanduser().exists() and not _HUB_ID.match(path):
+        raise ConfigError(f"model.name_or_path={path}: no such directory; point it at a Hugging Face model directory")
+    return path
+
+
+def hub_kwargs(config: ModelConfig) -> dict[str, Any]:
+    """What every from_pretrained of the model's directory passes: revision, trust_remote_code."""
+    kwargs: dict[str, Any] = {"trust_remote_code": config.trust_remote_code}
+    if config.revision:
+        kwargs["revision"] = config.revision
+    return kwargs
 
 
 def vocab_size(model: torch.nn.Module) -> int:
     """Rows of the input embedding: every token id the model accepts is below this."""
     return model.get_input_embeddings().weight.shape[0]
+
+
+def _as_dtype(value: Any) -> torch.dtype | None:
+    if isinstance(value, torch.dtype):
+        return value
+    if isinstance(value, str) and isinstance(getattr(torch, value, None), torch.dtype):
+        return getattr(torch, value)
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

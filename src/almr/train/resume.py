@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from almr.errors import ConfigError
-from almr.train.checkpoint import Checkpointer
+from almr.train.checkpoint import Checkpointer, read_meta
 
 # A resume must continue the same trajectory: these sections decide it and must match the
 # checkpoint's config, except for the keys after them, which change how the run is observed,
@@ -17,14 +17,19 @@ from almr.train.checkpoint import Checkpointer
 RESUME_MUST_MATCH = ("model.", "cpt.", "data.", "mixture.")
 RESUME_MAY_CHANGE = (
     "cpt.run_dir", "cpt.checkpoint.", "cpt.validation.", "cpt.probe.",
-    "cpt.tensorboard", "cpt.device", "cpt.compile", "cpt.gradient_checkpointing",
+    "cpt.tensorboard", "cpt.device", "cpt.compile", "cpt.gradient_checkpointing", "cpt.export.",
+    "model.attn_implementation",
 )  # fmt: skip
 
 
-def resume_point(checkpointer: Checkpointer, record: Mapping[str, Any], resume: bool, run_dir: str) -> Path | None:
+def resume_point(
+    checkpointer: Checkpointer, record: Mapping[str, Any], resume: bool, run_dir: str, data: Any = None
+) -> Path | None:
     """The checkpoint to continue from, or None for a fresh start. A fresh start refuses a run
     folder that holds checkpoints; a resume refuses one whose checkpoint's config (`config.yaml`)
-    differs from `record` on a key that decides the trajectory, naming every such key."""
+    differs from `record` on a key that decides the trajectory, naming every such key, and one
+    whose data (`data`: the loader's fingerprint, kept in the checkpoint's `complete` file)
+    differs: the same config over re-tokenized shards is another trajectory."""
     latest = checkpointer.latest()
     if not resume:
         if latest is not None:
@@ -39,7 +44,30 @@ def resume_point(checkpointer: Checkpointer, record: Mapping[str, Any], resume: 
         raise ConfigError(f"--resume: no complete checkpoint under {checkpointer.root}; start the run without --resume")
     saved = yaml.safe_load((latest / "config.yaml").read_text(encoding="utf-8"))
     refuse_differences(latest, config_differences(saved, dict(record)), "cpt.run_dir")
+    before = read_meta(latest).get("data")
+    if data is not None and before is not None and before != data:
+        refuse_differences(latest, data_differences(before, data), "cpt.run_dir")
     return latest
+
+
+def data_differences(old: Any, new: Any) -> list[tuple[str, Any, Any]]:
+    """(what, old, new) between two loader fingerprints: {"plan": hash, "sources": {name: input
+    fingerprint}} for the packed loader (12 hex digits shown), or any other value as a whole."""
+    if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
+        return [("data", old, new)]
+    found = []
+    old_sources, new_sources = old.get("sources") or {}, new.get("sources") or {}
+    for name in sorted(set(old_sources) | set(new_sources)):
+        a, b = old_sources.get(name), new_sources.get(name)
+        if a != b:
+            found.append((f"shards of source {name} (re-tokenized or changed files)", _short(a), _short(b)))
+    if old.get("plan") != new.get("plan"):
+        found.append(("data plan hash", _short(old.get("plan")), _short(new.get("plan"))))
+    return found
+
+
+def _short(value: Any) -> Any:
+    return value[:12] if isinstance(value, str) else value
 
 
 def refuse_differences(checkpoint: Path, differences: list[tuple[str, Any, Any]], run_dir_key: str) -> None:

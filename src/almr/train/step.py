@@ -9,7 +9,7 @@ import torch
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
-from almr.train.loss import summed_loss, target_count
+from almr.train.loss import target_count, training_loss
 from almr.train.parallel import Distributed, all_reduce_sum
 
 
@@ -18,6 +18,7 @@ class StepResult:
     loss: float  # mean next-token loss over the global batch
     grad_norm: float  # before clipping
     lr: float  # the learning rate this step used
+    aux_loss: float | None = None  # MoE: the weighted router loss, mean over the batch's tokens
 
 
 def train_step(
@@ -33,19 +34,27 @@ def train_step(
 
     The loss is normalized by the labelled tokens of the whole global batch, counted before any
     backward, so that accumulation over micro-batches and processes gives the gradient of one
-    large batch."""
+    large batch. A mixture-of-experts model's weighted router loss (`training_loss`) is added per
+    micro-batch in proportion to its labelled tokens: the objective is the mean cross-entropy plus
+    the token-weighted mean of the router loss, and the reported loss stays the cross-entropy."""
     device = dist_env.device
     local = sum(target_count(b["labels"]) for b in micro_batches)
     global_tokens = all_reduce_sum(torch.as_tensor(local, dtype=torch.float32, device=device))
     loss_sum = torch.zeros((), device=device)
+    aux_sum: torch.Tensor | None = None
     for i, micro in enumerate(micro_batches):
         if isinstance(model, FSDPModule):
             model.set_requires_gradient_sync(i == len(micro_batches) - 1)  # reduce-scatter once per step
         input_ids = micro["input_ids"].to(device, non_blocking=True)
         labels = micro["labels"].to(device, non_blocking=True)
-        loss = summed_loss(model, input_ids, labels, precision)
+        loss, aux = training_loss(model, input_ids, labels, precision)
+        objective = loss
+        if aux is not None:
+            weighted = aux * target_count(labels)
+            objective = loss + weighted
+            aux_sum = weighted.detach() + (aux_sum if aux_sum is not None else 0.0)
         # FSDP averages gradients over processes; the world-size factor turns that into a sum.
-        (loss * (dist_env.world_size / global_tokens)).backward()
+        (objective * (dist_env.world_size / global_tokens)).backward()
         loss_sum += loss.detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
     if isinstance(grad_norm, DTensor):
@@ -54,4 +63,6 @@ def train_step(
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return StepResult(loss=(all_reduce_sum(loss_sum) / global_tokens).item(), grad_norm=grad_norm.item(), lr=lr)
+    aux_mean = None if aux_sum is None else (all_reduce_sum(aux_sum) / global_tokens).item()
+    return StepResult(loss=(all_reduce_sum(loss_sum) / global_tokens).item(), grad_norm=grad_norm.item(), lr=lr,
+                      aux_loss=aux_mean)  # fmt: skip
