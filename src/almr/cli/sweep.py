@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.live import Live
 
-from almr.cli.common import SetOption, console, load, say
+from almr.cli.common import SetOption, console, load, say, warn
 from almr.errors import ConfigError
 
 app = typer.Typer()
@@ -56,6 +56,16 @@ def sweep(
     best = result.best
     if best is not None:
         say(f"best: {best.run_id} (ALMR {best.almr:.4g}, LR {best.lr:.3g}): {best.averaged_metric:.2f}")
+    if result.unstarted or result.failed:
+        # a script (or a Slurm job) running the study must see that it is not whole
+        if result.unstarted:
+            ids = ", ".join(r.run_id for r in result.unstarted)
+            warn(f"{len(result.unstarted)} run(s) could not be launched ({ids}): {result.unstarted[0].error}; "
+                 f"run `almr sweep {result.sweep_dir}/sweep.yaml` again to retry them")  # fmt: skip
+        if result.failed:
+            warn(f"{len(result.failed)} run(s) failed ({', '.join(r.run_id for r in result.failed)}); "
+                 f"`almr sweep status {result.sweep_dir}` shows why")  # fmt: skip
+        raise typer.Exit(1)
 
 
 def final_eval(run_config: Path, set_: list[str] | None, suite: str | None, tasks: str | None,

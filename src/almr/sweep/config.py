@@ -41,10 +41,45 @@ class SweepSlurmConfig(Section):
     gpus_per_node: int = Field(8, ge=1, description="GPUs per node (--gpus-per-node, torchrun --nproc_per_node).")
     cpus_per_task: int | None = Field(None, ge=1, description="CPU cores per node (sbatch --cpus-per-task).")
     time_min: int = Field(1440, ge=1, description="Wall-time limit of each job in minutes (sbatch --time).")
+    mem: str | None = Field(
+        None, description="Memory per node (sbatch --mem, e.g. 0 for all of it, 512G); default: the partition's."
+    )
+    exclusive: bool = Field(False, description="Whole nodes for each run (sbatch --exclusive).")
+    requeue: bool = Field(
+        True,
+        description="Requeue a job that reaches its time limit (sbatch --requeue and submitit's timeout signal, "
+        "--signal=USR2@signal_s); it resumes from its newest complete checkpoint.",
+    )
+    signal_s: int = Field(
+        90, ge=1, description="Seconds before the time limit at which the job is signalled (checkpoint, requeue)."
+    )
+    max_requeues: int = Field(
+        3, ge=0, description="Times a run that reached its time limit is requeued or resubmitted with --resume."
+    )
     setup: list[str] = Field(
         default_factory=list, description="Shell lines run before the command (module load, venv activation ...)."
     )
-    rdzv_port: int = Field(29500, ge=1, le=65535, description="torchrun rendezvous port on the job's first node.")
+    rdzv_port: int = Field(
+        29500, ge=1024, le=55535,
+        description="Base of the torchrun rendezvous ports: each job uses rdzv_port + (its Slurm job id mod 10000), "
+        "so runs that share a node never share a port.",
+    )  # fmt: skip
+
+
+class SweepKeepConfig(Section):
+    """What each run folder keeps once its run has ended (the rest is deleted by the driver)."""
+
+    exports: Literal["all", "best", "none"] = Field(
+        "all",
+        description="Hugging Face exports (checkpoints/step_N/hf) kept: all; best: those of the `best` runs with "
+        "the highest averaged metric; none.",
+    )
+    best: int = Field(3, ge=1, description="With exports: best, how many runs keep their export.")
+    training_state: bool = Field(
+        True,
+        description="Keep the training state (checkpoints/step_N/state: weights + optimizer, ~12 bytes a parameter) "
+        "after a run has ended; false deletes it (the run can then no longer be extended with --resume).",
+    )
 
 
 class SweepPruningConfig(Section):
@@ -96,6 +131,15 @@ class SweepConfig(Section):
     threads_per_run: int | None = Field(
         None, ge=1, description="Local launcher: CPU threads per run; default: CPU cores // parallel."
     )
+    gpus_per_run: int | None = Field(
+        None, ge=0,
+        description="Local launcher: GPUs per run, each run under torchrun on its own GPUs (CUDA_VISIBLE_DEVICES) "
+        "with a free rendezvous port; default: the visible GPUs // parallel (0 on a machine without GPUs or "
+        "with cpt.device: cpu: one plain process per run).",
+    )  # fmt: skip
+    gpus: list[int] | None = Field(
+        None, description="Local launcher: the GPU ids the runs share out; default: all visible ones."
+    )
     launcher: Literal["local", "slurm"] = Field("local", description="local: subprocesses here; slurm: submitit jobs.")
     slurm: SweepSlurmConfig = Field(default_factory=SweepSlurmConfig)
     storage: str | None = Field(
@@ -103,6 +147,7 @@ class SweepConfig(Section):
     )
     pruning: SweepPruningConfig = Field(default_factory=SweepPruningConfig)
     final_eval: SweepFinalEvalConfig = Field(default_factory=SweepFinalEvalConfig)
+    keep: SweepKeepConfig = Field(default_factory=SweepKeepConfig)
     sweep_dir: str = Field("sweeps/sweep", description="Folder of the study: sweep.yaml, study.db, runs/<run_id>/.")
     seed: int = Field(0, description="Seeds the space-filling design and the Bayesian optimizer.")
     poll_s: float = Field(5.0, gt=0, description="Seconds between looks at running runs' metrics and exit status.")

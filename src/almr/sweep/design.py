@@ -13,8 +13,15 @@ Contract:
 - `base_hash(config)` is the sha256 of the resolved config minus the swept keys, `cpt.run_dir` and
   the `sweep` section: two sweeps with the same hash differ only in where and how they were run.
 - `distributions`, `make_sampler`, `make_pruner`: the Optuna search space (ALMR uniform, LR
-  log-uniform), the samplers (grid: enqueued points; adaptive: `GPSampler` after `n_initial`
-  scrambled-Sobol points from `QMCSampler`) and the pruner (`PercentilePruner`, or none).
+  log-uniform), the samplers (grid: enqueued points; adaptive: `GPSampler`) and the pruner
+  (`PercentilePruner`, or none).
+- `initial_point(sweep, index)`: the adaptive design's space-filling points, a function of the index
+  alone — point `index` of the scrambled Sobol sequence seeded by `sweep.seed`, mapped into the
+  ranges (LR on a log scale). The driver enqueues point k as the study's k-th trial while fewer than
+  `n_initial` runs have completed. Nothing about them lives in a sampler's memory: a resumed driver
+  (a new process) continues the sequence where the study is, and never repeats a point (the bug of
+  issue #18: GPSampler's startup points came from a seeded RandomSampler that restarted with every
+  driver, so a resumed study proposed its first points again).
 """
 
 import hashlib
@@ -92,9 +99,31 @@ def distributions(sweep: SweepConfig) -> dict[str, optuna.distributions.BaseDist
     }
 
 
-def make_sampler(sweep: SweepConfig) -> optuna.samplers.BaseSampler:
-    # Sobol points (scrambled, seeded) fill the square evenly before the GP has data; the GP then
-    # proposes by expected improvement, conditioning on still-running points so a batch spreads out.
+def initial_point(sweep: SweepConfig, index: int) -> dict[str, float]:
+    """Point `index` (0, 1, ...) of the adaptive design's scrambled Sobol sequence (module docstring)."""
+    from scipy.stats import qmc
+
+    with warnings.catch_warnings():  # a Sobol prefix whose length is not a power of 2 loses balance: expected
+        warnings.simplefilter("ignore", UserWarning)
+        engine = qmc.Sobol(2, scramble=True, seed=sweep.seed)
+        if index:
+            engine.fast_forward(index)
+        u_almr, u_lr = engine.random(1)[0]
+    almr = sweep.almr.low + float(u_almr) * (sweep.almr.high - sweep.almr.low)
+    if sweep.lr_log:
+        lo, hi = math.log(sweep.lr.low), math.log(sweep.lr.high)
+        lr = math.exp(lo + float(u_lr) * (hi - lo))
+    else:
+        lr = sweep.lr.low + float(u_lr) * (sweep.lr.high - sweep.lr.low)
+    return {"almr": min(max(_round(almr), sweep.almr.low), sweep.almr.high),
+            "lr": min(max(_round(lr), sweep.lr.low), sweep.lr.high)}  # fmt: skip
+
+
+def make_sampler(sweep: SweepConfig, asked: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler; `asked` (the trials the study holds) seeds the GP's acquisition optimizer, so a
+    proposal depends on the study's history only, not on which driver process asks (docs/sweep.md, Resume)."""
+    # The adaptive design's first points are enqueued Sobol points (initial_point); the GP then proposes
+    # by expected improvement, conditioning on still-running points so a batch spreads out.
     with warnings.catch_warnings():  # QMCSampler is marked experimental; its Sobol design is what we want
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sobol = optuna.samplers.QMCSampler(
@@ -103,8 +132,9 @@ def make_sampler(sweep: SweepConfig) -> optuna.samplers.BaseSampler:
     if sweep.design == "grid":
         return sobol  # never consulted: every grid point is enqueued with fixed parameters
     return optuna.samplers.GPSampler(
-        seed=sweep.seed, n_startup_trials=sweep.n_initial, independent_sampler=sobol, warn_independent_sampling=False
-    )
+        seed=sweep.seed * 1_000_003 + asked, n_startup_trials=sweep.n_initial, independent_sampler=sobol,
+        warn_independent_sampling=False,
+    )  # fmt: skip
 
 
 def make_pruner(sweep: SweepConfig) -> optuna.pruners.BasePruner:

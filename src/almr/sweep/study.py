@@ -31,8 +31,23 @@ Contract of `run_sweep(config, launcher=None, ...)`:
   completed runs at that token count, the launcher stops it (a local run's process group gets
   SIGTERM). The record keeps its partial histories with status `pruned`.
 - **Resume**: running the same spec again skips every finished trial; a trial left RUNNING by an
-  interrupted driver is relaunched in the same folder, with `--resume` when the folder holds a
-  complete checkpoint. An interrupt (Ctrl-C, SIGTERM) stops the runs in flight and releases them.
+  interrupted driver is taken over: reattached when its run still goes on (a local run whose
+  processes still hold `RUN/owner.lock`, a Slurm job the trial's `job_id` names that has not
+  ended), else relaunched in the same folder, with `--resume` when the folder holds a complete
+  checkpoint. An interrupt (Ctrl-C, SIGTERM, SIGHUP) stops the runs in flight and releases them.
+  The adaptive design's space-filling points are enqueued by index (`design.initial_point`) and
+  the GP's seed follows the number of trials, so a resumed study never proposes a point again
+  because a new driver process started its sampler afresh.
+- **Before any run** (`run_sweep`): the spec (`check_spec`), `sweep.storage` (the URL, its driver,
+  a connection: `storage.check_storage`), the probe (`check_probe`) and — for real `almr cpt` runs,
+  the default launcher — the base model, the shards and the mixture plan (`preflight.check_inputs`);
+  the disk the study needs is logged (`preflight.disk_needed`).
+- **A run that cannot be submitted** (the launcher's `start` raises: sbatch down, a folder another
+  process owns) is not a failed run: its trial is released and its record says why (status
+  `pending`, `error`); the driver launches nothing more, lets the runs in flight end and returns,
+  and the next `almr sweep` retries it. `SweepResult.unstarted` lists such runs.
+- **What is kept** (`sweep.keep`): after runs end, `keep.apply_keep` deletes the training state
+  and the exports the study does not keep.
 - **Many drivers** (a shared `sweep.storage`, e.g. PostgreSQL, and a shared `sweep_dir`): each
   driver marks the trials it runs (user attrs `driver`, `heartbeat` every `HEARTBEAT_S` at its
   polls) and never touches another live driver's; a trial released by an interrupted driver, or
@@ -42,12 +57,14 @@ Contract of `run_sweep(config, launcher=None, ...)`:
   others' runs, so it returns with the study complete.
 """
 
+import contextlib
 import fcntl
 import functools
 import json
 import math
 import os
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -67,6 +84,7 @@ from almr.evaluate.results import averaged_metric
 from almr.sweep import design
 from almr.sweep.config import SweepConfig, SweepFinalEvalConfig
 from almr.sweep.final_eval import check_final_eval
+from almr.sweep.keep import apply_keep
 from almr.sweep.launch import (
     FunctionLauncher,
     Launcher,
@@ -75,8 +93,11 @@ from almr.sweep.launch import (
     RunSpec,
     SlurmLauncher,
     dry_run_lines,
+    free_port,
+    gpu_slots,
 )
 from almr.sweep.records import FINAL_EVAL, RunRecord, fill_from_metrics, load_records, read_events
+from almr.sweep.storage import check_storage, storage_url
 
 STUDY = "almr-sweep"
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
@@ -88,6 +109,15 @@ STALE_S = 120.0  # a run whose driver has not marked it for this long is taken o
 class SweepResult:
     sweep_dir: Path
     records: list[RunRecord]
+
+    @property
+    def failed(self) -> list[RunRecord]:
+        return [r for r in self.records if r.status == "failed"]
+
+    @property
+    def unstarted(self) -> list[RunRecord]:
+        """Runs whose launch failed (their record says why): the next `almr sweep` retries them."""
+        return [r for r in self.records if r.status == "pending" and r.error]
 
     @property
     def best(self) -> RunRecord | None:
@@ -148,10 +178,6 @@ def _why_no_validation(config: AlmrConfig) -> str:
     return f"no source of the mixture has held-out files in data.sources[].valid (sources: {names})"
 
 
-def storage_url(sweep: SweepConfig) -> str:
-    return sweep.storage or f"sqlite:///{Path(sweep.sweep_dir).resolve() / 'study.db'}"
-
-
 def open_study(config: AlmrConfig) -> optuna.Study:
     """The sweep's Optuna study (created, or loaded to resume), after checking the folder's identity
     (the base config's hash); the whole resolved config is written to SWEEP_DIR/sweep.yaml."""
@@ -191,14 +217,51 @@ def open_study(config: AlmrConfig) -> optuna.Study:
     return study
 
 
-def default_launcher(sweep: SweepConfig) -> Launcher:
+def default_launcher(config: AlmrConfig) -> Launcher:
+    sweep = config.sweep
     if sweep.launcher == "slurm":
         return SlurmLauncher(sweep.slurm, Path(sweep.sweep_dir).resolve() / "slurm")
-    return LocalLauncher()
+    gpus, per_run = local_gpus(config)
+    return LocalLauncher(gpus=gpus, gpus_per_run=per_run, parallel=sweep.parallel)
 
 
 def threads_per_run(sweep: SweepConfig) -> int:
     return sweep.threads_per_run or max(1, (os.cpu_count() or 1) // sweep.parallel)
+
+
+def visible_gpus() -> list[int]:
+    """The GPU ids this process may use: CUDA_VISIBLE_DEVICES when set (numeric ids), else every GPU torch
+    sees (torch only loads when the variable is unset)."""
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given is not None:
+        return [int(x) for x in given.split(",") if x.strip().isdigit()]
+    import torch
+
+    return list(range(torch.cuda.device_count()))
+
+
+def local_gpus(config: AlmrConfig, visible: Callable[[], list[int]] = visible_gpus) -> tuple[list[int], int]:
+    """The GPUs the local launcher shares out and how many each run gets (0: one plain process per run,
+    as on a machine without GPUs or with cpt.device: cpu). Refuses more GPUs than there are."""
+    sweep = config.sweep
+    if sweep.gpus_per_run == 0 or (sweep.gpus_per_run is None and config.cpt.device == "cpu"):
+        return [], 0
+    gpus = list(sweep.gpus) if sweep.gpus is not None else visible()
+    per_run = sweep.gpus_per_run if sweep.gpus_per_run is not None else len(gpus) // sweep.parallel
+    if sweep.gpus_per_run is None and not gpus:
+        return [], 0  # no GPU: today's plain processes
+    if not per_run:
+        raise ConfigError(
+            f"sweep.parallel={sweep.parallel} runs in flight but only {len(gpus)} GPUs ({gpus}): each run needs "
+            "one at least; lower sweep.parallel, or set cpt.device: cpu (or sweep.gpus_per_run: 0) for CPU runs"
+        )
+    if per_run * sweep.parallel > len(gpus):
+        raise ConfigError(
+            f"sweep.gpus_per_run={per_run} × sweep.parallel={sweep.parallel} needs {per_run * sweep.parallel} GPUs, "
+            f"but {len(gpus)} are available ({gpus}); lower sweep.parallel or sweep.gpus_per_run, or list more "
+            "in sweep.gpus"
+        )
+    return gpus, per_run
 
 
 def plan_runs(config: AlmrConfig) -> list[RunSpec]:
@@ -207,20 +270,23 @@ def plan_runs(config: AlmrConfig) -> list[RunSpec]:
     whole config."""
     check_spec(config)
     sweep = config.sweep
+    check_storage(sweep, connect=False)
     if sweep.design == "grid":
         points = design.grid_points(sweep)
     else:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(direction="maximize", sampler=design.make_sampler(sweep))
-        trials = [study.ask(design.distributions(sweep)) for _ in range(min(sweep.parallel, sweep.max_runs))]
-        points = [(t.params["almr"], t.params["lr"]) for t in trials]
+        first = [design.initial_point(sweep, i) for i in range(min(sweep.parallel, sweep.max_runs))]
+        points = [(p["almr"], p["lr"]) for p in first]
     root = Path(sweep.sweep_dir).resolve() / "runs"
+    gpus, per_run = local_gpus(config) if sweep.launcher == "local" else ([], 0)
+    slots = gpu_slots(gpus, per_run, sweep.parallel) if per_run else []
     specs = []
     for number, (almr, lr) in enumerate(points):
         rid = design.run_id(number, almr, lr)
         cfg = design.point_config(config, almr, lr, str(root / rid))
+        slot = slots[number % len(slots)] if slots else None  # the first runs in flight, slot by slot
         specs.append(RunSpec(rid, almr, lr, root / rid, cfg, threads=threads_per_run(sweep),
-                             final_eval=_final_eval(sweep)))  # fmt: skip
+                             final_eval=_final_eval(sweep), gpus=slot,
+                             port=free_port() if slot else None))  # fmt: skip
     return specs
 
 
@@ -229,8 +295,15 @@ def _final_eval(sweep: SweepConfig) -> SweepFinalEvalConfig | None:
 
 
 def dry_run(config: AlmrConfig) -> list[str]:
-    """`almr sweep SPEC --dry-run`: how the runs of `plan_runs` would start, as lines; nothing is written."""
-    return dry_run_lines(plan_runs(config), config.sweep)
+    """`almr sweep SPEC --dry-run`: how the runs of `plan_runs` would start, as lines, then the disk the study
+    will need when the base model can be read here; nothing is written."""
+    lines = dry_run_lines(plan_runs(config), config.sweep)
+    model = config.model.name_or_path
+    if model and Path(model).is_dir():
+        from almr.sweep.preflight import disk_needed, parameter_count
+
+        lines.append(disk_needed(config, parameter_count(model)).describe())
+    return lines
 
 
 # --------------------------------------------------------------------------- watching a run
@@ -293,8 +366,9 @@ def _heartbeat(active: _Active) -> None:
 
 def _orphans(study: optuna.Study, driver: str, poll_s: float) -> list[optuna.trial.FrozenTrial]:
     """RUNNING trials that no live driver holds: released by an interrupted driver (`driver` ""),
-    or whose driver has not touched them for max(STALE_S, 3 poll intervals) — it died. A trial of a
-    study from before drivers marked their trials counts from its start time."""
+    whose driver ran on this machine and is gone (its `driver_host`, `driver_pid`: killed with
+    SIGKILL), or whose driver has not touched them for max(STALE_S, 3 poll intervals) — it died
+    elsewhere. A trial of a study from before drivers marked their trials counts from its start time."""
     now = time.time()
     orphans = []
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -304,9 +378,22 @@ def _orphans(study: optuna.Study, driver: str, poll_s: float) -> list[optuna.tri
         start = frozen.datetime_start.timestamp() if frozen.datetime_start else 0.0
         beat = float(frozen.user_attrs.get("heartbeat", start))
         stale = max(STALE_S, 3 * max(poll_s, float(frozen.user_attrs.get("poll_s", 0.0))))
-        if owner == "" or now - beat > stale:
+        if owner == "" or now - beat > stale or _driver_gone(frozen.user_attrs):
             orphans.append(frozen)
     return orphans
+
+
+def _driver_gone(attrs: dict[str, Any]) -> bool:
+    """Whether the trial's driver ran on this machine and its process no longer exists."""
+    if attrs.get("driver_host") != socket.gethostname() or not attrs.get("driver_pid"):
+        return False
+    try:
+        os.kill(int(attrs["driver_pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _running_trial(study: optuna.Study, storage: optuna.storages.BaseStorage, number: int) -> optuna.trial.Trial:
@@ -419,12 +506,19 @@ def run_sweep(
     `on_finish(records)` is called whenever runs have ended (once per look at the runs in flight);
     True launches no further run: those in flight finish, and the sweep can be resumed later."""
     check_spec(config)
+    check_storage(config.sweep)
     cost = check_probe(config)
     if cost:
         log(cost)
+    if launcher is None:  # real `almr cpt` runs: what each run reads first, checked once here
+        from almr.sweep.preflight import check_inputs, disk_needed, parameter_count
+
+        check_inputs(config)
+        log(disk_needed(config, parameter_count(str(config.model.name_or_path))).describe())
+        launcher = default_launcher(config)
     study = open_study(config)
     scores = None if baseline_scores is None else functools.partial(baseline_scores, config)
-    driver = _Driver(config, study, launcher or default_launcher(config.sweep), on_finish, scores, log)
+    driver = _Driver(config, study, launcher, on_finish, scores, log)
     with _sigterm_interrupts():
         try:
             driver.drive()
@@ -463,6 +557,7 @@ class _Driver:
         self.name = uuid.uuid4().hex  # this driver's mark on the trials it runs (see _orphans)
         self.in_flight: list[_Active] = []
         self.by_id: dict[str, _Active] = {}
+        self.unstarted = 0  # runs whose launch failed in this attempt (released for the next one)
         if isinstance(launcher, FunctionLauncher):  # an in-process run asks between its probe events
             launcher.should_stop = lambda spec: _check(self.by_id[spec.run_id], self.average, self.pruning)
 
@@ -477,6 +572,7 @@ class _Driver:
         while True:
             if not stopping and len(self.in_flight) < self.sweep.parallel:
                 self.fill_slots()
+                stopping = self.unstarted > 0  # a launch failed: let the runs in flight end, then return
             if not self.in_flight:
                 others = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                 if stopping or not others:
@@ -493,6 +589,9 @@ class _Driver:
                 self.records = {r.run_id: r for r in load_records(self.sweep_dir)}
                 records = list(self.records.values())
                 write_baseline(self.sweep_dir, records, self.config.model.name_or_path, self.baseline_scores)
+                freed = apply_keep(self.sweep_dir, records, self.sweep.keep)
+                if freed:
+                    self.log(f"sweep.keep: freed {freed / 1e9:.3g} GB of ended runs' checkpoints")
                 if self.on_finish is not None and self.on_finish(list(self.records.values())):
                     stopping = True
             elif self.in_flight:
@@ -502,6 +601,8 @@ class _Driver:
         """Stop what is still in flight (interrupted) and release its trials for a resumed sweep."""
         for active in self.in_flight:
             self.launcher.stop(active.handle)
+            with contextlib.suppress(Exception):  # a stopped local run's poll frees its folder's lock here
+                self.launcher.poll(active.handle)
             active.trial.set_user_attr("driver", "")
 
     def fill_slots(self) -> None:
@@ -513,14 +614,28 @@ class _Driver:
             if orphans:
                 self.records = {r.run_id: r for r in load_records(self.sweep_dir)}
             for frozen in orphans:
-                if len(self.in_flight) >= self.sweep.parallel:
+                if len(self.in_flight) >= self.sweep.parallel or self.unstarted:
                     break
                 trial = _running_trial(self.study, self.storage, frozen.number)
                 if _settle(self.study, trial, self.records.get(frozen.user_attrs.get("run_id", "")), self.config):
                     continue
-                self.start(trial, reported={int(k) for k in frozen.intermediate_values})
-            while len(self.in_flight) < self.sweep.parallel and self._more_to_start():
-                self.start(self.study.ask(self.dists))
+                self.start(trial, reported={int(k) for k in frozen.intermediate_values},
+                           job_id=frozen.user_attrs.get("job_id"))  # fmt: skip
+            while len(self.in_flight) < self.sweep.parallel and not self.unstarted and self._more_to_start():
+                self.start(self._ask())
+
+    def _ask(self) -> optuna.trial.Trial:
+        """A new trial. Adaptive: while fewer than `n_initial` runs have completed, the next Sobol point by the
+        study's trial count (`design.initial_point`: the same point whichever driver asks, never one again);
+        then the GP, seeded by that count (a resumed driver does not replay an earlier driver's proposals)."""
+        if self.sweep.design == "adaptive":
+            trials = self.study.get_trials(deepcopy=False)
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            completed = sum(t.state == TrialState.COMPLETE for t in trials)
+            if not waiting and completed < self.sweep.n_initial:
+                self.study.enqueue_trial(design.initial_point(self.sweep, len(trials)))
+            self.study.sampler = design.make_sampler(self.sweep, asked=len(trials))
+        return self.study.ask(self.dists)
 
     def _more_to_start(self) -> bool:
         started = len(self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
@@ -528,48 +643,85 @@ class _Driver:
             return False
         return self.sweep.design != "grid" or bool(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
-    def start(self, trial: optuna.trial.Trial, reported: set[int] | None = None) -> None:
-        """Start the trial's run and put it in flight; a run that cannot start is told FAIL at once.
-        `reported`: the probe steps a resumed trial was already told (None: a new trial)."""
+    def start(self, trial: optuna.trial.Trial, reported: set[int] | None = None, job_id: str | None = None) -> None:
+        """Start the trial's run and put it in flight — or, for a trial taken over (`reported`: the probe
+        steps it was already told; None for a new trial), reattach to its run when that still goes on
+        (`job_id`: what the launcher said when the run started). A run that cannot start is released
+        with its reason in its record (module docstring)."""
         resume_ok = reported is not None
         almr, lr = float(trial.params["almr"]), float(trial.params["lr"])
         rid = trial.user_attrs.get("run_id") if resume_ok else None
         if rid is None:
             rid = design.run_id(trial.number, almr, lr)
             trial.set_user_attr("run_id", rid)
-        spec, before = self._prepare(rid, almr, lr, resume_ok)
+        attach = getattr(self.launcher, "attach", None)
+        spec = self._spec(rid, almr, lr, resume_ok)
+        handle = attach(spec, job_id) if resume_ok and attach is not None else None
+        if handle is None:  # a new run (or one nobody runs any more): its folder is prepared
+            before = self._prepare(spec)
+        else:
+            before = self.records[rid].wall_time_s if rid in self.records else 0.0
         trial.set_user_attr("driver", self.name)
+        trial.set_user_attr("driver_host", socket.gethostname())
+        trial.set_user_attr("driver_pid", os.getpid())
         trial.set_user_attr("poll_s", self.sweep.poll_s)
-        active = _Active(trial, spec, time.time(), before)
+        active = _Active(trial, spec, time.time(), before, handle)
         _heartbeat(active)
         active.reported = set(reported or ())
         self.by_id[rid] = active
-        self.log(f"{'resume' if spec.resume else 'start'} {rid} (ALMR {almr:.4g}, LR {lr:.3g})")
-        try:
-            active.handle = self.launcher.start(spec)
-        except Exception as err:  # a submission that cannot start is a failed run, not a crash
-            exit_ = RunExit(False, f"could not start: {type(err).__name__}: {err}")
-            _finish(self.study, active, exit_, self.average, self.base)
+        what = "reattach" if handle is not None else "resume" if spec.resume else "start"
+        self.log(f"{what} {rid} (ALMR {almr:.4g}, LR {lr:.3g})")
+        if handle is None and resume_ok and _ended_unwatched(spec):  # its driver died before it could tell
+            self.log(f"{rid} ended while no driver watched it: recorded from its folder")
+            _finish(self.study, active, RunExit(True), self.average, self.base)
             return
-        except BaseException:  # interrupted while starting: release the trial for a resume
-            trial.set_user_attr("driver", "")
-            raise
+        if handle is None:
+            try:
+                active.handle = self.launcher.start(spec)
+            except Exception as err:  # not a failed run: released for the next attempt, which retries it
+                self._unstarted(active, f"could not start: {type(err).__name__}: {err}")
+                return
+            except BaseException:  # interrupted while starting: release the trial for a resume
+                trial.set_user_attr("driver", "")
+                raise
+        self._store_job_id(active)
         self.in_flight.append(active)
 
-    def _prepare(self, rid: str, almr: float, lr: float, resume_ok: bool) -> tuple[RunSpec, float]:
-        """The run's folder with its config.yaml and a `running` record; its spec (resuming when the
-        folder holds a complete checkpoint) and the wall time it already ran."""
+    def _unstarted(self, active: _Active, error: str) -> None:
+        self.unstarted += 1
+        spec = active.spec
+        active.trial.set_user_attr("driver", "")
+        record = RunRecord(run_id=spec.run_id, almr=spec.almr, lr=spec.lr, status="pending", base_hash=self.base,
+                           wall_time_s=active.wall_before, error=error)  # fmt: skip
+        record.save(spec.run_dir)
+        self.log(f"{spec.run_id}: {error}; launching nothing more (the next `almr sweep` retries it)")
+
+    def _store_job_id(self, active: _Active) -> None:
+        """The launcher's id of the run (a Slurm job id, host:pid of a local run) on the trial, for a driver
+        that takes it over (`attach`); a resubmitted job changes it."""
+        job_id = getattr(self.launcher, "job_id", None)
+        current = job_id(active.handle) if job_id is not None else None
+        if current is not None and current != active.trial.user_attrs.get("job_id"):
+            active.trial.set_user_attr("job_id", current)
+
+    def _spec(self, rid: str, almr: float, lr: float, resume_ok: bool) -> RunSpec:
+        """The run's spec (resuming when the folder holds a complete checkpoint); its folder exists after."""
         run_dir = (self.sweep_dir / "runs" / rid).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         point = design.point_config(self.config, almr, lr, str(run_dir))
-        (run_dir / "config.yaml").write_text(dump_config(point), encoding="utf-8")
         resume = resume_ok and any((run_dir / "checkpoints").glob("step_*/complete"))
+        return RunSpec(rid, almr, lr, run_dir, point, resume=resume, threads=threads_per_run(self.sweep),
+                       final_eval=_final_eval(self.sweep), driver=self.name)  # fmt: skip
+
+    def _prepare(self, spec: RunSpec) -> float:
+        """The run's folder with its config.yaml and a `running` record; the wall time it already ran."""
+        (spec.run_dir / "config.yaml").write_text(dump_config(spec.config), encoding="utf-8")
+        rid = spec.run_id
         before = self.records[rid].wall_time_s if rid in self.records else 0.0
-        spec = RunSpec(rid, almr, lr, run_dir, point, resume=resume, threads=threads_per_run(self.sweep),
-                       final_eval=_final_eval(self.sweep))  # fmt: skip
-        (run_dir / FINAL_EVAL).unlink(missing_ok=True)  # each attempt evaluates its own final checkpoint
-        RunRecord(run_id=rid, almr=almr, lr=lr, status="running", base_hash=self.base, wall_time_s=before).save(run_dir)
-        return spec, before
+        (spec.run_dir / FINAL_EVAL).unlink(missing_ok=True)  # each attempt evaluates its own final checkpoint
+        RunRecord(run_id=rid, almr=spec.almr, lr=spec.lr, status="running", base_hash=self.base,
+                  wall_time_s=before).save(spec.run_dir)  # fmt: skip
+        return before
 
     def look(self) -> int:
         """One look at every run in flight: report probes, stop the pruned, settle the ended (removed
@@ -580,6 +732,7 @@ class _Driver:
             if _check(active, self.average, self.pruning):
                 self.launcher.stop(active.handle)
             exit_ = self.launcher.poll(active.handle)
+            self._store_job_id(active)  # a Slurm run resubmitted after its time limit has a new job
             if exit_ is not None:
                 _check(active, self.average, False)  # report the last probes; a finished run is not pruned
                 self.in_flight.remove(active)
@@ -588,19 +741,28 @@ class _Driver:
         return ended
 
 
+def _ended_unwatched(spec: RunSpec) -> bool:
+    """A taken-over run whose folder shows it ended (its end event, and its final evaluation when the
+    study has one): nothing to run again."""
+    ended = any(e.get("event") == "end" for e in read_events(spec.run_dir))
+    return ended and (spec.final_eval is None or (spec.run_dir / FINAL_EVAL).is_file())
+
+
 @contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (kill, scancel of the driver's own job) stops the runs in flight like Ctrl-C: Python's
-    default would end the driver at once and leave them running, writing into folders that a resumed
-    sweep relaunches. Only the main thread may set a handler (a driver in a thread keeps Python's)."""
-    previous = None
+    """SIGTERM (kill, scancel of the driver's own job) and SIGHUP (the SSH session of the driver hung
+    up) stop the runs in flight like Ctrl-C and release them: Python's default would end the driver at
+    once and leave them running, unwatched. Only the main thread may set a handler (a driver in a
+    thread keeps Python's)."""
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, _interrupt)
     try:
         yield
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
