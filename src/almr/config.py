@@ -24,6 +24,7 @@ from almr.data.config import BatchConfig, DataConfig, MixtureConfig
 from almr.errors import ConfigError
 from almr.evaluate.config import EvalConfig
 from almr.frontier.config import FrontierConfig
+from almr.pairwise.config import PairwiseConfig
 from almr.section import Section
 from almr.serve.config import ServeConfig
 from almr.stages.config import AblationConfig, BaseModelConfig
@@ -34,6 +35,8 @@ from almr.world.config import WorldConfig
 
 # Keys that moved: an old spelling is refused with a message that names the new one.
 RENAMED = {"world.pretrain": "base"}
+# Keys of which a config sets at most one: a --set of one replaces the others the file set.
+ALTERNATIVES = (("cpt.steps", "cpt.total_tokens"),)
 
 
 class AlmrConfig(Section):
@@ -54,6 +57,7 @@ class AlmrConfig(Section):
     vocab: VocabConfig = Field(default_factory=VocabConfig, description="Vocabulary extension (almr vocab extend).")
     ablation: AblationConfig = Field(default_factory=AblationConfig, description="The Table 6 ablation.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="The chat server (almr serve).")
+    pairwise: PairwiseConfig = Field(default_factory=PairwiseConfig, description="Blind pairwise study (Table 8).")
 
     @model_validator(mode="after")
     def _batches_fill_the_cluster(self) -> "AlmrConfig":
@@ -124,8 +128,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             )
         raw = loaded
         _refuse_renamed(raw, str(path))
+    overridden: set[str] = set()
     for override in overrides:
         _refuse_renamed(_apply_override({}, override), f"--set {override}")
+        _drop_alternatives(raw, override, overridden)
         _apply_override(raw, override)
     if overrides:
         where += " with --set " + " ".join(overrides)
@@ -176,6 +182,26 @@ def _refuse_renamed(raw: dict[str, Any], where: str) -> None:
             node = node.get(part) if isinstance(node, dict) else None
         if node is not None:
             raise ConfigError(f"{where}: the key {old} was renamed to {new}; write {new}.… instead of {old}.…")
+
+
+def _drop_alternatives(raw: dict[str, Any], override: str, overridden: set[str]) -> None:
+    """A --set of one of ALTERNATIVES replaces the others where an earlier layer (the file) set
+    them: `--set cpt.steps=10` on a preset with cpt.total_tokens. Both on the command line stay
+    an error that names them."""
+    key, _, text = override.partition("=")
+    key = key.strip()
+    overridden.add(key)
+    if text.strip() in ("", "null", "~"):
+        return
+    for group in ALTERNATIVES:
+        if key in group:
+            for other in group:
+                *parents, leaf = other.split(".")
+                node: Any = raw
+                for part in parents:
+                    node = node.get(part) if isinstance(node, dict) else None
+                if other != key and other not in overridden and isinstance(node, dict):
+                    node.pop(leaf, None)
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> dict[str, Any]:

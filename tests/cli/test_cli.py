@@ -17,6 +17,9 @@ EVERY_COMMAND = {
     "demo", "cpt", "sft", "dpo", "ablation", "sweep", "frontier", "config show", "config keys", "world build",
     "world pretrain", "world stats",
     "data tokenize", "data plan", "data inspect", "eval table", "eval judge", "eval tasks", "vocab extend", "compare",
+    "serve token add", "serve export", "serve delete-user",
+    "pairwise make", "pairwise annotate", "pairwise token add", "pairwise report", "pairwise judge", "pairwise export",
+    "pairwise import",
 }  # fmt: skip
 HEAVY = ("torch", "transformers", "optuna", "scipy", "sklearn", "matplotlib", "submitit", "trl")
 
@@ -150,6 +153,7 @@ def test_eval_fills_settings_from_the_config_and_writes_the_default_path(
     assert result.exit_code == 0, result.output
     assert seen["tasks"] == ["world_mmlu", "world_ceval"] and seen["data_files"] == {"world_mmlu": "m.jsonl"}
     assert seen["limit"] == 5 and seen["batch_size"] == 3
-    assert (tmp_path / "eval" / "hf-tasks.json").is_file() and "wrote eval/hf-tasks.json" in result.output
+    # named by the run (the export's parent folder), so that two runs' results do not share a file
+    assert (tmp_path / "eval" / "cpt-a-tasks.json").is_file() and "wrote eval/cpt-a-tasks.json" in result.output
     bad = invoke("eval", "--model", "m", "--data-file", "no-equals-sign")
     assert bad.exit_code != 0 and "expected TASK=PATH" in str(bad.exception)

@@ -1,133 +1,73 @@
-"""`local-completions` / `local-chat-completions` against a small OpenAI-compatible test server
-(standard library only) that serves a tiny Hugging Face model: the scores through the endpoint
-must equal the in-process ones on the same items."""
+"""`local-completions` / `local-chat-completions` against almr's own OpenAI-compatible server
+(`almr.serve`, on uvicorn at 127.0.0.1) serving a tiny Hugging Face model: the scores through the
+endpoint must equal the in-process ones on the same items."""
 
-import json
 import threading
+import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
-import torch
 
 from almr.evaluate.harness import run_eval
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 
 
-class TinyOpenAIServer:
-    """/v1/models, /v1/completions (echo + logprobs for scoring, greedy generation with stop
-    strings) and /v1/chat/completions over one model, on 127.0.0.1 at an ephemeral port. It
-    answers at most `max_requests` requests and is shut down by the fixture."""
+class ServedModel:
+    """`almr.serve`'s app over one model directory, on uvicorn at 127.0.0.1 and a free port: no
+    tokens (a loopback server), no persona system prompt, the client's sampling settings honoured."""
 
-    def __init__(self, model_dir: Path, max_requests: int = 2000) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def __init__(self, model_dir: Path, store: Path) -> None:
+        import uvicorn
 
-        self.tok = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-        self.requests = 0
-        self.max_requests = max_requests
-        server = self
+        from almr.serve.app import create_app
+        from almr.serve.config import ServeConfig
+        from almr.serve.store import Store
+        from almr.serve.transformers_engine import TransformersEngine
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
+        config = ServeConfig.model_validate({
+            "model_name": "tiny", "auth": {"required": False, "requests_per_minute": 100_000},
+            "persona": {"system_prompt": "", "temperature": 0, "max_tokens": 256, "allow_client_overrides": True},
+        })  # fmt: skip
+        engine = TransformersEngine(model_dir, model_name="tiny", cpu_threads=1)
+        self.app = create_app(config, engine, Store(f"sqlite:///{store}"))
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-            def _send(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "the server did not start"
+            time.sleep(0.02)
+        self.url = f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}/v1"
 
-            def do_GET(self) -> None:
-                if self.path.endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": "tiny", "object": "model"}]})
-                else:
-                    self._send(404, {"error": "not found"})
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
 
-            def do_POST(self) -> None:
-                server.requests += 1
-                if server.requests > server.max_requests:
-                    self._send(503, {"error": "request budget spent"})
-                    return
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if self.path.endswith("/chat/completions"):
-                    self._send(200, server.chat(body))
-                elif self.path.endswith("/completions"):
-                    self._send(200, server.completions(body))
-                else:
-                    self._send(404, {"error": "not found"})
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.lock = threading.Lock()
-
-    @torch.no_grad()
-    def _generate(self, ids: list[int], max_tokens: int, stop: list[str]) -> str:
-        with self.lock:
-            out = self.model.generate(torch.tensor([ids]), max_new_tokens=max_tokens, do_sample=False,
-                                      attention_mask=torch.ones(1, len(ids), dtype=torch.long))  # fmt: skip
-        text = self.tok.decode(out[0, len(ids) :], skip_special_tokens=True)
-        for s in stop:
-            text = text.split(s)[0]
-        return text
-
-    @torch.no_grad()
-    def _logprobs(self, ids: list[int]) -> dict:
-        with self.lock:
-            logp = torch.log_softmax(self.model(torch.tensor([ids])).logits[0].float(), -1)
-        token_lp: list[float | None] = [None]
-        top: list[dict | None] = [None]
-        for i in range(1, len(ids)):
-            token_lp.append(float(logp[i - 1, ids[i]]))
-            best = int(logp[i - 1].argmax())
-            top.append({self.tok.decode([best]) + f"#{best}": float(logp[i - 1, best])})
-        # the one generated token that max_tokens=1 asks for
-        token_lp.append(0.0)
-        top.append({"<gen>": 0.0})
-        return {"token_logprobs": token_lp, "top_logprobs": top}
-
-    def completions(self, body: dict) -> dict:
-        prompts = body["prompt"]
-        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
-            prompts = [prompts]
-        choices = []
-        for i, p in enumerate(prompts):
-            ids = p if isinstance(p, list) else self.tok(p)["input_ids"]
-            if body.get("echo") and body.get("logprobs"):
-                choices.append({"index": i, "text": "", "logprobs": self._logprobs(ids)})
-            else:
-                stop = body.get("stop") or []
-                stop = [stop] if isinstance(stop, str) else stop
-                choices.append({"index": i, "text": self._generate(ids, int(body.get("max_tokens", 16)), stop)})
-        return {"object": "text_completion", "model": "tiny", "choices": choices}
-
-    def chat(self, body: dict) -> dict:
-        # the template writes <|begin_of_text|> itself, as HFLM's chat path also relies on
-        prompt = self.tok.apply_chat_template(body["messages"], add_generation_prompt=True, tokenize=False)
-        ids = self.tok(prompt, add_special_tokens=False)["input_ids"]
-        text = self._generate(ids, int(body.get("max_tokens") or body.get("max_completion_tokens") or 16), [])
-        return {"object": "chat.completion", "model": "tiny",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
+    @property
+    def requests(self) -> int:
+        """Generation requests answered (from the server's own /metrics counters)."""
+        registry = self.app.state.almr.metrics.registry
+        return int(sum(sample.value for metric in registry.collect() if metric.name == "almr_requests"
+                       for sample in metric.samples
+                       if sample.name.endswith("_total") and "completions" in sample.labels["route"]))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, small_world: Path) -> Iterator[tuple[TinyOpenAIServer, Path]]:
+def served(tmp_path_factory: pytest.TempPathFactory, small_world: Path) -> Iterator[tuple[ServedModel, Path]]:
     from test_eval_tasks import tiny_model_dir
 
-    model_dir = tiny_model_dir(tmp_path_factory.mktemp("served") / "m", small_world / "tokenizer")
-    server = TinyOpenAIServer(model_dir)
-    server.thread.start()
+    root = tmp_path_factory.mktemp("served")
+    model_dir = tiny_model_dir(root / "m", small_world / "tokenizer")
+    server = ServedModel(model_dir, root / "store.db")
+    server.start()
     try:
         yield server, model_dir
     finally:
-        server.httpd.shutdown()
-        server.httpd.server_close()
+        server.stop()
 
 
 def test_local_completions_equals_in_process(served: tuple, small_world: Path) -> None:

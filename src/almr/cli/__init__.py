@@ -15,6 +15,8 @@ from almr.cli.demo import app as demo_app
 from almr.cli.dpo import app as dpo_app
 from almr.cli.eval import app as eval_app
 from almr.cli.frontier import app as frontier_app
+from almr.cli.pairwise import app as pairwise_app
+from almr.cli.serve import app as serve_app
 from almr.cli.sft import app as sft_app
 from almr.cli.sweep import app as sweep_app
 from almr.cli.vocab import app as vocab_app
@@ -33,6 +35,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(world_app, name="world")
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
+app.add_typer(pairwise_app, name="pairwise")
+app.add_typer(serve_app, name="serve")
 app.add_typer(vocab_app, name="vocab")
 
 

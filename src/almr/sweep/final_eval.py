@@ -19,6 +19,7 @@ from pathlib import Path
 
 from almr.config import AlmrConfig
 from almr.errors import AlmrError, ConfigError
+from almr.evaluate.catalog import with_overrides
 from almr.evaluate.harness import check_request, evaluate_and_save
 from almr.evaluate.registry import TaskInfo, resolve_tasks
 from almr.evaluate.results import check_average_produced
@@ -49,7 +50,7 @@ def check_final_eval(config: AlmrConfig) -> list[TaskInfo]:
     returns the tasks it runs."""
     final_eval = config.sweep.final_eval
     try:
-        infos = resolve_tasks(final_eval.suite, final_eval.tasks)
+        infos = with_overrides(resolve_tasks(final_eval.suite, final_eval.tasks), config.eval.task_overrides)
     except ConfigError as err:
         raise ConfigError(f"sweep.final_eval: {err}") from None
     check_average_produced(config.eval.average, infos, "sweep.final_eval", "sweep.final_eval.tasks")

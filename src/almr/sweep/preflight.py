@@ -10,10 +10,11 @@ Contract:
 - `parameter_count(model)`: parameters of the base model, from its safetensors headers (no weights
   read), else its config.json built on the meta device.
 - `disk_needed(config, parameters)` → `DiskNeed`: checkpoints are `TRAINING_STATE_B` bytes a parameter
-  of training state (fp32 weights and Adam's two moments: 4 + 8) plus `EXPORT_B` of Hugging Face
-  export (fp32); a run holds `cpt.checkpoint.keep_last` of them while it trains with periodic
-  checkpoints, else one; after it ends `sweep.keep` decides what stays (`almr.sweep.keep`). `peak`:
-  every run's leftovers plus `sweep.parallel` runs in flight; `end`: what the study keeps.
+  of training state (fp32 weights and Adam's two moments: 4 + 8) plus `export_bytes(config)` of
+  Hugging Face export (2 in bf16/fp16, 4 in fp32: `cpt.export.dtype`); a run holds
+  `cpt.checkpoint.keep_last` of them while it trains with periodic checkpoints, else one; after it
+  ends `sweep.keep` decides what stays (`almr.sweep.keep`). `peak`: every run's leftovers plus
+  `sweep.parallel` runs in flight; `end`: what the study keeps.
 """
 
 import json
@@ -27,7 +28,16 @@ from almr.errors import AlmrError, ConfigError
 from almr.sweep import design
 
 TRAINING_STATE_B = 12  # fp32 master weights + Adam exp_avg + exp_avg_sq, bytes per parameter
-EXPORT_B = 4  # the fp32 Hugging Face export, bytes per parameter
+
+
+def export_bytes(config: AlmrConfig) -> int:
+    """Bytes a parameter of the Hugging Face export: `cpt.export.dtype`, whose `auto` is bf16 for a
+    run trained under bf16 autocast (model.dtype bfloat16) and counted as fp32 otherwise (the base
+    model's own dtype, which `auto` may also pick, is not read here: the larger estimate)."""
+    dtype = config.cpt.export.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if config.model.dtype == "bfloat16" else "float32"
+    return 4 if dtype == "float32" else 2
 
 
 def check_inputs(config: AlmrConfig) -> None:
@@ -113,12 +123,13 @@ def disk_needed(config: AlmrConfig, parameters: int) -> DiskNeed:
     sweep, ckpt = config.sweep, config.cpt.checkpoint
     held = ckpt.keep_last if ckpt.every_steps else 1  # complete checkpoints a run holds while it trains
     writing = 1 if ckpt.every_steps else 0  # the next one being written beside them
-    per_checkpoint = (TRAINING_STATE_B + EXPORT_B) * parameters
+    export = export_bytes(config)
+    per_checkpoint = (TRAINING_STATE_B + export) * parameters
     in_flight = (held + writing) * per_checkpoint
     keep = sweep.keep
     kept = held * TRAINING_STATE_B * parameters if keep.training_state else 0
     if keep.exports == "all":
-        kept += (held if keep.training_state else 1) * EXPORT_B * parameters
+        kept += (held if keep.training_state else 1) * export * parameters
     runs = design.total_runs(sweep)
-    best = min(keep.best, runs) * EXPORT_B * parameters if keep.exports == "best" else 0
+    best = min(keep.best, runs) * export * parameters if keep.exports == "best" else 0
     return DiskNeed(parameters, runs, min(sweep.parallel, runs), in_flight, kept, best)
