@@ -8,6 +8,7 @@ import typer
 from almr.cli.common import SetOption, load, say
 
 app = typer.Typer()
+STOPPED_EXIT = 75  # EX_TEMPFAIL: stopped early on purpose, resumable
 
 
 @app.command("cpt")
@@ -31,5 +32,12 @@ def cpt(
             f"{result.run_dir} is already finished: {result.steps} steps, {result.tokens:,} tokens; checkpoint "
             f"{result.checkpoint}. Nothing was trained; a new cpt.run_dir starts another run"
         )
+    elif result.stopped:
+        say(
+            f"stopped on SIGUSR2 after step {result.steps} ({result.tokens:,} tokens); checkpoint {result.checkpoint}. "
+            "Run the same command with --resume to continue"
+        )
+        # not 0: a chain `almr cpt … && almr sweep final-eval …` must not evaluate an unfinished run
+        raise typer.Exit(STOPPED_EXIT)
     elif result.checkpoint is not None:
         say(f"{result.steps} steps, {result.tokens:,} tokens; checkpoint {result.checkpoint}")

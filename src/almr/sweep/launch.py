@@ -452,23 +452,52 @@ def dry_run_lines(specs: Sequence[RunSpec], sweep: SweepConfig) -> list[str]:
     return [*lines, f"dry run: {len(specs)} run(s) ({what}); nothing launched"]
 
 
-def run_exported_command() -> None:
-    """What each Slurm task executes: the command its sbatch script exported (see the module doc). The
-    command ignores SIGUSR2, submitit's timeout signal, which the job's Python process handles (requeue);
-    a trainer that installs its own handler (to save a checkpoint first) overrides that."""
+def run_exported_command(started: Callable[[subprocess.Popen], None] | None = None) -> None:
+    """What each Slurm task executes: the command its sbatch script exported (see the module doc), in a
+    session of its own. The command ignores SIGUSR2, submitit's timeout signal, which the job's Python
+    process handles (`RunCommand.checkpoint`); the trainer installs its own handler, which overrides
+    that (almr.train.preempt)."""
 
     def ignore_usr2() -> None:
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
-    subprocess.run(["bash", "-c", os.environ["ALMR_RUN_COMMAND"]], check=True, preexec_fn=ignore_usr2)
+    child = subprocess.Popen(["bash", "-c", os.environ["ALMR_RUN_COMMAND"]], preexec_fn=ignore_usr2,
+                             start_new_session=True)  # fmt: skip
+    if started is not None:
+        started(child)
+    # polled, not waited on: a blocking wait holds the Popen's lock, and submitit's signal handler
+    # (RunCommand.checkpoint) must be able to wait for the child itself
+    while child.poll() is None:
+        time.sleep(0.5)
+    if child.returncode != 0:
+        raise subprocess.CalledProcessError(child.returncode, os.environ["ALMR_RUN_COMMAND"])
 
 
 class RunCommand(submitit.helpers.Checkpointable):
-    """`run_exported_command` as a submitit Checkpointable: on the timeout signal submitit requeues the
-    job with this same callable, and the requeued job resumes from the newest complete checkpoint."""
+    """`run_exported_command` as a submitit Checkpointable: on the timeout signal submitit calls
+    `checkpoint`, which passes SIGUSR2 on to the training processes — they save a checkpoint at the end
+    of the step they are in and exit (almr.train.preempt) — waits up to `save_wait_s` for them, and
+    requeues the job with this same callable, which resumes from that checkpoint."""
+
+    def __init__(self, save_wait_s: float = 60.0) -> None:
+        self.save_wait_s = save_wait_s
+        self._child: subprocess.Popen | None = None
 
     def __call__(self) -> None:
-        run_exported_command()
+        run_exported_command(started=self._remember)
+
+    def _remember(self, child: subprocess.Popen) -> None:
+        self._child = child
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        child = self._child
+        if child is not None and child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGUSR2)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=self.save_wait_s)
+        self._child = None  # a Popen does not pickle into the requeued job
+        return super().checkpoint(*args, **kwargs)
 
 
 @dataclass
@@ -486,7 +515,9 @@ class SlurmLauncher:
     def _submit(self, spec: RunSpec) -> Any:
         executor = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=self.slurm.max_requeues)
         executor.update_parameters(**slurm_parameters(spec, self.slurm))
-        return executor.submit(RunCommand() if self.slurm.requeue else run_exported_command)
+        # the trainer's checkpoint must be written before the time limit: most of the warning, some margin
+        wait = max(10.0, self.slurm.signal_s - 30.0)
+        return executor.submit(RunCommand(wait) if self.slurm.requeue else run_exported_command)
 
     def start(self, spec: RunSpec) -> _Job:
         return _Job(spec, self._submit(spec))

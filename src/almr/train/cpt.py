@@ -38,6 +38,7 @@ from almr.train.metrics import (
 from almr.train.model import build_model, vocab_size
 from almr.train.optimizer import build_optimizer
 from almr.train.parallel import Distributed, autocast_for, close_distributed, init_distributed, parallelize
+from almr.train.preempt import STOP_SIGNAL, stop_on_signal
 from almr.train.resume import resume_point, write_run_config
 from almr.train.schedule import lr_factor
 from almr.train.state import RngState, TrainState, seed_everything
@@ -60,6 +61,7 @@ class CptResult:
     losses: list[float] = field(default_factory=list)  # training loss of each step this call ran
     finished_before: bool = False  # a --resume of a run that had already done all its steps: nothing ran
     is_main: bool = True  # the process that prints and writes (rank 0)
+    stopped: bool = False  # stopped early on SIGUSR2 after a checkpoint (almr.train.preempt): --resume continues
 
 
 def train_cpt(
@@ -79,86 +81,99 @@ def train_cpt(
     record = dict(record or {"model": model_config.model_dump(mode="json"), "cpt": cfg.model_dump(mode="json")})
     owns_group = not torch.distributed.is_initialized()
     # ---------------------------------------------------------------- build
-    dist_env = init_distributed(cfg.device)
-    try:
-        accum = _accumulation_steps(cfg, dist_env)
-        checkpointer = ckpt.Checkpointer(Path(cfg.run_dir) / "checkpoints", cfg.checkpoint.keep_last, dist_env.rank,
-                                         cfg.checkpoint.every_steps)  # fmt: skip
-        data_id = getattr(loader, "fingerprint", None)  # the packed loader's plan and shards
-        resume_from = resume_point(checkpointer, record, resume, cfg.run_dir, data=data_id)
-        steps = _total_steps(cfg, loader, accum)
-        lr_factor(0, steps, cfg.schedule)  # refuse an impossible schedule before any compute
-        if resume_from is not None:
-            checkpointer.recover()  # what a kill left: unfinished writes and prunes
-            done = ckpt.read_meta(resume_from)
-            if done["step"] >= steps:
-                _close_finished(Path(cfg.run_dir), done, resume_from, dist_env.is_main)
-                return CptResult(Path(cfg.run_dir), done["step"], done.get("tokens", 0), resume_from,
-                                 finished_before=True, is_main=dist_env.is_main)  # fmt: skip
-        dtype = _training_dtype(model_config.dtype, dist_env.device)
-        precision = autocast_for(dtype, dist_env.device)
-        prober = Prober(probe, cfg.probe.every_tokens, precision)
-        seed_everything(cfg.seed)
-        loaded = build_model(model_config, random_init=cfg.random_init)
-        model, tokenizer = loaded.model, loaded.tokenizer
-        vocab = vocab_size(model)
-        _check_validation(validation or {}, vocab)
-        run = _Run(cfg, dist_env, model, steps, record, dtype, _export_dtype(cfg, dtype, loaded.stored_dtype))
-        model = run.model = parallelize(model, dist_env, gradient_checkpointing=cfg.gradient_checkpointing,
-                                        compile=cfg.compile)  # fmt: skip
-        optimizer = build_optimizer(model, cfg.optimizer, dist_env.device)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, cfg.schedule))
-        validator = Validator(validation or {}, cfg.validation.micro_batch_size or cfg.batch.micro_batch_size,
-                              cfg.validation.every_steps, dist_env, precision)  # fmt: skip
-        state = TrainState()
-        stateful = {"model_optim": ckpt.ModelAndOptimizer(model, optimizer), "scheduler": scheduler,
-                    "loader": loader, "train": state, "rng": RngState()}  # fmt: skip
+    with stop_on_signal() as stop:
+        dist_env = init_distributed(cfg.device)
+        try:
+            accum = _accumulation_steps(cfg, dist_env)
+            checkpointer = ckpt.Checkpointer(Path(cfg.run_dir) / "checkpoints", cfg.checkpoint.keep_last, dist_env.rank,
+                                             cfg.checkpoint.every_steps)  # fmt: skip
+            data_id = getattr(loader, "fingerprint", None)  # the packed loader's plan and shards
+            resume_from = resume_point(checkpointer, record, resume, cfg.run_dir, data=data_id)
+            steps = _total_steps(cfg, loader, accum)
+            lr_factor(0, steps, cfg.schedule)  # refuse an impossible schedule before any compute
+            if resume_from is not None:
+                checkpointer.recover()  # what a kill left: unfinished writes and prunes
+                done = ckpt.read_meta(resume_from)
+                if done["step"] >= steps:
+                    _close_finished(Path(cfg.run_dir), done, resume_from, dist_env.is_main)
+                    return CptResult(Path(cfg.run_dir), done["step"], done.get("tokens", 0), resume_from,
+                                     finished_before=True, is_main=dist_env.is_main)  # fmt: skip
+            dtype = _training_dtype(model_config.dtype, dist_env.device)
+            precision = autocast_for(dtype, dist_env.device)
+            prober = Prober(probe, cfg.probe.every_tokens, precision)
+            seed_everything(cfg.seed)
+            loaded = build_model(model_config, random_init=cfg.random_init)
+            model, tokenizer = loaded.model, loaded.tokenizer
+            vocab = vocab_size(model)
+            _check_validation(validation or {}, vocab)
+            run = _Run(cfg, dist_env, model, steps, record, dtype, _export_dtype(cfg, dtype, loaded.stored_dtype))
+            model = run.model = parallelize(model, dist_env, gradient_checkpointing=cfg.gradient_checkpointing,
+                                            compile=cfg.compile)  # fmt: skip
+            optimizer = build_optimizer(model, cfg.optimizer, dist_env.device)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, cfg.schedule))
+            validator = Validator(validation or {}, cfg.validation.micro_batch_size or cfg.batch.micro_batch_size,
+                                  cfg.validation.every_steps, dist_env, precision)  # fmt: skip
+            state = TrainState()
+            stateful = {"model_optim": ckpt.ModelAndOptimizer(model, optimizer), "scheduler": scheduler,
+                        "loader": loader, "train": state, "rng": RngState()}  # fmt: skip
 
-        # ---------------------------------------------------------------- resume
-        if resume_from is not None:
-            checkpointer.load(resume_from, stateful)
-        log = run.open_log(state, resume_from, accum)
-        if resume_from is None:  # the starting point of the trajectories: the model before any step
-            if validator.should_validate(0, steps):
-                log.write("val", step=0, tokens=0, loss=validator(model))
-            if prober.enabled:
-                log.write("probe", step=0, tokens=0, scores=prober(model, 0, 0))
+            # ---------------------------------------------------------------- resume
+            if resume_from is not None:
+                checkpointer.load(resume_from, stateful)
+            log = run.open_log(state, resume_from, accum)
+            if resume_from is None:  # the starting point of the trajectories: the model before any step
+                if validator.should_validate(0, steps):
+                    log.write("val", step=0, tokens=0, loss=validator(model))
+                if prober.enabled:
+                    log.write("probe", step=0, tokens=0, scores=prober(model, 0, 0))
 
-        # ---------------------------------------------------------------- loop
-        bar = training_bar("CPT", steps, state.step) if progress and dist_env.is_main else None
-        tokens_per_step = cfg.batch.global_batch_size * cfg.batch.seq_len
-        data, losses, last_saved = iter(loader), [], None
-        model.train()
-        while state.step < steps:
-            started = time.perf_counter()
-            micro_batches = [_next_batch(data, vocab, loader) for _ in range(accum)]
-            result = train_step(model, optimizer, scheduler, micro_batches, dist_env, precision,
-                                cfg.optimizer.grad_clip)  # fmt: skip
-            state.step += 1
-            state.tokens += tokens_per_step
-            losses.append(result.loss)
-            run.log_step(log, bar, state, result, time.perf_counter() - started)
-            if validator.should_validate(state.step, steps):
-                log.write("val", step=state.step, tokens=state.tokens, loss=validator(model))
-            if prober.should_probe(state.tokens - tokens_per_step, state.tokens):
-                log.write("probe", step=state.step, tokens=state.tokens, scores=prober(model, state.step, state.tokens))
-            if checkpointer.should_save(state.step, steps):
+            # ---------------------------------------------------------------- loop
+            bar = training_bar("CPT", steps, state.step) if progress and dist_env.is_main else None
+            tokens_per_step = cfg.batch.global_batch_size * cfg.batch.seq_len
+            data, losses, last_saved, saved_step = iter(loader), [], None, -1
+
+            def save() -> Path:
                 meta = {"tokens": state.tokens, **({"data": data_id} if data_id is not None else {})}
-                last_saved = checkpointer.save(state.step, stateful, lambda folder: run.export(folder, tokenizer),
-                                               meta)  # fmt: skip
-                log.write("checkpoint", step=state.step, tokens=state.tokens, path=str(last_saved))
+                folder = checkpointer.save(state.step, stateful, lambda out: run.export(out, tokenizer), meta)
+                log.write("checkpoint", step=state.step, tokens=state.tokens, path=str(folder))
                 checkpointer.prune()  # after the event: a kill while pruning loses no record (recover redoes it)
+                return folder
 
-        # ---------------------------------------------------------------- close
-        if bar:
-            bar.stop()
-        log.write("end", step=state.step, tokens=state.tokens, checkpoint=str(last_saved))
-        log.close()
-        return CptResult(Path(cfg.run_dir), state.step, state.tokens, last_saved or checkpointer.latest(), losses,
-                         is_main=dist_env.is_main)  # fmt: skip
-    finally:
-        if owns_group:
-            close_distributed()
+            model.train()
+            while state.step < steps:
+                started = time.perf_counter()
+                micro_batches = [_next_batch(data, vocab, loader) for _ in range(accum)]
+                result = train_step(model, optimizer, scheduler, micro_batches, dist_env, precision,
+                                    cfg.optimizer.grad_clip)  # fmt: skip
+                state.step += 1
+                state.tokens += tokens_per_step
+                losses.append(result.loss)
+                run.log_step(log, bar, state, result, time.perf_counter() - started)
+                if validator.should_validate(state.step, steps):
+                    log.write("val", step=state.step, tokens=state.tokens, loss=validator(model))
+                if prober.should_probe(state.tokens - tokens_per_step, state.tokens):
+                    scores = prober(model, state.step, state.tokens)
+                    log.write("probe", step=state.step, tokens=state.tokens, scores=scores)
+                if checkpointer.should_save(state.step, steps):
+                    last_saved, saved_step = save(), state.step
+                if state.step < steps and stop.agreed(dist_env):  # the scheduler's warning: save, then stop
+                    last_saved = save() if saved_step != state.step else last_saved
+                    log.write("stopped", step=state.step, tokens=state.tokens, checkpoint=str(last_saved),
+                              reason=f"signal {STOP_SIGNAL.name}")  # fmt: skip
+                    break
+
+            # ---------------------------------------------------------------- close
+            if bar:
+                bar.stop()
+            stopped = state.step < steps
+            if not stopped:
+                log.write("end", step=state.step, tokens=state.tokens, checkpoint=str(last_saved))
+            log.close()
+            return CptResult(Path(cfg.run_dir), state.step, state.tokens, last_saved or checkpointer.latest(), losses,
+                             is_main=dist_env.is_main, stopped=stopped)  # fmt: skip
+        finally:
+            if owns_group:
+                close_distributed()
 
 
 class _Run:
