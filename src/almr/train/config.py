@@ -156,6 +156,12 @@ class CptConfig(StageConfig):
         description="Build the model from the config.json at model.name_or_path with random weights instead of "
         "loading its weights (the demo world's base model, tests).",
     )
+    train_new_rows_from: int | None = Field(
+        None,
+        ge=1,
+        description="Phase one after `almr vocab extend`: train only the embedding and output rows from this token "
+        "id on (its first_new_id), the rest frozen and weight decay off; then run full CPT from this run's export.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     compile: bool = Field(False, description="torch.compile each decoder layer (no speed-up on a CPU).")

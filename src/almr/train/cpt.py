@@ -36,6 +36,7 @@ from almr.train.metrics import (
     truncate_after,
 )
 from almr.train.model import build_model, vocab_size
+from almr.train.new_rows import train_only_new_rows, zero_old_rows
 from almr.train.optimizer import build_optimizer
 from almr.train.parallel import Distributed, autocast_for, close_distributed, init_distributed, parallelize
 from almr.train.preempt import STOP_SIGNAL, stop_on_signal
@@ -107,9 +108,14 @@ def train_cpt(
             vocab = vocab_size(model)
             _check_validation(validation or {}, vocab)
             run = _Run(cfg, dist_env, model, steps, record, dtype, _export_dtype(cfg, dtype, loaded.stored_dtype))
+            first_new = cfg.train_new_rows_from
+            learning = train_only_new_rows(model, first_new) if first_new else []
             model = run.model = parallelize(model, dist_env, gradient_checkpointing=cfg.gradient_checkpointing,
                                             compile=cfg.compile)  # fmt: skip
-            optimizer = build_optimizer(model, cfg.optimizer, dist_env.device)
+            # decoupled weight decay would shrink the frozen old rows of the matrices that learn
+            optimizer_config = cfg.optimizer.model_copy(update={"weight_decay": 0.0}) if first_new else cfg.optimizer
+            optimizer = build_optimizer(model, optimizer_config, dist_env.device)
+            keep_old_rows = (lambda: zero_old_rows(learning, first_new)) if first_new else None
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, cfg.schedule))
             validator = Validator(validation or {}, cfg.validation.micro_batch_size or cfg.batch.micro_batch_size,
                                   cfg.validation.every_steps, dist_env, precision)  # fmt: skip
@@ -144,7 +150,7 @@ def train_cpt(
                 started = time.perf_counter()
                 micro_batches = [_next_batch(data, vocab, loader) for _ in range(accum)]
                 result = train_step(model, optimizer, scheduler, micro_batches, dist_env, precision,
-                                    cfg.optimizer.grad_clip)  # fmt: skip
+                                    cfg.optimizer.grad_clip, keep_old_rows)  # fmt: skip
                 state.step += 1
                 state.tokens += tokens_per_step
                 losses.append(result.loss)

@@ -1,7 +1,7 @@
 """One optimizer step of a language-model stage, gradient accumulation in plain sight."""
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -29,6 +29,7 @@ def train_step(
     dist_env: Distributed,
     precision: AbstractContextManager,
     grad_clip: float,
+    after_backward: Callable[[], None] | None = None,
 ) -> StepResult:
     """Forward and backward over this process's micro-batches, then clip, step and zero.
 
@@ -56,6 +57,8 @@ def train_step(
         # FSDP averages gradients over processes; the world-size factor turns that into a sum.
         (objective * (dist_env.world_size / global_tokens)).backward()
         loss_sum += loss.detach()
+    if after_backward is not None:  # e.g. keep frozen rows frozen (new_rows.zero_old_rows)
+        after_backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
     if isinstance(grad_norm, DTensor):
         grad_norm = grad_norm.full_tensor()
