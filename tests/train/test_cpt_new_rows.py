@@ -38,3 +38,42 @@ def test_rows_outside_the_vocabulary_are_refused(tmp_path: Path) -> None:
     model_dir = make_model_dir(tmp_path / "model")
     with pytest.raises(ConfigError, match=r"cpt\.train_new_rows_from=256: the model has 256 embedding rows"):
         train_toy(toy_config(tmp_path, model_dir, train_new_rows_from=256), loader=ToyLoader(4, 32, 256))
+
+
+_WORKER = """
+import sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from train_toys import ToyLoader, toy_config, train_toy
+import os
+rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+config = toy_config(Path({tmp!r}), Path({model!r}), random_init="false", train_new_rows_from=100)
+train_toy(config, loader=ToyLoader(2, 32, 256, rank=rank, world_size=world))
+"""
+
+
+@pytest.mark.slow  # two torchrun processes
+def test_old_rows_stay_frozen_when_sharded(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    model_dir = make_model_dir(tmp_path / "model")
+    torch.manual_seed(0)
+    before = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    before.save_pretrained(model_dir)
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER.format(tests=str(Path(__file__).parents[1]), tmp=str(tmp_path), model=str(model_dir)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run([*torchrun, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (final,) = sorted((tmp_path / "run" / "checkpoints").glob("step_*"))[-1:]
+    after = dict(AutoModelForCausalLM.from_pretrained(final / "hf").named_parameters())
+    for name, old in before.named_parameters():
+        if name in ("model.embed_tokens.weight", "lm_head.weight"):
+            assert torch.equal(after[name][:100], old[:100]) and not torch.equal(after[name][100:], old[100:]), name
+        else:
+            assert torch.equal(after[name], old), name

@@ -36,7 +36,7 @@ from almr.train.metrics import (
     truncate_after,
 )
 from almr.train.model import build_model, vocab_size
-from almr.train.new_rows import train_only_new_rows, zero_old_rows
+from almr.train.new_rows import embedding_matrices, train_only_new_rows, zero_old_rows
 from almr.train.optimizer import build_optimizer
 from almr.train.parallel import Distributed, autocast_for, close_distributed, init_distributed, parallelize
 from almr.train.preempt import STOP_SIGNAL, stop_on_signal
@@ -109,9 +109,11 @@ def train_cpt(
             _check_validation(validation or {}, vocab)
             run = _Run(cfg, dist_env, model, steps, record, dtype, _export_dtype(cfg, dtype, loaded.stored_dtype))
             first_new = cfg.train_new_rows_from
-            learning = train_only_new_rows(model, first_new) if first_new else []
+            if first_new:
+                train_only_new_rows(model, first_new)
             model = run.model = parallelize(model, dist_env, gradient_checkpointing=cfg.gradient_checkpointing,
                                             compile=cfg.compile)  # fmt: skip
+            learning = embedding_matrices(model) if first_new else []
             # decoupled weight decay would shrink the frozen old rows of the matrices that learn
             optimizer_config = cfg.optimizer.model_copy(update={"weight_decay": 0.0}) if first_new else cfg.optimizer
             optimizer = build_optimizer(model, optimizer_config, dist_env.device)

@@ -15,12 +15,19 @@ from torch.distributed.tensor import DTensor
 from almr.errors import ConfigError
 
 
-def train_only_new_rows(model: torch.nn.Module, first: int) -> list[torch.nn.Parameter]:
-    """Freeze all but the input and output embedding matrices; returns them (one when tied)."""
+def embedding_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The input and output embedding matrices (one when tied). Fetch them again after FSDP2 has
+    sharded the model: it replaces every parameter with a sharded one."""
     matrices: list[torch.nn.Parameter] = []
     for module in (model.get_input_embeddings(), model.get_output_embeddings()):
         if module is not None and all(module.weight is not m for m in matrices):
             matrices.append(module.weight)
+    return matrices
+
+
+def train_only_new_rows(model: torch.nn.Module, first: int) -> None:
+    """Freeze all but the embedding matrices (before sharding: FSDP2 keeps `requires_grad`)."""
+    matrices = embedding_matrices(model)
     rows = matrices[0].shape[0]
     if not 0 < first < rows:
         raise ConfigError(
@@ -29,7 +36,6 @@ def train_only_new_rows(model: torch.nn.Module, first: int) -> list[torch.nn.Par
         )
     for parameter in model.parameters():
         parameter.requires_grad_(any(parameter is m for m in matrices))
-    return matrices
 
 
 def zero_old_rows(matrices: list[torch.nn.Parameter], first: int) -> None:
