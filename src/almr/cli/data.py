@@ -18,18 +18,144 @@ app = typer.Typer(help="Tokenize corpora into indexed shards, plan a mixture, in
 def tokenize(
     file: Annotated[Path, typer.Argument(help="A YAML config with data.tokenizer and data.sources.")],
     source: Annotated[list[str] | None, typer.Option("--source", help="Only this source (repeatable).")] = None,
+    part: Annotated[
+        str | None, typer.Option("--part", help="Only part I of N of each source's files, as I/N (I from 0).")
+    ] = None,
+    parts: Annotated[
+        int | None, typer.Option("--parts", help="Tokenize each source in N parts (all of them, here or --slurm).")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", help="With --parts: parts run at once here, one process each.")] = 1,
+    slurm: Annotated[
+        bool, typer.Option("--slurm", help="With --parts N: submit a Slurm array of N tasks (data.slurm).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="With --slurm: print the sbatch script and each task's command.")
+    ] = False,
     set_: SetOption = None,
 ) -> None:
-    """Tokenize sources into Megatron .bin/.idx shards with a manifest each (unchanged ones are skipped)."""
-    from almr.data.tokenize import tokenize_sources  # heavy: tokenizers, numpy; keeps almr --help fast
+    """Tokenize sources into Megatron .bin/.idx shards with a manifest each (unchanged ones are skipped);
+    in N parts with --parts N (here) or --part I/N (one part: a Slurm array task, or by hand)."""
+    from almr.errors import ConfigError
 
     config = load(file, set_)
-    for manifest in tokenize_sources(config.data, source or None, progress=True, log=say):
+    index, count = _part_option(part, parts)
+    if slurm or dry_run:
+        if not slurm or index is not None or count == 1:
+            raise ConfigError("--slurm takes --parts N (N > 1) without --part; --dry-run goes with --slurm")
+        _submit_array(file, config, source or None, count, set_ or [], dry_run)
+        return
+    from almr.data.tokenize import tokenize_sources  # heavy: tokenizers, numpy; keeps almr --help fast
+
+    for manifest in tokenize_sources(config.data, source or None, progress=True, log=say, parts=count, part=index,
+                                     jobs=jobs):  # fmt: skip
+        name = manifest["source"] if "part" in manifest else manifest["source"]["name"]
+        where = f"{name} part {manifest['part']}/{manifest['parts']}" if "part" in manifest else name
         for split, info in manifest["splits"].items():
             say(
-                f"{manifest['source']['name']}/{split}: {info['documents']:,} documents, {info['tokens']:,} tokens, "
+                f"{where}/{split}: {info['documents']:,} documents, {info['tokens']:,} tokens, "
                 f"%Chinese {100 * info['chinese_share']:.1f}, bad records {info['bad_records']['count']}"
             )
+
+
+def _part_option(part: str | None, parts: int | None) -> tuple[int | None, int]:
+    """(part index or None, number of parts) from --part I/N and --parts N."""
+    from almr.errors import ConfigError
+
+    if part is None:
+        return None, parts or 1
+    text = part.strip()
+    pieces = text.split("/")
+    if len(pieces) != 2 or not all(p.strip().isdigit() for p in pieces):
+        raise ConfigError(f"--part {part}: write it as I/N, part I (from 0) of N, e.g. --part 0/8")
+    index, count = int(pieces[0]), int(pieces[1])
+    if parts is not None and parts != count:
+        raise ConfigError(f"--part {part} and --parts {parts} disagree on the number of parts; give one of them")
+    from almr.data.tokenize import check_parts
+
+    check_parts(count, index)
+    return index, count
+
+
+def part_commands(
+    file: Path, sources: list[str] | None, parts: int, overrides: list[str], python: str = "python"
+) -> list[list[str]]:
+    """The command of each task of a tokenization array: `almr data tokenize FILE --part i/N ...`."""
+    extra = [a for name in sources or [] for a in ("--source", name)]
+    extra += [a for item in overrides for a in ("--set", item)]
+    config = str(Path(file).resolve()) if Path(file).is_file() else str(file)  # a preset name stays a name
+    return [[python, "-m", "almr.cli", "data", "tokenize", config, "--part", f"{i}/{parts}", *extra]
+            for i in range(parts)]  # fmt: skip
+
+
+def run_part(command: list[str]) -> None:
+    """What one array task executes (submitted by `--slurm`): its part's command."""
+    import subprocess
+
+    subprocess.run(command, check=True)
+
+
+def _slurm_parameters(config: Any, parts: int) -> dict[str, Any]:
+    slurm = config.data.slurm
+    params: dict[str, Any] = {
+        "job_name": "almr-tokenize", "nodes": 1, "ntasks_per_node": 1, "time": slurm.time_min,
+        "array_parallelism": min(slurm.parallelism, parts), "setup": list(slurm.setup),
+    }  # fmt: skip
+    for key, value in (("partition", slurm.partition), ("account", slurm.account),
+                       ("cpus_per_task", slurm.cpus_per_task), ("mem", slurm.mem)):  # fmt: skip
+        if value is not None:
+            params[key] = value
+    return params
+
+
+def _submit_array(
+    file: Path, config: Any, sources: list[str] | None, parts: int, overrides: list[str], dry_run: bool
+) -> None:
+    """A Slurm array of `parts` tasks through submitit (as the sweep's launcher), task i running
+    `almr data tokenize FILE --part i/N`; the folder is prepared once here, before any task starts."""
+    import sys
+
+    import submitit
+    from submitit.slurm import slurm as submitit_slurm
+
+    folder = Path(config.data.shard_dir).resolve() / ".slurm-tokenize" / "%j"
+    params = _slurm_parameters(config, parts)
+    if dry_run:
+        commands = part_commands(file, sources, parts, overrides, python=sys.executable)
+        # submitit renders the script its SlurmExecutor submits (as `almr sweep --dry-run` shows it)
+        script = submitit_slurm._make_sbatch_string(
+            command=f"{sys.executable} -u -m submitit.core._submit {folder}", folder=folder, map_count=parts, **params
+        )
+        say(script)
+        for i, command in enumerate(commands):
+            say(f"# task {i}: {shlex_join(command)}")
+        say(f"dry run: an array of {parts} task(s); nothing submitted")
+        return
+    import shutil
+
+    from almr.data.tokenize import prepare_parts
+    from almr.errors import ConfigError
+
+    if shutil.which("sbatch") is None or shutil.which("srun") is None:
+        raise ConfigError(
+            "--slurm: no Slurm here (sbatch/srun not found); submit from a cluster's login node, or run the parts "
+            "here with --parts N [--jobs J], or print the array script with --dry-run"
+        )
+    todo = prepare_parts(config.data, sources, parts, log=say)
+    if not todo:
+        say("every source is up to date; nothing submitted")
+        return
+    commands = part_commands(file, todo, parts, overrides, python=sys.executable)
+    executor = submitit.SlurmExecutor(folder=folder)
+    executor.update_parameters(**params)
+    jobs = executor.map_array(run_part, commands)
+    say(f"submitted Slurm array {str(jobs[0].job_id).split('_')[0]}: {parts} task(s) for {', '.join(todo)}; "
+        f"logs in {folder.parent}; run the same command again to redo only missing parts")  # fmt: skip
+
+
+def shlex_join(command: list[str]) -> str:
+    import shlex
+
+    return shlex.join(command)
 
 
 @app.command("plan")

@@ -7,6 +7,10 @@ from pydantic import Field, model_validator
 
 from almr.section import Section
 
+# sources with more packed samples per epoch than this are shuffled by a keyed bijection computed per
+# index instead of a materialized permutation (4 bytes a sample: 0.2 GB per process at this size)
+KEYED_SHUFFLE_ABOVE = 50_000_000
+
 
 class BatchConfig(Section):
     micro_batch_size: int = Field(4, ge=1, description="Sequences per process per forward pass.")
@@ -40,6 +44,22 @@ class SourceConfig(Section):
     text_field: str = Field("text", description="JSONL key or Parquet column holding the document text.")
 
 
+class DataSlurmConfig(Section):
+    """Resources of each task of `almr data tokenize --parts N --slurm` (a Slurm array, one task per part)."""
+
+    partition: str | None = Field(None, description="Slurm partition (sbatch --partition): CPU nodes suffice.")
+    account: str | None = Field(None, description="Slurm account (sbatch --account).")
+    cpus_per_task: int | None = Field(
+        None, ge=1, description="Cores per part (sbatch --cpus-per-task); with data.workers 0 the tokenizer uses all."
+    )
+    mem: str | None = Field(None, description="Memory per part (sbatch --mem, e.g. 16G); default: the partition's.")
+    time_min: int = Field(1440, ge=1, description="Wall-time limit of each part in minutes (sbatch --time).")
+    parallelism: int = Field(256, ge=1, description="Most parts running at once (the array's %limit).")
+    setup: list[str] = Field(
+        default_factory=list, description="Shell lines run before each part (module load, venv activation ...)."
+    )
+
+
 class DataConfig(Section):
     """Sources and how `almr data tokenize` turns them into Megatron indexed shards."""
 
@@ -58,6 +78,9 @@ class DataConfig(Section):
     skip_bad_records: bool = Field(
         False,
         description="Skip malformed records (reported and counted in the manifest) instead of stopping at the first.",
+    )
+    slurm: DataSlurmConfig = Field(
+        default_factory=DataSlurmConfig, description="Slurm resources of `almr data tokenize --parts N --slurm`."
     )
     add_bos: bool | None = Field(
         None,
@@ -101,6 +124,12 @@ class MixtureConfig(Section):
     seed: int = Field(1234, description="Seeds the per-epoch shuffle inside each source; keep it across phases.")
     max_epochs: float = Field(
         4.0, gt=0.0, description="Most passes over any source's training split that a plan may need."
+    )
+    keyed_shuffle_above: int = Field(
+        KEYED_SHUFFLE_ABOVE,
+        ge=0,
+        description="Sources with more sequences per epoch are shuffled by a keyed bijection computed per index "
+        "(a Feistel network: no memory) instead of a stored permutation (4 bytes a sequence); keep it across phases.",
     )
 
     @model_validator(mode="after")

@@ -12,9 +12,12 @@ Contract
 
 Packing (Megatron convention): a source's training split is one token stream (documents in
 file order, each ending in EOS); packed sample p is tokens[p·L : p·L + L + 1], so consecutive
-samples overlap by one token and a pass holds (tokens − 1) // L samples. A source is packed
+samples overlap by one token and a pass holds (tokens − 1) // L samples. A source tokenized
+in parts is read as one stream, its parts in order: the same stream as one shard's. A source is packed
 before mixing, so its share of sequences is its share of tokens. Its samples are shuffled
-per epoch by a permutation seeded from (plan seed, source name, epoch); the k-th sequence a
+per epoch by a permutation seeded from (plan seed, source name, epoch) — a materialized one
+(PCG64, 4 bytes per sample) up to `plan.keyed_shuffle_above` samples per epoch, above it a keyed
+bijection computed per index (`almr.data.shuffle`, nothing stored); the k-th sequence a
 source contributes over the whole run (earlier phases included: plan `start`) is sample
 perm_e[r] with e, r = divmod(start + k, samples per epoch).
 
@@ -36,16 +39,19 @@ import numpy as np
 import torch
 
 from almr.data import blend
-from almr.data.manifest import read_manifest
+from almr.data.manifest import read_manifest, shard_prefixes
 from almr.data.plan import Plan
-from almr.data.shards import IndexedShard
+from almr.data.shards import IndexedShard, ShardParts, open_shards
+from almr.data.shuffle import KeyedPermutation, epoch_key
 from almr.errors import DataError
 
 
 class SourceStream:
     """One source's packed training samples in their per-epoch shuffled order."""
 
-    def __init__(self, shard: IndexedShard, seq_len: int, seed: int, name: str) -> None:
+    def __init__(
+        self, shard: IndexedShard | ShardParts, seq_len: int, seed: int, name: str, keyed_above: int | None = None
+    ) -> None:
         if not shard.contiguous():
             raise DataError(f"{shard.prefix}: documents are not stored back to back; cannot pack it as one stream")
         self.tokens = shard.tokens
@@ -54,6 +60,9 @@ class SourceStream:
         self._key = [seed & 0xFFFFFFFF, seed >> 32 & 0xFFFFFFFF,
                      int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")]
         self._perms: dict[int, np.ndarray] = {}
+        self.seed, self.name = seed, name
+        # above the threshold, the order is a keyed bijection evaluated per index: no array of per_epoch entries
+        self.keyed = keyed_above is not None and self.per_epoch > keyed_above
 
     def permutation(self, epoch: int) -> np.ndarray:
         if epoch not in self._perms:
@@ -70,7 +79,10 @@ class SourceStream:
         out = np.empty(len(ranks), dtype=np.int64)
         for epoch in np.unique(epochs):
             sel = epochs == epoch
-            out[sel] = self.permutation(int(epoch))[within[sel]]
+            if self.keyed:
+                out[sel] = KeyedPermutation(self.per_epoch, epoch_key(self.seed, self.name, int(epoch)))(within[sel])
+            else:
+                out[sel] = self.permutation(int(epoch))[within[sel]]
         return out
 
     def windows(self, samples: np.ndarray) -> np.ndarray:
@@ -79,7 +91,7 @@ class SourceStream:
         return np.asarray(self.tokens[index], dtype=np.int64)
 
 
-def _open_split(plan: Plan, i: int, split: str, shard_dir: str | Path | None) -> IndexedShard:
+def _open_split(plan: Plan, i: int, split: str, shard_dir: str | Path | None) -> IndexedShard | ShardParts:
     src = plan.sources[i]
     folder = Path(shard_dir) / src.name if shard_dir is not None else Path(src.shard)
     manifest = read_manifest(folder.parent, folder.name)
@@ -94,7 +106,7 @@ def _open_split(plan: Plan, i: int, split: str, shard_dir: str | Path | None) ->
         raise DataError(
             f"source {src.name}: shards in {folder} are not the ones the plan was made from; rebuild the plan"
         )
-    return IndexedShard(folder / split)
+    return open_shards(shard_prefixes(folder, manifest, split))
 
 
 class PackedLoader:
@@ -121,7 +133,8 @@ class PackedLoader:
         self.streams: dict[int, SourceStream] = {}
         for i, src in enumerate(plan.sources):
             if src.sequences:
-                stream = SourceStream(_open_split(plan, i, "train", shard_dir), plan.seq_len, plan.seed, src.name)
+                stream = SourceStream(_open_split(plan, i, "train", shard_dir), plan.seq_len, plan.seed, src.name,
+                                      keyed_above=plan.keyed_shuffle_above)
                 if stream.per_epoch != src.sequences_per_epoch:
                     raise DataError(f"source {src.name}: shard has {stream.per_epoch} sequences per epoch, "
                                     f"the plan {src.sequences_per_epoch}; rebuild the plan")

@@ -17,6 +17,16 @@ Contract
   are; `remove_manifest(folder)` comes first when a source is redone and
   `write_manifest(folder, manifest)` (atomic) last, so half-done work never looks complete.
 
+Parts (a source tokenized by N jobs): `split_files(files, n)` cuts a split's file list (in its
+stream order) into n contiguous runs balanced by bytes (a file goes to the part holding its
+middle byte); part i writes `SPLIT-part-0000i-of-0000N.{bin,idx}` and `part-0000i-of-0000N.json`
+(`part_manifest`, read by `read_part_manifests`); `part_current` says whether a part is done
+for the current inputs. The source's manifest, written when all N parts are current, is the
+same as for one shard plus `parts` = N and, per split, `parts`: the non-empty parts' prefixes,
+documents, tokens and bin_bytes, in order (`merge_part_splits`); `shard_prefixes(folder,
+manifest, split)` is what the loader opens, as one stream. The input fingerprint does not
+depend on N: the parts hold the tokens of the one shard, in the same order.
+
 Manifest fields (`MANIFEST_VERSION` 1): version, source {name, language, domain, format,
 text_field, train/valid file lists with size and mtime_ns}, skip_bad_records, add_bos (whether
 every document starts with BOS; absent in manifests written before it: false), bos_id, tokenizer
@@ -34,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from almr.chinese import ScriptCounts
 from almr.data.config import SourceConfig
 from almr.data.sources import resolve_files
 from almr.durable import atomic_write_bytes
@@ -159,12 +170,120 @@ def up_to_date(manifest: dict[str, Any] | None, fingerprint: str, folder: Path) 
     if manifest is None or manifest.get("input_fingerprint") != fingerprint:
         return False
     for split, info in manifest["splits"].items():
-        for suffix in (".bin", ".idx"):
-            if not (folder / f"{split}{suffix}").is_file():
-                return False
-        if (folder / f"{split}.bin").stat().st_size != info["bin_bytes"]:
+        pieces = info.get("parts") or [{"prefix": split, "bin_bytes": info["bin_bytes"]}]
+        if not all(_shard_complete(folder / piece["prefix"], piece["bin_bytes"]) for piece in pieces):
             return False
     return True
+
+
+def _shard_complete(prefix: Path, bin_bytes: int) -> bool:
+    bin_path, idx_path = prefix.parent / f"{prefix.name}.bin", prefix.parent / f"{prefix.name}.idx"
+    return idx_path.is_file() and bin_path.is_file() and bin_path.stat().st_size == bin_bytes
+
+
+def shard_prefixes(folder: Path, manifest: dict[str, Any], split: str) -> list[Path]:
+    """The shards of a split in stream order: `folder/SPLIT`, or its parts when it was tokenized in parts."""
+    info = manifest["splits"][split]
+    if "parts" in info:
+        return [folder / piece["prefix"] for piece in info["parts"]]
+    return [folder / split]
+
+
+# --------------------------------------------------------------------------- parts
+
+PART_GLOB = "part-*-of-*.json"
+
+
+def part_name(part: int, parts: int) -> str:
+    return f"part-{part:05d}-of-{parts:05d}"
+
+
+def part_prefix(split: str, part: int, parts: int) -> str:
+    """The shard prefix of one part of a split, relative to the source's folder."""
+    return f"{split}-{part_name(part, parts)}"
+
+
+def part_manifest_path(folder: Path, part: int, parts: int) -> Path:
+    return folder / f"{part_name(part, parts)}.json"
+
+
+def split_files(files: list[dict[str, Any]], parts: int) -> list[list[dict[str, Any]]]:
+    """`files` (in stream order) cut into `parts` contiguous runs balanced by bytes: a file goes to
+    the part that holds its middle byte (by count when all are empty). Runs may be empty."""
+    sizes = [max(int(f["size"]), 0) for f in files]
+    total = sum(sizes)
+    if total == 0:
+        sizes, total = [1] * len(files), len(files)
+    out: list[list[dict[str, Any]]] = [[] for _ in range(parts)]
+    start = 0
+    for f, size in zip(files, sizes, strict=True):
+        out[min(parts - 1, (2 * start + size) * parts // (2 * total))].append(f)
+        start += size
+    return out
+
+
+def read_part_manifests(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every part manifest in `folder` (any N), sorted by name; unreadable ones count as absent."""
+    found = []
+    for path in sorted(folder.glob(PART_GLOB)):
+        try:
+            found.append((path, json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, json.JSONDecodeError):
+            continue  # being replaced, or cut short by a crash: redone by its own job
+    return found
+
+
+def part_current(part: dict[str, Any] | None, fingerprint: str, parts: int, folder: Path) -> bool:
+    """Whether a part manifest is of `parts` parts, made from the current inputs, with its shards in place."""
+    if part is None or part.get("input_fingerprint") != fingerprint or part.get("parts") != parts:
+        return False
+    return all(_shard_complete(folder / info["prefix"], info["bin_bytes"]) for info in part["splits"].values())
+
+
+def part_manifest(
+    source: str, part: int, parts: int, files: dict[str, list[dict[str, Any]]], tok: TokenizerInfo,
+    skip_bad_records: bool, dtype: np.dtype, fingerprint: str, splits: dict[str, Any], add_bos: bool = False,
+) -> dict[str, Any]:
+    """What part `part` of `parts` of a source holds: its files, how they were read, per split its counts."""
+    return {
+        "version": MANIFEST_VERSION, "source": source, "part": part, "parts": parts, "files": files,
+        "skip_bad_records": skip_bad_records, "add_bos": add_bos, "bos_id": tok.bos_id if add_bos else None,
+        "tokenizer": tok.record(), "dtype": dtype.name, "input_fingerprint": fingerprint, "splits": splits,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }  # fmt: skip
+
+
+def merge_part_splits(infos: list[dict[str, Any]], examples: int = 20) -> dict[str, Any]:
+    """One split's manifest entry from its parts' entries, in part order: sums, the first
+    `examples` bad records, and the list of non-empty parts the loader reads as one stream."""
+    by_reason: dict[str, int] = {}
+    for info in infos:
+        for reason, count in info["bad_records"]["by_reason"].items():
+            by_reason[reason] = by_reason.get(reason, 0) + count
+    han, other = sum(i["han"] for i in infos), sum(i["other"] for i in infos)
+    return {
+        "documents": sum(i["documents"] for i in infos),
+        "tokens": sum(i["tokens"] for i in infos),
+        "han": han,
+        "other": other,
+        "chinese_share": ScriptCounts(han, other).chinese_share,
+        "bad_records": {
+            "count": sum(i["bad_records"]["count"] for i in infos), "by_reason": by_reason,
+            "examples": [e for i in infos for e in i["bad_records"]["examples"]][:examples],
+        },
+        "bin_bytes": sum(i["bin_bytes"] for i in infos),
+        "parts": [
+            {k: i[k] for k in ("prefix", "documents", "tokens", "bin_bytes")} for i in infos if i["documents"]
+        ],
+    }
+
+
+def remove_part(folder: Path, path: Path, part: dict[str, Any]) -> None:
+    """A part's manifest (first: the part no longer looks done) and then its shards."""
+    path.unlink(missing_ok=True)
+    for info in part.get("splits", {}).values():
+        for suffix in (".bin", ".idx"):
+            (folder / f"{info['prefix']}{suffix}").unlink(missing_ok=True)
 
 
 def new_manifest(

@@ -16,6 +16,8 @@ Contract
   it, so nothing is repeated; it must keep the seed, sequence length, tokenizer and shards.
 - `Plan.save(path)` / `Plan.load(path)`: JSON with `hash`, the sha256 of everything else. The
   blend and the loader are pure functions of the plan, so the hash names the data order.
+  `keyed_shuffle_above` (from `mixture.keyed_shuffle_above`) enters the hash only when it is not
+  `KEYED_SHUFFLE_ABOVE`, so plans written before it keep their hashes; a new phase must keep it.
 """
 
 import hashlib
@@ -27,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from almr.data import blend
-from almr.data.config import BatchConfig, DataConfig, MixtureConfig, SourceConfig
+from almr.data.config import KEYED_SHUFFLE_ABOVE, BatchConfig, DataConfig, MixtureConfig, SourceConfig
 from almr.data.manifest import TokenizerInfo, files_changed, read_manifest, source_dir, tokenizer_info
 from almr.durable import atomic_write_bytes
 from almr.errors import DataError
@@ -73,6 +75,8 @@ class Plan(BaseModel):
     sources: list[PlanSource]
     tree: dict[str, Any]
     previous: dict[str, Any] | None = None  # {"hash", "consumed_sequences"} of the phase before
+    # sources with more samples per epoch are shuffled by a keyed bijection (almr.data.shuffle)
+    keyed_shuffle_above: int = KEYED_SHUFFLE_ABOVE
 
     @property
     def names(self) -> list[str]:
@@ -80,6 +84,8 @@ class Plan(BaseModel):
 
     def compute_hash(self) -> str:
         body = self.model_dump(mode="json", exclude={"hash"})
+        if body["keyed_shuffle_above"] == KEYED_SHUFFLE_ABOVE:  # the default: plans made before it keep their hash
+            del body["keyed_shuffle_above"]
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
 
     def counts_at(self, consumed: int) -> list[int]:
@@ -143,7 +149,8 @@ def build_plan(
     starts = [0] * len(names)
     prev_info = None
     if previous is not None:
-        starts, prev_info = _continue_from(previous, consumed, names, manifests, seq_len, mixture.seed, tok.fingerprint)
+        starts, prev_info = _continue_from(previous, consumed, names, manifests, seq_len, mixture.seed, tok.fingerprint,
+                                           mixture.keyed_shuffle_above)
 
     plan_sources = [
         _plan_source(src, manifest, seq_len, data.shard_dir, additional=additional[i], weight=weights[i],
@@ -155,6 +162,7 @@ def build_plan(
         seq_len=seq_len, global_batch_size=gbs, total_sequences=total, steps=total // gbs, token_budget=budget,
         seed=mixture.seed, max_epochs=mixture.max_epochs, additional_language=mixture.additional_language,
         almr=almr, tokenizer=tok.record(), sources=plan_sources, tree=tree, previous=prev_info,
+        keyed_shuffle_above=mixture.keyed_shuffle_above,
     )
     plan.hash = plan.compute_hash()
     return plan
@@ -273,7 +281,7 @@ def _checked_manifest(shard_dir: str, source: SourceConfig, tok: TokenizerInfo) 
 
 def _continue_from(
     previous: Plan, consumed: int | None, names: list[str], manifests: list[dict[str, Any]], seq_len: int,
-    seed: int, fingerprint: str,
+    seed: int, fingerprint: str, keyed_above: int = KEYED_SHUFFLE_ABOVE,
 ) -> tuple[list[int], dict[str, Any]]:
     consumed = previous.total_sequences if consumed is None else consumed
     if not 0 <= consumed <= previous.total_sequences:
@@ -282,7 +290,8 @@ def _continue_from(
             "pass the loader's consumed_sequences from its last checkpoint"
         )
     for what, ours, theirs in (("mixture.seed", seed, previous.seed), ("sequence length", seq_len, previous.seq_len),
-                               ("tokenizer fingerprint", fingerprint, previous.tokenizer["fingerprint"])):
+                               ("tokenizer fingerprint", fingerprint, previous.tokenizer["fingerprint"]),
+                               ("mixture.keyed_shuffle_above", keyed_above, previous.keyed_shuffle_above)):
         if ours != theirs:
             raise DataError(f"a new phase must keep the {what} of the previous one ({theirs}), not {ours}")
     taken = previous.counts_at(consumed)

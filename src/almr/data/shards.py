@@ -18,6 +18,10 @@ Contract
 - `IndexedShard(prefix)`: `len()`, `[i]` (one document), `lengths`, `pointers`, `document_indices`,
   `dtype` and `tokens` (the whole .bin as one flat memmap; documents are contiguous, which
   is what the packed loader reads). Any MMIDIDX shard opens, including Megatron-LM's own.
+- `ShardParts(prefixes)`: shards read as one (a source tokenized in parts): the documents of
+  the first, then of the second, ...; `tokens` indexes the concatenated token stream by int
+  arrays (what the loader reads), without copying the parts; `num_tokens`, `contiguous()`.
+- `open_shards(prefixes)`: one shard as `IndexedShard`, several as `ShardParts`.
 """
 
 import os
@@ -158,3 +162,57 @@ class IndexedShard:
     def __getitem__(self, i: int) -> np.ndarray:
         start = int(self.pointers[i]) // self.dtype.itemsize
         return np.asarray(self.tokens[start : start + int(self.lengths[i])])
+
+
+class _ConcatTokens:
+    """The token streams of several shards as one, indexed by integer arrays (read-only)."""
+
+    def __init__(self, parts: list[np.ndarray], dtype: np.dtype) -> None:
+        self.parts = parts
+        self.dtype = dtype
+        self.starts = np.cumsum([0] + [len(p) for p in parts], dtype=np.int64)  # part k: [starts[k], starts[k+1])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, index: np.ndarray | slice) -> np.ndarray:
+        if isinstance(index, slice):
+            index = np.arange(*index.indices(len(self)), dtype=np.int64)
+        index = np.asarray(index, dtype=np.int64)
+        flat = index.ravel()
+        if flat.size and (flat.min() < 0 or flat.max() >= len(self)):
+            raise IndexError(f"token index out of [0, {len(self)})")
+        part = np.searchsorted(self.starts, flat, side="right") - 1
+        out = np.empty(flat.shape, dtype=self.dtype)
+        for k in np.unique(part):
+            sel = part == k
+            out[sel] = self.parts[int(k)][flat[sel] - self.starts[k]]
+        return out.reshape(index.shape)
+
+
+class ShardParts:
+    """Several shards read as one: documents and tokens of the first part, then the second, ..."""
+
+    def __init__(self, prefixes: list[str | Path]) -> None:
+        if not prefixes:
+            raise ValueError("ShardParts needs at least one shard")
+        self.parts = [IndexedShard(p) for p in prefixes]
+        self.prefix = self.parts[0].prefix
+        dtypes = {p.dtype for p in self.parts}
+        if len(dtypes) > 1:
+            names = ", ".join(f"{p.prefix.name}: {p.dtype}" for p in self.parts)
+            raise DataError(f"{self.prefix.parent}: shard parts of different token types ({names}); re-tokenize")
+        self.dtype = self.parts[0].dtype
+        self.num_tokens = sum(p.num_tokens for p in self.parts)
+        self.tokens = _ConcatTokens([p.tokens for p in self.parts], self.dtype)
+
+    def contiguous(self) -> bool:
+        return all(p.contiguous() for p in self.parts)
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+
+def open_shards(prefixes: list[Path]) -> "IndexedShard | ShardParts":
+    """One shard as it is; several (a source tokenized in parts) as one stream."""
+    return IndexedShard(prefixes[0]) if len(prefixes) == 1 else ShardParts(prefixes)

@@ -13,13 +13,25 @@ Contract
   the cut gives the same ids as encoding its two sides, so the ids are those of the whole; a
   document with no such place (a tokenizer that marks the start of every text, such as
   SentencePiece's "▁" prefix) is refused with its file.
+- In parts (`parts` = N > 1; `almr data tokenize --parts N`, or `--part i/N` per job): each
+  split's files are cut into N contiguous runs balanced by bytes (`manifest.split_files`);
+  part i tokenizes its runs into `SPLIT-part-0000i-of-0000N.{bin,idx}` and records them in
+  `part-0000i-of-0000N.json`; the job that finds all N parts current writes the source's
+  manifest listing them, in order. Read in part order they are the one shard's token stream,
+  so the plan and every batch do not depend on N (tested). A part already current for these
+  inputs is not redone, so a re-run (an interrupted Slurm array submitted again) redoes only
+  missing or stale parts. `prepare_parts` (also run before a Slurm array is submitted) refuses
+  parts of another N made from the same inputs and, in an unfinished run, parts made with
+  another tokenizer; it removes stale parts of a finished run. `jobs` > 1 runs the parts
+  here in that many processes.
 - Re-running on an unchanged source (same files by path, size and mtime, same tokenizer
-  fingerprint and reading options) does nothing. A run is complete only when its manifest
+  fingerprint and reading options) does nothing, whatever N made its shards. A run is complete only when its manifest
   exists: the old manifest is removed first, shards are renamed into place after fsync, and
   the manifest is written last (atomically), so an interrupted run leaves nothing that looks
   complete.
 """
 
+import json
 import os
 import time
 from collections import Counter, deque
@@ -37,21 +49,31 @@ from tokenizers import Tokenizer
 from almr.chinese import ScriptCounts
 from almr.data.config import DataConfig, SourceConfig
 from almr.data.manifest import (
+    MANIFEST,
     SPLITS,
     TokenizerInfo,
     describe_source,
     input_fingerprint,
+    merge_part_splits,
     new_manifest,
+    part_current,
+    part_manifest,
+    part_manifest_path,
+    part_prefix,
     read_manifest,
+    read_part_manifests,
     remove_manifest,
+    remove_part,
     resolve_add_bos,
     source_dir,
+    split_files,
     tokenizer_info,
     up_to_date,
     write_manifest,
 )
 from almr.data.shards import ShardWriter, token_dtype
 from almr.data.sources import BadRecord, Chunk, decode_chunk, iter_chunks
+from almr.durable import atomic_write_bytes
 from almr.errors import DataError
 
 _EXAMPLES = 20
@@ -148,19 +170,234 @@ def _seam(text: str, low: int, high: int, encode: Callable[[str], list[int]]) ->
 
 
 def tokenize_sources(
-    data: DataConfig, names: list[str] | None = None, progress: bool = True, log: Callable[[str], None] = print
+    data: DataConfig, names: list[str] | None = None, progress: bool = True, log: Callable[[str], None] = print,
+    *, parts: int = 1, part: int | None = None, jobs: int = 1,
 ) -> list[dict[str, Any]]:
-    """Tokenize the named sources (default: all); returns their manifests."""
+    """Tokenize the named sources (default: all); returns their manifests. `parts` = N > 1: in N
+    parts — all of them here (`jobs` processes at a time), or only part `part` (0-based), in which
+    case a source whose other parts are not all done yet returns that part's manifest."""
+    sources = _named_sources(data, names)
+    check_parts(parts, part, jobs)
+    tok = tokenizer_info(data.tokenizer)
+    add_bos = resolve_add_bos(data.add_bos, tok)
+    out = []
+    with _Workers(tok, data.workers, tok.bos_id if add_bos else None) as pool:
+        for source in sources:
+            if parts == 1:
+                out.append(tokenize_source(source, data, tok, pool, progress, log))
+            else:
+                out.append(_tokenize_in_parts(source, data, tok, pool, parts, part, jobs, progress, log))
+    return out
+
+
+def check_parts(parts: int, part: int | None = None, jobs: int = 1) -> None:
+    """Refuse a part index outside [0, parts), fewer than one part, fewer than one job."""
+    if parts < 1:
+        raise DataError(f"--parts {parts}: the number of parts must be at least 1")
+    if part is not None and not 0 <= part < parts:
+        raise DataError(
+            f"--part {part}/{parts}: the part index must be in 0..{parts - 1} (parts are numbered from 0, like "
+            "Slurm array task ids); run parts 0.." + f"{parts - 1} of {parts}"
+        )
+    if jobs < 1:
+        raise DataError(f"--jobs {jobs}: run at least one process")
+
+
+def _named_sources(data: DataConfig, names: list[str] | None) -> list[SourceConfig]:
     known = {s.name: s for s in data.sources}
     if not known:
         raise DataError("data.sources is empty; list the corpora to tokenize")
     unknown = [n for n in names or [] if n not in known]
     if unknown:
         raise DataError(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return [known[n] for n in (names or list(known))]
+
+
+def prepare_parts(
+    data: DataConfig, names: list[str] | None, parts: int, log: Callable[[str], None] = print
+) -> list[str]:
+    """Before the parts of a run start (here, or as a Slurm array): the sources that need work
+    (not up to date); for each, its manifest removed, stale parts of a finished run removed, and
+    conflicting parts refused (`DataError`): parts of another N made from the same inputs, and
+    in an unfinished run, parts made with another tokenizer."""
+    check_parts(parts)
     tok = tokenizer_info(data.tokenizer)
     add_bos = resolve_add_bos(data.add_bos, tok)
+    todo = []
+    for source in _named_sources(data, names):
+        folder, _, fingerprint = _identity(source, data, tok, add_bos)
+        if up_to_date(read_manifest(data.shard_dir, source.name), fingerprint, folder):
+            continue
+        _prepare_folder(source, folder, fingerprint, tok, parts, log)
+        todo.append(source.name)
+    return todo
+
+
+def _identity(
+    source: SourceConfig, data: DataConfig, tok: TokenizerInfo, add_bos: bool
+) -> tuple[Path, dict[str, Any], str]:
+    """(shard folder, the manifest's source entry, input fingerprint) of a source as it is now."""
+    described = describe_source(source)
+    return source_dir(data.shard_dir, source.name), described, input_fingerprint(
+        described, tok.fingerprint, data.skip_bad_records, add_bos
+    )
+
+
+def _prepare_folder(
+    source: SourceConfig, folder: Path, fingerprint: str, tok: TokenizerInfo, parts: int, log: Callable[[str], None]
+) -> None:
+    """The folder of a source about to be (re)done in `parts` parts (1: one shard): no manifest,
+    no stale parts of a finished run; parts that cannot join this run are refused."""
+    finished = (folder / MANIFEST).is_file()  # a complete earlier run, now stale: all its parts are superseded
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_manifest(folder)  # half-done work never looks complete
+    other_n: dict[int, list[str]] = {}
+    for path, old in read_part_manifests(folder):
+        if old.get("input_fingerprint") == fingerprint:
+            if old.get("parts") != parts:
+                other_n.setdefault(int(old.get("parts", 0)), []).append(path.name)
+            continue
+        made_with = old.get("tokenizer", {})
+        if parts > 1 and not finished and made_with.get("fingerprint") != tok.fingerprint:
+            raise DataError(
+                f"source {source.name}: {path} was made with tokenizer {made_with.get('path')} (fingerprint "
+                f"{str(made_with.get('fingerprint'))[:12]}), this run uses data.tokenizer = {tok.path} (fingerprint "
+                f"{tok.fingerprint[:12]}); the parts of one source must come from one tokenizer. Set data.tokenizer "
+                f"back to finish that run, or delete its parts first: rm {folder}/*-of-{int(old.get('parts', 0)):05d}*"
+            )
+        remove_part(folder, path, old)
+        log(f"{source.name}: removed stale {path.name} and its shards (its inputs changed)")
+    for n, names in sorted(other_n.items()):
+        asked = "one shard" if parts == 1 else f"{parts} parts"
+        raise DataError(
+            f"source {source.name}: {folder} holds {', '.join(names)}: {len(names)} of {n} parts made from these "
+            f"same inputs, but this run asks for {asked}. Finish that run with --parts {n} (or --part i/{n}), or "
+            f"delete its parts first: rm {folder}/*-of-{n:05d}*"
+        )
+
+
+def _tokenize_in_parts(
+    source: SourceConfig, data: DataConfig, tok: TokenizerInfo, pool: "_Workers", parts: int, part: int | None,
+    jobs: int, progress: bool, log: Callable[[str], None],
+) -> dict[str, Any]:
+    folder, described, fingerprint = _identity(source, data, tok, pool.bos_id is not None)
+    old = read_manifest(data.shard_dir, source.name)
+    if up_to_date(old, fingerprint, folder):
+        log(_up_to_date_line(source.name, old))  # type: ignore[arg-type]
+        return old  # type: ignore[return-value]
+    _prepare_folder(source, folder, fingerprint, tok, parts, log)
+    todo = [part] if part is not None else list(range(parts))
+    if jobs > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=get_context("spawn")) as executor:
+            futures = [executor.submit(_part_job, data.model_dump(), source.name, i, parts) for i in todo]
+            for future in futures:
+                for line in future.result():
+                    log(line)
+    else:
+        for i in todo:
+            _tokenize_part(source, data, tok, pool, described, fingerprint, i, parts, progress, log)
+    manifest = _assemble(source, data, tok, pool.bos_id is not None, described, fingerprint, parts, log)
+    if manifest is not None:
+        return manifest
+    if part is None:  # every part was done here: one vanished meanwhile (another process at work in the folder)
+        raise DataError(f"source {source.name}: parts in {folder} changed while this run wrote them; run it again")
+    missing = [i for i in range(parts) if not part_current(_read_json(part_manifest_path(folder, i, parts)),
+                                                            fingerprint, parts, folder)]  # fmt: skip
+    log(f"{source.name}: parts {', '.join(map(str, missing))} of {parts} still to do; the manifest follows the last")
+    return _read_json(part_manifest_path(folder, part, parts))  # type: ignore[return-value]
+
+
+def _up_to_date_line(name: str, manifest: dict[str, Any]) -> str:
+    parts = f" in {manifest['parts']} parts" if manifest.get("parts", 1) > 1 else ""
+    return f"{name}: up to date ({manifest['splits']['train']['tokens']:,} train tokens{parts}); nothing to do"
+
+
+def _part_job(data_dump: dict[str, Any], name: str, part: int, parts: int) -> list[str]:
+    """One part in a process of its own (`jobs` > 1): its log lines come back to the parent."""
+    data = DataConfig.model_validate(data_dump)
+    source = next(s for s in data.sources if s.name == name)
+    tok = tokenizer_info(data.tokenizer)
+    add_bos = resolve_add_bos(data.add_bos, tok)
+    lines: list[str] = []
     with _Workers(tok, data.workers, tok.bos_id if add_bos else None) as pool:
-        return [tokenize_source(known[n], data, tok, pool, progress, log) for n in (names or list(known))]
+        _, described, fingerprint = _identity(source, data, tok, add_bos)
+        _tokenize_part(source, data, tok, pool, described, fingerprint, part, parts, False, lines.append)
+    return lines
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _tokenize_part(
+    source: SourceConfig, data: DataConfig, tok: TokenizerInfo, pool: "_Workers", described: dict[str, Any],
+    fingerprint: str, part: int, parts: int, progress: bool, log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Part `part` of `parts` of a source, unless it is already current: shards, then its manifest."""
+    folder = source_dir(data.shard_dir, source.name)
+    path = part_manifest_path(folder, part, parts)
+    old = _read_json(path)
+    if part_current(old, fingerprint, parts, folder):
+        log(f"{source.name} part {part}/{parts}: up to date; nothing to do")
+        return old  # type: ignore[return-value]
+    path.unlink(missing_ok=True)  # the part does not look done while its shards are replaced
+    dtype = token_dtype(tok.vocab_size)
+    files: dict[str, list[dict[str, Any]]] = {}
+    splits: dict[str, Any] = {}
+    start, cpu = time.perf_counter(), time.process_time()
+    for split in SPLITS:
+        files[split] = split_files(described[split], parts)[part] if described[split] else []
+        if files[split]:
+            prefix = part_prefix(split, part, parts)
+            splits[split] = _tokenize_split(
+                source, split, files[split], data, dtype, pool, folder, progress, log, prefix=prefix, parts=parts
+            )
+            splits[split]["prefix"] = prefix
+    add_bos = pool.bos_id is not None
+    manifest = part_manifest(
+        source.name, part, parts, files, tok, data.skip_bad_records, dtype, fingerprint, splits, add_bos
+    )
+    atomic_write_bytes(path, json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8"))
+    tokens = sum(info["tokens"] for info in splits.values())
+    took, cpu = time.perf_counter() - start, time.process_time() - cpu
+    log(f"{source.name} part {part}/{parts}: wrote {tokens:,} tokens from {sum(map(len, files.values()))} file(s) "
+        f"in {took:.2f} s, {cpu:.2f} s CPU ({tokens / max(took, 1e-9):,.0f} tokens/s)")  # fmt: skip
+    return manifest
+
+
+def _assemble(
+    source: SourceConfig, data: DataConfig, tok: TokenizerInfo, add_bos: bool, described: dict[str, Any],
+    fingerprint: str, parts: int, log: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """The source's manifest once all `parts` parts are current (None before): the parts in order."""
+    folder = source_dir(data.shard_dir, source.name)
+    found = []
+    for i in range(parts):
+        part = _read_json(part_manifest_path(folder, i, parts))
+        if not part_current(part, fingerprint, parts, folder):
+            return None
+        found.append(part)
+    splits = {}
+    for split in SPLITS:
+        if described[split]:
+            splits[split] = merge_part_splits([p["splits"][split] for p in found if split in p["splits"]], _EXAMPLES)
+            if not splits[split]["documents"]:
+                raise DataError(
+                    f"source {source.name} ({split}): no documents in {', '.join(f['path'] for f in described[split])}"
+                    "; every record was empty or bad"
+                )
+    dtype = token_dtype(tok.vocab_size)
+    manifest = {**new_manifest(described, tok, data.skip_bad_records, dtype, fingerprint, splits, add_bos),
+                "parts": parts}  # fmt: skip
+    write_manifest(folder, manifest)
+    for split in SPLITS:  # a one-shard tokenization of earlier inputs is superseded
+        for suffix in (".bin", ".idx"):
+            (folder / f"{split}{suffix}").unlink(missing_ok=True)
+    log(f"{source.name}: all {parts} parts done; wrote {folder / MANIFEST}")
+    return manifest
 
 
 class _Workers:
@@ -208,11 +445,11 @@ def tokenize_source(
     fingerprint = input_fingerprint(described, tok.fingerprint, data.skip_bad_records, add_bos)
     old = read_manifest(data.shard_dir, source.name)
     if up_to_date(old, fingerprint, folder):
-        log(f"{source.name}: up to date ({old['splits']['train']['tokens']:,} train tokens); nothing to do")  # type: ignore[index]
+        log(_up_to_date_line(source.name, old))  # type: ignore[arg-type]
         return old  # type: ignore[return-value]
-    folder.mkdir(parents=True, exist_ok=True)
-    # no manifest while shards are being replaced: half-done work never looks complete
-    remove_manifest(folder)
+    # no manifest while shards are being replaced (half-done work never looks complete); parts of an
+    # unfinished run of N parts made from these inputs are refused, stale ones removed
+    _prepare_folder(source, folder, fingerprint, tok, 1, log)
     dtype = token_dtype(tok.vocab_size)
     splits: dict[str, Any] = {}
     for split in SPLITS:
@@ -227,20 +464,22 @@ def tokenize_source(
 
 def _tokenize_split(
     source: SourceConfig, split: str, files: list[dict[str, Any]], data: DataConfig, dtype: np.dtype,
-    pool: "_Workers", folder: Path, progress: bool, log: Callable[[str], None],
+    pool: "_Workers", folder: Path, progress: bool, log: Callable[[str], None], prefix: str | None = None,
+    parts: int = 1,
 ) -> dict[str, Any]:
+    """One split (or, with `parts` > 1, one part of it: may hold no document) into `folder/prefix`."""
     paths = [(Path(f["path"]), f["format"]) for f in files]
     tally = _Tally(log)
     chunks = iter_chunks(paths, source.text_field, data.chunk_documents, data.skip_bad_records)
-    bar = _Progress(f"{source.name}/{split}", sum(f["size"] for f in files), progress)
-    with ShardWriter(folder / split, dtype) as writer, bar:
+    bar = _Progress(f"{source.name}/{prefix or split}", sum(f["size"] for f in files), progress)
+    with ShardWriter(folder / (prefix or split), dtype) as writer, bar:
         for (tokens, lengths, han, other, bad), nbytes in _encoded(chunks, source, data, pool, tally):
             writer.add(tokens, lengths)
             tally.han += han
             tally.other += other
             tally.note_bad(bad)
             bar.advance(nbytes, len(tokens))
-        if writer.documents == 0:
+        if writer.documents == 0 and parts == 1:  # a part may be empty; the split as a whole may not
             raise DataError(
                 f"source {source.name} ({split}): no documents in {', '.join(f['path'] for f in files)}; "
                 "every record was empty or bad"
