@@ -272,6 +272,7 @@ def test_the_disk_a_study_needs_is_printed_before_it_starts(tmp_path: Path, worl
     from almr.sweep.preflight import parameter_count
 
     n = parameter_count(world_inputs["model"])
+    assert 1e3 <= n < 1e6  # the world's tiny Llama: counted in K
     path = write_spec(tmp_path, real_spec(tmp_path, world_inputs))
     out = cli("sweep", str(path), "--dry-run", "--set", "sweep.keep.exports=best", "--set", "sweep.keep.best=1",
               "--set", "sweep.keep.training_state=false")  # fmt: skip
@@ -279,7 +280,7 @@ def test_the_disk_a_study_needs_is_printed_before_it_starts(tmp_path: Path, worl
     mb = lambda b: f"{b / 1e6:.3g} MB"  # noqa: E731
     assert out.stdout.splitlines()[-1] == (
         f"disk: ~{mb(4 * n + 16 * n)} at most while the study runs, ~{mb(4 * n)} kept at its end (4 runs of a "
-        f"{n / 1e9:.3g}B-parameter model; 1 in flight hold {mb(16 * n)} each, an ended run keeps 0 B, the best "
+        f"{n / 1e3:.3g}K-parameter model; 1 in flight hold {mb(16 * n)} each, an ended run keeps 0 B, the best "
         f"runs' exports {mb(4 * n)}; sweep.keep sets what stays)"
     )
 

@@ -103,7 +103,7 @@ class DiskNeed:
     def describe(self) -> str:
         return (
             f"disk: ~{_size(self.peak)} at most while the study runs, ~{_size(self.end)} kept at its end "
-            f"({self.runs} runs of a {self.parameters / 1e9:.3g}B-parameter model; {self.parallel} in flight hold "
+            f"({self.runs} runs of a {_count(self.parameters)}-parameter model; {self.parallel} in flight hold "
             f"{_size(self.in_flight_b)} each, an ended run keeps {_size(self.kept_b)}"
             + (f", the best runs' exports {_size(self.best_b)}" if self.best_b else "")
             + "; sweep.keep sets what stays)"
@@ -133,3 +133,11 @@ def disk_needed(config: AlmrConfig, parameters: int) -> DiskNeed:
     runs = design.total_runs(sweep)
     best = min(keep.best, runs) * export * parameters if keep.exports == "best" else 0
     return DiskNeed(parameters, runs, min(sweep.parallel, runs), in_flight, kept, best)
+
+
+def _count(parameters: int) -> str:
+    """8.03B, 1.05M: the unit a reader expects for the size."""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if parameters >= scale:
+            return f"{parameters / scale:.3g}{unit}"
+    return str(parameters)
