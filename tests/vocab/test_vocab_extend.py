@@ -171,6 +171,7 @@ def test_two_studies_compare_per_character(extended: tuple, tmp_path: Path) -> N
         spec = config.model_copy(update={"data": config.data.model_copy(update={"tokenizer": str(tokenizer)})})
         (sweep / "sweep.yaml").write_text(dump_config(spec))
         rec = {"almr": 0.5, "lr": 1e-3, "metric": {"mean": 40.0, "std": 1.0},
+               "objective": {"target": "metric", "sense": "maximize", "mean": 40.0, "std": 1.0},
                "val_loss": {"en": {"mean": 2.0, "std": 0.1}, "zh": {"mean": loss, "std": 0.1}}}  # fmt: skip
         (sweep / "frontier" / "frontier.json").write_text(json.dumps({"recommendation": rec}))
         sweeps.append(sweep)

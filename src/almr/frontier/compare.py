@@ -76,6 +76,13 @@ def _tokens_per_character(config: AlmrConfig) -> dict[str, float]:
     return out
 
 
+def _objective(rec: dict[str, Any]) -> str:
+    """What the recommendation optimised: `metric`, or the loss it minimised (`frontier.json`'s
+    `objective.target`)."""
+    objective = rec.get("objective", "metric")
+    return str(objective.get("target", "metric")) if isinstance(objective, dict) else str(objective)
+
+
 def study_side(sweep_dir: Path, label: str) -> StudySide:
     summary_path, spec_path = sweep_dir / "frontier" / "frontier.json", sweep_dir / "sweep.yaml"
     for path, make in ((spec_path, "almr sweep"), (summary_path, "almr frontier")):
@@ -87,7 +94,7 @@ def study_side(sweep_dir: Path, label: str) -> StudySide:
     metric = rec.get("metric")
     side = StudySide(
         label, str(sweep_dir), config.data.tokenizer, _budget(config), float(rec["almr"]), float(rec["lr"]),
-        rec.get("objective", "metric"), float(metric["mean"]) if isinstance(metric, dict) else None,
+        _objective(rec), float(metric["mean"]) if isinstance(metric, dict) else None,
         {s: float(v["mean"]) for s, v in (rec.get("val_loss") or {}).items()}, _tokens_per_character(config),
     )  # fmt: skip
     language = config.mixture.additional_language
