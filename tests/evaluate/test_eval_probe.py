@@ -40,7 +40,7 @@ def _lm_eval_reference(probe: TaskProbe, model: torch.nn.Module, tok: Any, **kwa
 
 def test_probe_equals_lm_eval_on_the_same_multiple_choice_items(small_world: Path, tiny: tuple) -> None:
     model, tok = tiny
-    probe = TaskProbe(WORLD_PROBE, tok, items_per_task=12, data_dir=small_world, max_length=256)
+    probe = TaskProbe(WORLD_PROBE, tok, items_per_task=8, data_dir=small_world, max_length=256)
     model.train()
     got = probe(model, step=5, tokens=1000)
     assert model.training  # mode restored
@@ -49,9 +49,9 @@ def test_probe_equals_lm_eval_on_the_same_multiple_choice_items(small_world: Pat
         assert got[task] == pytest.approx(100 * ref[task]["acc,none"]), task
         assert got[f"{task}:acc"] == got[task]
     assert got["world_seceu"] == pytest.approx(ref["world_seceu"]["eq,none"], rel=1e-6)
-    assert {len(v) for v in probe.samples.values()} == {12}
+    assert {len(v) for v in probe.samples.values()} == {8}
     # rows: every chosen item's choices (4 for MMLU, C-Eval, SECEU; 2 sentiments for EPRSTMT)
-    assert probe.n_sequences == 12 * 4 + 12 * 4 + 12 * 2 + 12 * 4
+    assert probe.n_sequences == 8 * 4 + 8 * 4 + 8 * 2 + 8 * 4
     assert probe.last_seconds_ > 0
     assert probe(model) == got  # the same items and few-shot examples at every call
 
@@ -62,7 +62,7 @@ def test_probe_generation_tasks_equal_lm_eval(small_world: Path, tiny: tuple) ->
     from almr.evaluate.probe_lm import ProbeLM
 
     model, tok = tiny
-    probe = TaskProbe(["world_lcsts", "world_gsm8k"], tok, items_per_task=5, data_dir=small_world, max_gen_toks=6,
+    probe = TaskProbe(["world_lcsts", "world_gsm8k"], tok, items_per_task=3, data_dir=small_world, max_gen_toks=6,
                       batch_size=4, max_length=256)  # fmt: skip
     got = probe(model)
     ref = _lm_eval_reference(probe, model, tok, max_gen_toks=6)
@@ -71,8 +71,8 @@ def test_probe_generation_tasks_equal_lm_eval(small_world: Path, tiny: tuple) ->
     requests = [r for r in probe._requests() if r.request_type == "generate_until"]
     ours = ProbeLM(model, tok, probe.encode, batch_size=4, max_length=256, max_gen_toks=6).generate_until(requests)
     theirs = HFLM(pretrained=model, tokenizer=tok, batch_size=4, max_gen_toks=6).generate_until(requests)
-    assert ours == theirs and len(ours) == 10 and any(ours)
-    assert probe.cost().generations == 10
+    assert ours == theirs and len(ours) == 6 and any(ours)
+    assert probe.cost().generations == 6
 
 
 def test_subsets_are_seeded_and_stratified_by_subject() -> None:
