@@ -67,3 +67,17 @@ def test_validator_mean_loss_counts_each_sequence_once() -> None:
     got = Validator({"en": (inputs, labels)}, micro_batch_size=2, every_steps=1, dist_env=ONE)(model)
     expected = F.cross_entropy(model.table[inputs].flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
     assert abs(got["en"] - expected.item()) < 1e-6
+
+
+def test_resume_compares_the_keys_both_configs_name() -> None:
+    from almr.train.resume import config_differences
+
+    stored = {"cpt": {"optimizer": {"lr": 1e-3}, "seed": 0}}  # written before cpt.loss_chunk_tokens existed
+    now = {"cpt": {"optimizer": {"lr": 1e-3}, "seed": 0, "loss_chunk_tokens": 1024}}
+    assert config_differences(stored, now, must_match=("cpt.",), may_change=()) == []
+    changed = {"cpt": {"optimizer": {"lr": 2e-3}, "seed": 0, "loss_chunk_tokens": 1024}}
+    assert config_differences(stored, changed, must_match=("cpt.",), may_change=()) == [
+        ("cpt.optimizer.lr", 1e-3, 2e-3)
+    ]
+    dropped = {"cpt": {"optimizer": {"lr": 1e-3}}}  # a key the run had and this config lacks is a change
+    assert config_differences(stored, dropped, must_match=("cpt.",), may_change=()) == [("cpt.seed", 0, None)]

@@ -165,6 +165,13 @@ class CptConfig(StageConfig):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     compile: bool = Field(False, description="torch.compile each decoder layer (no speed-up on a CPU).")
+    loss_chunk_tokens: int = Field(
+        1024,
+        ge=0,
+        description="Compute the output projection and cross-entropy this many tokens at a time, never holding the "
+        "whole [tokens, vocab] logits (less memory; faster for large vocabularies); 0: the plain full-logits path. "
+        "Models with soft-capped or scaled logits (Gemma2, Cohere, Granite) use the plain path.",
+    )
     tensorboard: bool = Field(False, description="Also write TensorBoard event files (needs the tensorboard package).")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)

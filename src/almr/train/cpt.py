@@ -27,6 +27,7 @@ from rich.progress import Progress
 from almr.errors import AlmrError, ConfigError, DataError
 from almr.train import checkpoint as ckpt
 from almr.train.config import CptConfig, ModelConfig
+from almr.train.loss import chunked_loss_unsupported
 from almr.train.metrics import (
     MetricsLog,
     logged_steps,
@@ -108,6 +109,7 @@ def train_cpt(
             vocab = vocab_size(model)
             _check_validation(validation or {}, vocab)
             run = _Run(cfg, dist_env, model, steps, record, dtype, _export_dtype(cfg, dtype, loaded.stored_dtype))
+            loss_chunk = _loss_chunk_tokens(cfg, model)
             first_new = cfg.train_new_rows_from
             if first_new:
                 train_only_new_rows(model, first_new)
@@ -152,7 +154,7 @@ def train_cpt(
                 started = time.perf_counter()
                 micro_batches = [_next_batch(data, vocab, loader) for _ in range(accum)]
                 result = train_step(model, optimizer, scheduler, micro_batches, dist_env, precision,
-                                    cfg.optimizer.grad_clip, keep_old_rows)  # fmt: skip
+                                    cfg.optimizer.grad_clip, keep_old_rows, loss_chunk)  # fmt: skip
                 state.step += 1
                 state.tokens += tokens_per_step
                 losses.append(result.loss)
@@ -283,6 +285,22 @@ def _total_steps(cfg: CptConfig, loader: Loader, accum: int) -> int:
             "global_batch_size × seq_len)"
         )
     return steps
+
+
+def _loss_chunk_tokens(cfg: CptConfig, model: torch.nn.Module) -> int:
+    """cpt.loss_chunk_tokens, or 0 (the plain loss, with a warning) for a model the chunked loss
+    does not apply to."""
+    if not cfg.loss_chunk_tokens:
+        return 0
+    reason = chunked_loss_unsupported(model)
+    if reason is None:
+        return cfg.loss_chunk_tokens
+    warnings.warn(
+        f"cpt.loss_chunk_tokens={cfg.loss_chunk_tokens} is not applied to {type(model).__name__}: {reason}; this run "
+        "computes the full logits (set cpt.loss_chunk_tokens=0 to silence this)",
+        stacklevel=3,
+    )
+    return 0
 
 
 def _training_dtype(dtype: str, device: torch.device) -> str:

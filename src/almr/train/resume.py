@@ -96,7 +96,9 @@ def config_differences(
     """(dotted key, old, new) of every trajectory-deciding key whose value differs: keys under the
     `must_match` prefixes, except those under `may_change` (defaults: the CPT stage's)."""
     flat_old, flat_new = flatten(old), flatten(new)
-    keys = sorted(set(flat_old) | set(flat_new))
+    # a key the stored config lacks was added to almr after the run started: the run used what is
+    # now its default, so only keys both configs name are compared
+    keys = sorted(set(flat_old) & set(flat_new)) + sorted(set(flat_old) - set(flat_new))
     return [
         (key, flat_old.get(key), flat_new.get(key))
         for key in keys

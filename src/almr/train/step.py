@@ -30,6 +30,7 @@ def train_step(
     precision: AbstractContextManager,
     grad_clip: float,
     after_backward: Callable[[], None] | None = None,
+    loss_chunk_tokens: int = 0,
 ) -> StepResult:
     """Forward and backward over this process's micro-batches, then clip, step and zero.
 
@@ -37,7 +38,8 @@ def train_step(
     backward, so that accumulation over micro-batches and processes gives the gradient of one
     large batch. A mixture-of-experts model's weighted router loss (`training_loss`) is added per
     micro-batch in proportion to its labelled tokens: the objective is the mean cross-entropy plus
-    the token-weighted mean of the router loss, and the reported loss stays the cross-entropy."""
+    the token-weighted mean of the router loss, and the reported loss stays the cross-entropy.
+    `loss_chunk_tokens` > 0 computes the loss chunked (`loss.training_loss`)."""
     device = dist_env.device
     local = sum(target_count(b["labels"]) for b in micro_batches)
     global_tokens = all_reduce_sum(torch.as_tensor(local, dtype=torch.float32, device=device))
@@ -48,7 +50,7 @@ def train_step(
             model.set_requires_gradient_sync(i == len(micro_batches) - 1)  # reduce-scatter once per step
         input_ids = micro["input_ids"].to(device, non_blocking=True)
         labels = micro["labels"].to(device, non_blocking=True)
-        loss, aux = training_loss(model, input_ids, labels, precision)
+        loss, aux = training_loss(model, input_ids, labels, precision, loss_chunk_tokens)
         objective = loss
         if aux is not None:
             weighted = aux * target_count(labels)
