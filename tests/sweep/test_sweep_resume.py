@@ -1,7 +1,8 @@
 """A resumed adaptive study never repeats a point (issue #18, item 1): the driver is a real process with
 the real Optuna storage (SQLite) and the local launcher, killed with SIGKILL or interrupted with Ctrl-C
 (SIGINT) after two runs completed while two were in flight, then resumed. The runs are fake `almr cpt`
-processes (FAKE below): r000 and r001 end at once, the others take ~6 s."""
+processes (FAKE below): r000 and r001 end at once, the others take ~12 s (long enough that the interrupt
+finds them in flight on a loaded machine)."""
 
 import json
 import os
@@ -23,7 +24,7 @@ from pathlib import Path
 import yaml
 config = yaml.safe_load(Path(sys.argv[1]).read_text())
 almr, lr, run_dir = config["mixture"]["almr"], config["cpt"]["optimizer"]["lr"], Path(config["cpt"]["run_dir"])
-pause = 0.0 if run_dir.name[:4] in ("r000", "r001") else 1.2
+pause = 0.0 if run_dir.name[:4] in ("r000", "r001") else 2.5
 value = 40 + 10 * almr - abs(lr - 1e-4) * 1e4
 with (run_dir / "metrics.jsonl").open("a") as out:
     out.write(json.dumps({"event": "start", "step": 0, "tokens": 0}) + "\\n")
