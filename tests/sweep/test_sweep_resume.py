@@ -38,7 +38,10 @@ with (run_dir / "metrics.jsonl").open("a") as out:
 """
 
 DRIVER = """
-import sys
+import signal, sys
+# a shell that starts a job in the background (nohup … &) makes it ignore SIGINT, and Python keeps an
+# ignored SIGINT ignored: restore Ctrl-C as a terminal gives it
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from almr.config import AlmrConfig
 from almr.sweep.launch import LocalLauncher
 from almr.sweep.study import run_sweep
