@@ -36,6 +36,7 @@ from transformers.utils import logging as hf_logging
 
 from almr.errors import ConfigError
 from almr.train.config import ModelConfig
+from almr.train.model import refusing_unreadable_model
 
 # A row whose norm is at most this fraction of the median row norm is (about) zero: never trained.
 UNTRAINED_NORM_RATIO = 1e-3
@@ -103,15 +104,8 @@ def load_chat_model(model_config: ModelConfig, *, dtype: torch.dtype = torch.flo
     """The causal LM at `model.name_or_path` with weights in `dtype`, and its tokenizer."""
     path = chat_model_path(model_config)
     tokenizer = load_chat_tokenizer(model_config)
-    try:
+    with refusing_unreadable_model(path):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except ValueError as err:
-        raise ConfigError(
-            f"model.name_or_path={path} is not a causal language model that transformers can train "
-            f"({_first_line(err)}); point it at a *ForCausalLM checkpoint such as a Llama"
-        ) from None
-    except OSError as err:
-        raise ConfigError(f"cannot read a model from model.name_or_path={path}: {_first_line(err)}") from None
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
         raise ConfigError(

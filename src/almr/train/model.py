@@ -4,6 +4,8 @@ each other before any compute. A bad directory — missing, a truncated or corru
 a config.json that disagrees with the weights — is one message naming the path and the fix."""
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,33 +44,11 @@ def build_model(config: ModelConfig, *, random_init: bool = False) -> LoadedMode
     model_kw: dict[str, Any] = {"dtype": torch.float32, **hub}
     if config.attn_implementation:
         model_kw["attn_implementation"] = config.attn_implementation
-    try:
+    with refusing_unreadable_model(path, getattr(hf_config, "vocab_size", "?")):
         if random_init:
             model = AutoModelForCausalLM.from_config(hf_config, **model_kw)
         else:
             model = AutoModelForCausalLM.from_pretrained(path, config=hf_config, **model_kw)
-    except ValueError as err:
-        raise ConfigError(
-            f"model.name_or_path={path} is not a causal language model that transformers can train "
-            f"({_first_line(err)}); point it at a *ForCausalLM checkpoint such as a Llama"
-        ) from None
-    except OSError as err:
-        raise ConfigError(f"cannot read a model from model.name_or_path={path}: {_first_line(err)}") from None
-    except RuntimeError as err:
-        if "mismatch" in str(err).lower():
-            raise ConfigError(
-                f"model.name_or_path={path}: its config.json does not match the weights' shapes (for instance "
-                f"vocab_size={getattr(hf_config, 'vocab_size', '?')} against the embedding's rows); restore the "
-                "config.json that was saved with these weights"
-            ) from None
-        raise ConfigError(f"cannot read the weights in model.name_or_path={path}: {_first_line(err)}") from None
-    except Exception as err:  # safetensors' own error type: a truncated or corrupt file
-        if type(err).__name__ != "SafetensorError":
-            raise
-        raise ConfigError(
-            f"model.name_or_path={path}: a weights file (*.safetensors) is truncated or corrupt "
-            f"({_first_line(err)}); copy or download it again"
-        ) from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **hub)
     except (OSError, ValueError) as err:
@@ -115,6 +95,37 @@ def _as_dtype(value: Any) -> torch.dtype | None:
     if isinstance(value, str) and isinstance(getattr(torch, value, None), torch.dtype):
         return getattr(torch, value)
     return None
+
+
+@contextmanager
+def refusing_unreadable_model(path: str | Path, vocab_size: Any = "?") -> Iterator[None]:
+    """transformers' and safetensors' errors while a causal LM is built from `path` (not a causal
+    LM, unreadable, a config.json that disagrees with the weights, a truncated weights file), as one
+    ConfigError naming the folder and the fix. CPT, SFT and DPO load through it."""
+    try:
+        yield
+    except ValueError as err:
+        raise ConfigError(
+            f"model.name_or_path={path} is not a causal language model that transformers can train "
+            f"({_first_line(err)}); point it at a *ForCausalLM checkpoint such as a Llama"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read a model from model.name_or_path={path}: {_first_line(err)}") from None
+    except RuntimeError as err:
+        if "mismatch" in str(err).lower():
+            raise ConfigError(
+                f"model.name_or_path={path}: its config.json does not match the weights' shapes (for instance "
+                f"vocab_size={vocab_size} against the embedding's rows); restore the "
+                "config.json that was saved with these weights"
+            ) from None
+        raise ConfigError(f"cannot read the weights in model.name_or_path={path}: {_first_line(err)}") from None
+    except Exception as err:  # safetensors' own error type: a truncated or corrupt file
+        if type(err).__name__ != "SafetensorError":
+            raise
+        raise ConfigError(
+            f"model.name_or_path={path}: a weights file (*.safetensors) is truncated or corrupt "
+            f"({_first_line(err)}); copy or download it again"
+        ) from None
 
 
 def _first_line(err: BaseException) -> str:
