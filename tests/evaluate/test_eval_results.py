@@ -77,3 +77,19 @@ def test_eval_table_command_writes_markdown_and_csv(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     assert "| m2 | 40.0 | 50.0 | 45.0 |" in (tmp_path / "t.md").read_text()
     assert (tmp_path / "t.csv").read_text().splitlines()[2] == "m1,30.0,50.0,40.0"
+
+
+def test_a_task_lm_eval_returned_no_score_for_is_listed_unscored() -> None:
+    from almr.evaluate.registry import TASKS
+    from almr.evaluate.results import from_lm_eval
+
+    infos = [TASKS["world_ceval"], TASKS["world_mmlu"], TASKS["world_lcsts"]]
+    raw = {"results": {"world_ceval": {"acc,none": 0.5, "acc_stderr,none": 0.1},  # scored
+                       "world_mmlu": {"acc,none": None, "acc_stderr,none": "N/A"}},  # ran, but no value
+           "n-samples": {"world_ceval": {"effective": 10}}}  # fmt: skip
+    result = from_lm_eval([raw], infos, model="m", suite=None, limit=None, wall_s=0.0)
+    assert result["tasks"]["world_ceval"]["metrics"]["acc"]["value"] == 50.0
+    assert result["unscored"] == ["world_mmlu", "world_lcsts"]
+    skipped = from_lm_eval([raw], infos, model="m", suite=None, limit=None, wall_s=0.0,
+                           skipped={"world_lcsts": "no data"})  # fmt: skip
+    assert skipped["unscored"] == ["world_mmlu"]

@@ -88,6 +88,10 @@ def evaluate(
         warn(f"skipped {name}: {reason}")
     say(markdown_table([result]))
     say(f"wrote {path} ({result['wall_s']:.1f} s)")
+    if result.get("unscored"):
+        raise AlmrError(f"lm-eval returned no score for {', '.join(result['unscored'])} (the other scores are in "
+                        f"{path}); its log above says why — a filter that matched nothing, a metric the task "
+                        "does not define, or no items after --limit")
 
 
 def _with_flags(set_: list[str] | None, **flags: object) -> list[str]:

@@ -119,7 +119,21 @@ def from_lm_eval(raw_list: Sequence[dict[str, Any]], infos: Sequence[TaskInfo], 
         "almr_version": getattr(almr, "__version__", "unknown"),
         "tasks": tasks,
         "skipped": dict(skipped or {}),
+        "unscored": unscored(tasks, infos, skipped or {}),
     }
+
+
+def unscored(tasks: Mapping[str, Mapping[str, Any]], infos: Sequence[TaskInfo],
+             skipped: Mapping[str, str]) -> list[str]:  # fmt: skip
+    """The tasks asked for that lm-eval returned no primary score for (not run, or every metric
+    None) and that were not skipped on purpose: a result must not pass for complete without them."""
+    missing = []
+    for info in infos:
+        entry = tasks.get(info.name)
+        value = entry["metrics"].get(entry["primary"], {}).get("value") if entry and entry["primary"] else None
+        if value is None and info.name not in skipped:
+            missing.append(info.name)
+    return missing
 
 
 def judge_result(scored: Mapping[str, Mapping[str, Any]], infos: Sequence[TaskInfo], *, model: str, judge: str,
