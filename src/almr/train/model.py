@@ -31,38 +31,61 @@ def build_model(config: ModelConfig, *, random_init: bool = False) -> LoadedMode
     architecture from its config.json with weights drawn from the seeded RNG. The model's
     config is left as the directory has it (an export writes it back unchanged)."""
     path = model_path(config)
-    hub = hub_kwargs(config)
+    hf_config = read_hf_config(config)
+    shipped = stored_dtype(hf_config)  # before the build, which sets the config's dtype to fp32
+    model_kw = model_kwargs(config)
+    with refusing_unreadable_model(path, getattr(hf_config, "vocab_size", "?")):
+        if random_init:
+            model = AutoModelForCausalLM.from_config(hf_config, **model_kw)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, config=hf_config, **model_kw)
+    tokenizer = load_tokenizer(config, vocab_size(model))
+    return LoadedModel(model, tokenizer, shipped)
+
+
+def read_hf_config(config: ModelConfig) -> Any:
+    """The model directory's config.json, refused with the path and the fix when unreadable."""
+    path = model_path(config)
     try:
-        hf_config = AutoConfig.from_pretrained(path, **hub)
+        return AutoConfig.from_pretrained(path, **hub_kwargs(config))
     except (OSError, ValueError) as err:
         where = "there" if Path(path).expanduser().exists() else "(no local directory of that name, nor on the hub)"
         raise ConfigError(
             f"model.name_or_path={path}: no Hugging Face model config {where}: {_first_line(err)}; point it at a "
             "directory holding config.json"
         ) from None
-    stored_dtype = _as_dtype(getattr(hf_config, "dtype", None))
-    model_kw: dict[str, Any] = {"dtype": torch.float32, **hub}
+
+
+def model_kwargs(config: ModelConfig) -> dict[str, Any]:
+    """What every build of the model passes transformers: fp32 master weights, the hub options and
+    the attention implementation."""
+    model_kw: dict[str, Any] = {"dtype": torch.float32, **hub_kwargs(config)}
     if config.attn_implementation:
         model_kw["attn_implementation"] = config.attn_implementation
-    with refusing_unreadable_model(path, getattr(hf_config, "vocab_size", "?")):
-        if random_init:
-            model = AutoModelForCausalLM.from_config(hf_config, **model_kw)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(path, config=hf_config, **model_kw)
+    return model_kw
+
+
+def load_tokenizer(config: ModelConfig, vocab: int) -> Any:
+    """The directory's tokenizer, refused when missing or larger than the model's `vocab` rows."""
+    path = model_path(config)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, **hub)
+        tokenizer = AutoTokenizer.from_pretrained(path, **hub_kwargs(config))
     except (OSError, ValueError) as err:
         raise ConfigError(
             f"model.name_or_path={path} has no tokenizer that transformers can load ({_first_line(err)}); "
             "checkpoints must ship one, so save the tokenizer into that directory"
         ) from None
-    vocab = vocab_size(model)
     if len(tokenizer) > vocab:
         raise ConfigError(
             f"the tokenizer at {path} has {len(tokenizer)} tokens but the model's embedding has {vocab} rows; "
             "use the tokenizer the model was built for (or resize the model's embeddings)"
         )
-    return LoadedModel(model, tokenizer, stored_dtype)
+    return tokenizer
+
+
+def stored_dtype(hf_config: Any) -> torch.dtype | None:
+    """The dtype the directory's config.json names (how the model was shipped)."""
+    return _as_dtype(getattr(hf_config, "dtype", None))
 
 
 def model_path(config: ModelConfig) -> str:
@@ -113,11 +136,7 @@ def refusing_unreadable_model(path: str | Path, vocab_size: Any = "?") -> Iterat
         raise ConfigError(f"cannot read a model from model.name_or_path={path}: {_first_line(err)}") from None
     except RuntimeError as err:
         if "mismatch" in str(err).lower():
-            raise ConfigError(
-                f"model.name_or_path={path}: its config.json does not match the weights' shapes (for instance "
-                f"vocab_size={vocab_size} against the embedding's rows); restore the "
-                "config.json that was saved with these weights"
-            ) from None
+            raise shape_mismatch(path, vocab_size) from None
         raise ConfigError(f"cannot read the weights in model.name_or_path={path}: {_first_line(err)}") from None
     except Exception as err:  # safetensors' own error type: a truncated or corrupt file
         if type(err).__name__ != "SafetensorError":
@@ -126,6 +145,15 @@ def refusing_unreadable_model(path: str | Path, vocab_size: Any = "?") -> Iterat
             f"model.name_or_path={path}: a weights file (*.safetensors) is truncated or corrupt "
             f"({_first_line(err)}); copy or download it again"
         ) from None
+
+
+def shape_mismatch(path: str | Path, vocab_size: Any = "?") -> ConfigError:
+    """The error for weights whose shapes differ from what the config.json builds."""
+    return ConfigError(
+        f"model.name_or_path={path}: its config.json does not match the weights' shapes (for instance "
+        f"vocab_size={vocab_size} against the embedding's rows); restore the config.json that was saved with "
+        "these weights"
+    )
 
 
 def _first_line(err: BaseException) -> str:
