@@ -4,6 +4,7 @@ surfaces, metric frontier, loss frontier, recommendation, baselines, uncertainty
 without a metric (`metric.present` false) says so first, with the reason, and its recommendation
 is the loss-only one."""
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -392,18 +393,72 @@ def frontier_equation(coef: Mapping[str, float]) -> str:
     return f"log10 LR* = {coef['a']:.3f} {'−' if b < 0 else '+'} {abs(b):.3f}·ALMR"
 
 
+# A recommendation within this share of the studied range (ALMR; log10 LR) of an edge of the box is
+# "on the edge": the best point may lie outside what was studied.
+EDGE_SHARE = 0.1
+
+
+def box_edges(s: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The edges of the studied box the recommendation lies on (within EDGE_SHARE of the range), each
+    `{axis, side, studied: [lo, hi], next: [lo, hi] | None}`: `next` is the range of a next study, the
+    studied one extended past that edge by its own width (log10 width for LR; ALMR kept in [0, 1]), or
+    None where the edge is ALMR's own limit 0 or 1."""
+    rec, box = s["recommendation"], s.get("box")
+    if not box:
+        return []
+    edges = []
+    for axis, value, log in (("almr", rec["almr"], False), ("lr", rec["lr"], True)):
+        lo, hi = box[axis]
+        f = math.log10 if log else float
+        width = f(hi) - f(lo)
+        if not width > 0:
+            continue
+        u = (f(value) - f(lo)) / width
+        tol = 1e-9  # the recommendation sits on a grid of the box: a cell exactly EDGE_SHARE in counts as on it
+        for side, near in (("low", u <= EDGE_SHARE + tol), ("high", u >= 1 - EDGE_SHARE - tol)):
+            if not near:
+                continue
+            nxt: list[float] | None
+            if log:
+                nxt = [lo / 10**width, hi] if side == "low" else [lo, hi * 10**width]
+            elif (side == "low" and lo <= 0.0) or (side == "high" and hi >= 1.0):
+                nxt = None
+            else:
+                nxt = [max(0.0, lo - width), hi] if side == "low" else [lo, min(1.0, hi + width)]
+            edges.append({"axis": axis, "side": side, "studied": [lo, hi], "next": nxt})
+    return edges
+
+
+def edge_words(s: Mapping[str, Any]) -> str:
+    """'' inside the box; else which edge the pick is on and the next study's range."""
+    parts = []
+    for e in box_edges(s):
+        name, fmt = ("ALMR", ".3g") if e["axis"] == "almr" else ("LR", ".3g")
+        lo, hi = e["studied"]
+        where = f"{name} at the {'bottom' if e['side'] == 'low' else 'top'} of the studied [{lo:{fmt}}, {hi:{fmt}}]"
+        if e["next"] is None:
+            parts.append(f"{where}, which is ALMR's own limit")
+        else:
+            parts.append(f"{where}: the best may lie beyond it; next study {name} [{e['next'][0]:{fmt}}, "
+                         f"{e['next'][1]:{fmt}}]")  # fmt: skip
+    return "; on the edge of the studied box: " + "; ".join(parts) if parts else ""
+
+
 def headline(s: Mapping[str, Any]) -> str:
     """The one line a frontier analysis ends with (`almr frontier`, `almr demo`): the recommended
-    (ALMR, LR), its expected averaged metric and P(best), and the metric frontier's equation."""
+    (ALMR, LR), its expected averaged metric and P(best), and the metric frontier's equation; and,
+    when the pick lies on an edge of the studied box, which edge and the next study's range."""
     rec = s["recommendation"]
     if s["metric_frontier"] is None:
         return (
             f"recommended ALMR {rec['almr']:.3f}, LR {rec['lr']:.3g} by loss (no averaged metric): "
             f"{s['sources']['additional']} validation loss {rec['objective']['mean']:.4f} ± "
             f"{rec['objective']['std']:.4f} {_budget_words(rec)}, P(best) {rec['prob_best_within_radius']:.2f}"
+            + edge_words(s)
         )
     coef = s["metric_frontier"]["forms"]["linear"]["coef"]
     return (
         f"recommended ALMR {rec['almr']:.3f}, LR {rec['lr']:.3g}: averaged metric {rec['metric']['mean']:.2f} ± "
         f"{rec['metric']['std']:.2f}, P(best) {rec['prob_best_within_radius']:.2f}; frontier {frontier_equation(coef)}"
+        + edge_words(s)
     )
