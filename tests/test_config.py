@@ -84,10 +84,10 @@ def test_bad_override_syntax() -> None:
 
 def test_paper_presets_carry_table_3() -> None:
     assert {"demo", "paper-llama3-8b", "paper-llama3-70b"} <= set(presets())
-    for name, dp in (("paper-llama3-8b", 16), ("paper-llama3-70b", 8)):
+    for name, dp, world in (("paper-llama3-8b", 16, 32), ("paper-llama3-70b", 16, 128)):
         config = load_config(name)
         assert config.parallel.data_parallel == dp
-        assert config.parallel.world_size == (32 if dp == 16 else 128)
+        assert config.parallel.world_size == world
         expected = {
             "cpt": (4, 256, "linear", 0.01),
             "sft": (8, 1024, "cosine", 0.01),

@@ -9,6 +9,8 @@ Contract
         batch["source_ids"]        # torch.LongTensor [micro]: index into plan.names
     loader.state_dict() -> {"consumed_sequences": int}; loader.load_state_dict(state)
     validation_sequences(plan, name) -> {"input_ids", "labels"}  # [N, seq_len], fixed, in order
+    held_out(plan, name) -> HeldOut  # the same sequences, read per batch from the memory map:
+                                     #   len(), batch(index) -> (input_ids, labels)
 
 Packing (Megatron convention): a source's training split is one token stream (documents in
 file order, each ending in EOS); packed sample p is tokens[p·L : p·L + L + 1], so consecutive
@@ -31,6 +33,7 @@ uninterrupted one yields after step k.
 """
 
 import hashlib
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,7 +42,7 @@ import numpy as np
 import torch
 
 from almr.data import blend
-from almr.data.manifest import read_manifest, shard_prefixes
+from almr.data.manifest import MANIFEST, read_manifest, shard_prefixes
 from almr.data.plan import Plan
 from almr.data.shards import IndexedShard, ShardParts, open_shards
 from almr.data.shuffle import KeyedPermutation, epoch_key
@@ -52,9 +55,7 @@ class SourceStream:
     def __init__(
         self, shard: IndexedShard | ShardParts, seq_len: int, seed: int, name: str, keyed_above: int | None = None
     ) -> None:
-        if not shard.contiguous():
-            raise DataError(f"{shard.prefix}: documents are not stored back to back; cannot pack it as one stream")
-        self.tokens = shard.tokens
+        self.tokens = shard.tokens  # documents back to back: `_open_split` has made sure
         self.seq_len = seq_len
         self.per_epoch = max(len(self.tokens) - 1, 0) // seq_len
         self._key = [seed & 0xFFFFFFFF, seed >> 32 & 0xFFFFFFFF,
@@ -106,7 +107,19 @@ def _open_split(plan: Plan, i: int, split: str, shard_dir: str | Path | None) ->
         raise DataError(
             f"source {src.name}: shards in {folder} are not the ones the plan was made from; rebuild the plan"
         )
-    return open_shards(shard_prefixes(folder, manifest, split))
+    shard = open_shards(shard_prefixes(folder, manifest, split))
+    contiguous = manifest["splits"][split].get("contiguous")
+    if contiguous is None:  # a manifest from before it was recorded: checked here, on every start, until recorded
+        warnings.warn(
+            f"source {src.name}: {folder / MANIFEST} does not record whether its {split} documents lie back to back, "
+            "so every process checks the whole index at each start; run `almr data tokenize` once (nothing is "
+            "re-tokenized) to record it",
+            stacklevel=3,
+        )
+        contiguous = shard.contiguous()
+    if not contiguous:
+        raise DataError(f"{shard.prefix}: documents are not stored back to back; cannot pack it as one stream")
+    return shard
 
 
 class PackedLoader:
@@ -197,20 +210,41 @@ class PackedLoader:
             yield batch
 
 
-def validation_sequences(
-    plan: Plan, name: str, max_sequences: int | None = None, shard_dir: str | Path | None = None
-) -> dict[str, torch.Tensor]:
-    """A source's held-out sequences, packed in order without shuffling (the same every call):
-    {"input_ids", "labels"} LongTensors [N, seq_len], labels already shifted as in training."""
+class HeldOut:
+    """A source's held-out sequences, packed in order without shuffling (sequence k is tokens
+    [k·L, k·L + L + 1)), read from the memory-mapped shard only for the sequences asked for, in
+    the shard's own token type until then: nothing grows with the held-out set."""
+
+    def __init__(self, shard: IndexedShard | ShardParts, seq_len: int) -> None:
+        self.tokens = shard.tokens
+        self.seq_len = seq_len
+
+    def __len__(self) -> int:
+        return max(len(self.tokens) - 1, 0) // self.seq_len
+
+    def batch(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, labels) LongTensors [len(index), seq_len] of sequences `index`, labels already shifted."""
+        window = np.asarray(index, dtype=np.int64)[:, None] * self.seq_len + np.arange(self.seq_len + 1)
+        tokens = torch.from_numpy(np.asarray(self.tokens[window], dtype=np.int64))
+        return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+
+
+def held_out(plan: Plan, name: str, shard_dir: str | Path | None = None) -> HeldOut:
+    """Source `name`'s held-out sequences, read lazily (what the trainer validates on)."""
     if name not in plan.names:
         raise DataError(f"unknown source {name}; the plan has {', '.join(plan.names)}")
     i = plan.names.index(name)
     if not plan.sources[i].valid_sequences:
         raise DataError(f"source {name} has no validation sequences of {plan.seq_len + 1} tokens; add valid files")
-    shard = _open_split(plan, i, "valid", shard_dir)
-    count = (len(shard.tokens) - 1) // plan.seq_len
-    if max_sequences is not None:
-        count = min(count, max_sequences)
-    index = np.arange(count, dtype=np.int64)[:, None] * plan.seq_len + np.arange(plan.seq_len + 1)
-    tokens = torch.from_numpy(np.asarray(shard.tokens[index], dtype=np.int64))
-    return {"input_ids": tokens[:, :-1].contiguous(), "labels": tokens[:, 1:].contiguous()}
+    return HeldOut(_open_split(plan, i, "valid", shard_dir), plan.seq_len)
+
+
+def validation_sequences(
+    plan: Plan, name: str, max_sequences: int | None = None, shard_dir: str | Path | None = None
+) -> dict[str, torch.Tensor]:
+    """The first `max_sequences` (default: all) of a source's held-out sequences in memory:
+    {"input_ids", "labels"} LongTensors [N, seq_len], labels already shifted as in training."""
+    sequences = held_out(plan, name, shard_dir)
+    count = len(sequences) if max_sequences is None else min(len(sequences), max_sequences)
+    inputs, labels = sequences.batch(np.arange(count))
+    return {"input_ids": inputs, "labels": labels}

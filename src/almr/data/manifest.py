@@ -32,7 +32,10 @@ text_field, train/valid file lists with size and mtime_ns}, skip_bad_records, ad
 every document starts with BOS; absent in manifests written before it: false), bos_id, tokenizer
 {path, fingerprint, eos_id, vocab_size}, dtype, input_fingerprint, and per split (train,
 valid): documents, tokens, han/other character counts and chinese_share (almr.chinese),
-bad_records (count, by_reason, the first 20 with file:line), bin_bytes; created.
+bad_records (count, by_reason, the first 20 with file:line), bin_bytes, contiguous (whether the
+documents lie back to back, what the packed loader needs: decided when the shard is written, so
+no trainer process re-checks an index of ~12 bytes per document; absent in manifests written
+before it: `record_contiguity` adds it, and the loader checks such shards itself); created.
 """
 
 import hashlib
@@ -46,6 +49,7 @@ import numpy as np
 
 from almr.chinese import ScriptCounts
 from almr.data.config import SourceConfig
+from almr.data.shards import open_shards
 from almr.data.sources import resolve_files
 from almr.durable import atomic_write_bytes
 from almr.errors import DataError
@@ -272,10 +276,31 @@ def merge_part_splits(infos: list[dict[str, Any]], examples: int = 20) -> dict[s
             "examples": [e for i in infos for e in i["bad_records"]["examples"]][:examples],
         },
         "bin_bytes": sum(i["bin_bytes"] for i in infos),
+        **_all_contiguous(infos),
         "parts": [
             {k: i[k] for k in ("prefix", "documents", "tokens", "bin_bytes")} for i in infos if i["documents"]
         ],
     }
+
+
+def _all_contiguous(infos: list[dict[str, Any]]) -> dict[str, bool]:
+    """The merged split's `contiguous`: known only when every part recorded it."""
+    if all("contiguous" in i for i in infos):
+        return {"contiguous": all(i["contiguous"] for i in infos)}
+    return {}
+
+
+def record_contiguity(folder: Path, manifest: dict[str, Any]) -> list[str]:
+    """Add `contiguous` to the splits of a manifest written before it was recorded, checking
+    their shards once (in bounded memory) and rewriting the manifest; the splits it added."""
+    added = []
+    for split, info in manifest["splits"].items():
+        if "contiguous" not in info:
+            info["contiguous"] = open_shards(shard_prefixes(folder, manifest, split)).contiguous()
+            added.append(split)
+    if added:
+        write_manifest(folder, manifest)
+    return added
 
 
 def remove_part(folder: Path, path: Path, part: dict[str, Any]) -> None:

@@ -14,7 +14,8 @@ entries (Megatron's `DType.optimal_dtype`), else int32.
 Contract
 - `ShardWriter(prefix, dtype)`: `add(tokens, lengths)` appends documents, `commit()` writes the
   index, fsyncs both files and renames them from temporary names; without `commit()` (an
-  exception, a crash) nothing exists under the final names. Use it as a context manager.
+  exception, a crash) nothing exists under the final names. Use it as a context manager. Its
+  memory does not grow with the document count (lengths are spooled to the temporary .idx).
 - `IndexedShard(prefix)`: `len()`, `[i]` (one document), `lengths`, `pointers`, `document_indices`,
   `dtype` and `tokens` (the whole .bin as one flat memmap; documents are contiguous, which
   is what the packed loader reads). Any MMIDIDX shard opens, including Megatron-LM's own.
@@ -39,6 +40,8 @@ _CODES: dict[int, type[np.number]] = {
     1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.float32, 8: np.uint16,
 }
 _CODE_OF = {np.dtype(v): k for k, v in _CODES.items()}
+_HEADER_BYTES = len(INDEX_HEADER) + 8 + 1 + 8 + 8  # header, version, dtype code, sequence and document counts
+_CHUNK = 1 << 18  # documents per step when deriving or checking offsets: ~6 MB of scratch, whatever the count
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -47,7 +50,13 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 class ShardWriter:
-    """Appends documents to a new shard; visible under its final name only after commit()."""
+    """Appends documents to a new shard; visible under its final name only after commit().
+
+    Memory does not grow with the document count: each batch's lengths go straight to the
+    temporary .idx (they follow its fixed-size header), and commit() derives the pointers and
+    document indices from them `_CHUNK` documents at a time."""
+
+    contiguous = True  # documents go to .bin back to back, in index order: the manifest records it
 
     def __init__(self, prefix: str | Path, dtype: np.dtype | type) -> None:
         self.prefix = Path(prefix)
@@ -59,7 +68,8 @@ class ShardWriter:
         self._bin_tmp = self.prefix.parent / f".{self.prefix.name}.bin{tag}"
         self._idx_tmp = self.prefix.parent / f".{self.prefix.name}.idx{tag}"
         self._bin = self._bin_tmp.open("wb")
-        self._lengths: list[np.ndarray] = []
+        self._idx = self._idx_tmp.open("w+b")
+        self._idx.write(bytes(_HEADER_BYTES))  # the counts are known at commit()
         self.documents = 0
         self.tokens = 0
         self._done = False
@@ -71,7 +81,7 @@ class ShardWriter:
         if int(lengths.sum()) != len(tokens):
             raise ValueError("lengths do not add up to the tokens given")
         self._bin.write(tokens.tobytes(order="C"))
-        self._lengths.append(np.asarray(lengths, dtype=np.int32))
+        self._idx.write(np.asarray(lengths, dtype=np.int32).tobytes(order="C"))
         self.documents += len(lengths)
         self.tokens += len(tokens)
 
@@ -79,21 +89,24 @@ class ShardWriter:
         self._bin.flush()
         os.fsync(self._bin.fileno())
         self._bin.close()
-        lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int32)
-        pointers = np.zeros(len(lengths), dtype=np.int64)
-        if len(lengths):
-            np.cumsum(lengths[:-1].astype(np.int64) * self.dtype.itemsize, out=pointers[1:])
-        with self._idx_tmp.open("wb") as idx:
-            idx.write(INDEX_HEADER)
-            idx.write(struct.pack("<Q", 1))
-            idx.write(struct.pack("<B", _CODE_OF[self.dtype]))
-            idx.write(struct.pack("<Q", len(lengths)))
-            idx.write(struct.pack("<Q", len(lengths) + 1))
-            idx.write(lengths.tobytes(order="C"))
-            idx.write(pointers.tobytes(order="C"))
-            idx.write(np.arange(len(lengths) + 1, dtype=np.int64).tobytes(order="C"))
-            idx.flush()
-            os.fsync(idx.fileno())
+        count, idx = self.documents, self._idx
+        idx.seek(0)
+        idx.write(INDEX_HEADER + struct.pack("<QBQQ", 1, _CODE_OF[self.dtype], count, count + 1))
+        offset = 0  # byte offset in .bin of the next chunk's first document
+        for start in range(0, count, _CHUNK):
+            n = min(_CHUNK, count - start)
+            idx.seek(_HEADER_BYTES + 4 * start)
+            sizes = np.frombuffer(idx.read(4 * n), dtype=np.int32).astype(np.int64) * self.dtype.itemsize
+            ends = np.cumsum(sizes) + offset
+            idx.seek(_HEADER_BYTES + 4 * count + 8 * start)
+            idx.write((ends - sizes).tobytes(order="C"))
+            offset = int(ends[-1])
+        idx.seek(_HEADER_BYTES + 12 * count)
+        for start in range(0, count + 1, _CHUNK):  # one sequence per document: indices 0..count
+            idx.write(np.arange(start, min(start + _CHUNK, count + 1), dtype=np.int64).tobytes(order="C"))
+        idx.flush()
+        os.fsync(idx.fileno())
+        idx.close()
         # .bin first, .idx last: an .idx under its final name implies its .bin is complete
         os.replace(self._bin_tmp, self.prefix.with_suffix(".bin"))
         os.replace(self._idx_tmp, self.prefix.with_suffix(".idx"))
@@ -101,8 +114,9 @@ class ShardWriter:
         self._done = True
 
     def abort(self) -> None:
-        if not self._bin.closed:
-            self._bin.close()
+        for stream in (self._bin, self._idx):
+            if not stream.closed:
+                stream.close()
         for tmp in (self._bin_tmp, self._idx_tmp):
             tmp.unlink(missing_ok=True)
 
@@ -150,11 +164,17 @@ class IndexedShard:
         )
 
     def contiguous(self) -> bool:
-        """Whether documents lie back to back in index order (true for Megatron's builder and ours)."""
-        expected = np.zeros(len(self.lengths), dtype=np.int64)
-        if len(self.lengths):
-            np.cumsum(self.lengths[:-1].astype(np.int64) * self.dtype.itemsize, out=expected[1:])
-        return bool(np.array_equal(expected, self.pointers))
+        """Whether documents lie back to back in index order (true for Megatron's builder and
+        ours), checked `_CHUNK` documents at a time. The tokenizer records it in the manifest,
+        so the loader asks only of shards whose manifest predates that."""
+        offset = 0
+        for start in range(0, len(self.lengths), _CHUNK):
+            sizes = self.lengths[start : start + _CHUNK].astype(np.int64) * self.dtype.itemsize
+            ends = np.cumsum(sizes) + offset
+            if not np.array_equal(ends - sizes, self.pointers[start : start + _CHUNK]):
+                return False
+            offset = int(ends[-1])
+        return True
 
     def __len__(self) -> int:
         return len(self.lengths)

@@ -62,6 +62,7 @@ from almr.data.manifest import (
     part_prefix,
     read_manifest,
     read_part_manifests,
+    record_contiguity,
     remove_manifest,
     remove_part,
     resolve_add_bos,
@@ -283,8 +284,7 @@ def _tokenize_in_parts(
     folder, described, fingerprint = _identity(source, data, tok, pool.bos_id is not None)
     old = read_manifest(data.shard_dir, source.name)
     if up_to_date(old, fingerprint, folder):
-        log(_up_to_date_line(source.name, old))  # type: ignore[arg-type]
-        return old  # type: ignore[return-value]
+        return _kept(source.name, folder, old, log)  # type: ignore[arg-type]
     _prepare_folder(source, folder, fingerprint, tok, parts, log)
     todo = [part] if part is not None else list(range(parts))
     if jobs > 1 and len(todo) > 1:
@@ -307,9 +307,13 @@ def _tokenize_in_parts(
     return _read_json(part_manifest_path(folder, part, parts))  # type: ignore[return-value]
 
 
-def _up_to_date_line(name: str, manifest: dict[str, Any]) -> str:
+def _kept(name: str, folder: Path, manifest: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """An up-to-date source's manifest, with the contiguity of its shards recorded if it predates that."""
     parts = f" in {manifest['parts']} parts" if manifest.get("parts", 1) > 1 else ""
-    return f"{name}: up to date ({manifest['splits']['train']['tokens']:,} train tokens{parts}); nothing to do"
+    added = record_contiguity(folder, manifest)
+    todo = f"recorded that its {', '.join(added)} documents lie back to back" if added else "nothing to do"
+    log(f"{name}: up to date ({manifest['splits']['train']['tokens']:,} train tokens{parts}); {todo}")
+    return manifest
 
 
 def _part_job(data_dump: dict[str, Any], name: str, part: int, parts: int) -> list[str]:
@@ -445,8 +449,7 @@ def tokenize_source(
     fingerprint = input_fingerprint(described, tok.fingerprint, data.skip_bad_records, add_bos)
     old = read_manifest(data.shard_dir, source.name)
     if up_to_date(old, fingerprint, folder):
-        log(_up_to_date_line(source.name, old))  # type: ignore[arg-type]
-        return old  # type: ignore[return-value]
+        return _kept(source.name, folder, old, log)  # type: ignore[arg-type]
     # no manifest while shards are being replaced (half-done work never looks complete); parts of an
     # unfinished run of N parts made from these inputs are refused, stale ones removed
     _prepare_folder(source, folder, fingerprint, tok, 1, log)
@@ -493,6 +496,7 @@ def _tokenize_split(
         "chinese_share": ScriptCounts(tally.han, tally.other).chinese_share,
         "bad_records": {"count": tally.bad, "by_reason": dict(tally.reasons), "examples": tally.examples},
         "bin_bytes": writer.tokens * dtype.itemsize,
+        "contiguous": writer.contiguous,
     }
 
 

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from almr.train.parallel import data_parallel_rank
+
 Encoded = tuple[list[int], list[int]]
 
 
@@ -68,7 +70,7 @@ class LoglikScorer:
             rows.append((seq[:-1], len(cont)))
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
         batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
-        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        rank, world, group = data_parallel_rank()  # tensor-parallel ranks of one replica score the same rows
         mine = batches[rank::world]
         rounds = -(-len(batches) // world)
         # row i: [log-likelihood, 1 if greedy], summed over the processes
@@ -97,7 +99,7 @@ class LoglikScorer:
                 result[i, 1] += weight * float(bool((picked.argmax(dim=-1) == targets).all()))
         if world > 1:
             summed = result.to(device)  # NCCL reduces device tensors only
-            dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+            dist.all_reduce(summed, op=dist.ReduceOp.SUM, group=group)
             result = summed.cpu()
         return result[:, 0], result[:, 1] > 0.5
 

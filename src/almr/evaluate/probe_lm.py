@@ -11,6 +11,7 @@ import torch.distributed as dist
 from lm_eval.models.huggingface import HFLM
 
 from almr.evaluate.loglik import Encoded, LoglikScorer
+from almr.train.parallel import data_parallel_rank
 
 # (context, continuation) pairs -> their tokens, as the probe caches them
 Encoder = Callable[[Sequence[tuple[str, str]]], list[Encoded]]
@@ -36,7 +37,7 @@ class ProbeLM(HFLM):
         )
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        rank, world = _rank_world()
+        rank, world, group = data_parallel_rank()  # the tp ranks of one replica decode the same requests
         if world == 1:
             return super().generate_until(requests, disable_tqdm=True)
         # HFLM batches each set of generation settings apart: split each set evenly, so that every
@@ -51,7 +52,7 @@ class ProbeLM(HFLM):
             padded = [requests[i] for i in mine] + [requests[members[-1]]] * (rounds - len(mine))
             texts = super().generate_until(padded, disable_tqdm=True)[: len(mine)]
             gathered: list[list[str]] = [[] for _ in range(world)]
-            dist.all_gather_object(gathered, texts)
+            dist.all_gather_object(gathered, texts, group=group)
             for k, i in enumerate(members):
                 out[i] = gathered[k % world][k // world]
         return out

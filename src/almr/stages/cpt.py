@@ -11,7 +11,7 @@ import torch.distributed as dist
 from transformers import AutoConfig, AutoTokenizer
 
 from almr.config import AlmrConfig
-from almr.data.loader import PackedLoader, validation_sequences
+from almr.data.loader import PackedLoader, held_out
 from almr.data.manifest import tokenizer_info
 from almr.data.plan import Plan, build_plan
 from almr.errors import AlmrError, ConfigError
@@ -19,7 +19,7 @@ from almr.evaluate.probe import TaskProbe, probe_from_config
 from almr.train.config import ModelConfig
 from almr.train.cpt import CptResult, train_cpt
 from almr.train.model import hub_kwargs, model_path
-from almr.train.parallel import close_distributed, init_distributed
+from almr.train.parallel import check_tensor_parallel, close_distributed, init_distributed
 from almr.train.validate import Validation
 
 
@@ -40,14 +40,11 @@ def build_data(
     config: AlmrConfig, rank: int, world_size: int, plan: Plan | None = None
 ) -> tuple[PackedLoader, Validation]:
     """The packed mixture loader of data-parallel process `rank` and the held-out sets per source
-    (of `plan`, default `plan_for(config)`)."""
+    (of `plan`, default `plan_for(config)`), which read their sequences only when scored."""
     plan = plan or plan_for(config)
     loader = PackedLoader(plan, config.cpt.batch.micro_batch_size, dp_rank=rank, dp_size=world_size)
-    validation = {}
-    for source in plan.sources:
-        if source.valid_sequences:
-            held_out = validation_sequences(plan, source.name)
-            validation[source.name] = (held_out["input_ids"], held_out["labels"])
+    # read lazily from the memory-mapped shards: the trainer scores cpt.validation.max_sequences of each
+    validation = {source.name: held_out(plan, source.name) for source in plan.sources if source.valid_sequences}
     return loader, validation
 
 
@@ -80,16 +77,30 @@ def check_model_tokenizer(model: ModelConfig, plan: Plan) -> None:
         )
 
 
+def check_model_layout(model: ModelConfig, tensor_parallel: int) -> None:
+    """Refuse a model that `tensor_parallel` ranks cannot split, from its config.json alone: before
+    the data plan and any weights are read. An unreadable config is left to the model loader, which
+    names it."""
+    try:
+        hf_config = AutoConfig.from_pretrained(model_path(model), **hub_kwargs(model))
+    except (OSError, ValueError):
+        return
+    check_tensor_parallel(hf_config, tensor_parallel)
+
+
 def run_cpt(config: AlmrConfig, *, resume: bool = False, progress: bool = True) -> CptResult:
     """Run (or with `resume`, continue) the CPT stage `config` describes; one process, or this
     process's part under torchrun."""
     model_path(config.model)  # the cheapest check first: before the data plan is read
     owns_group = not dist.is_initialized()
-    dist_env = init_distributed(config.cpt.device)  # the loader needs this process's rank
+    dist_env = init_distributed(config.cpt.device, config.parallel)  # the loader needs this process's rank
     try:
+        if dist_env.tensor_parallel > 1:
+            check_model_layout(config.model, dist_env.tensor_parallel)
         plan = plan_for(config)
         check_model_tokenizer(config.model, plan)
-        loader, validation = build_data(config, dist_env.rank, dist_env.world_size, plan)
+        # the tp ranks of one model replica read the same batch: split by data-parallel rank
+        loader, validation = build_data(config, dist_env.dp_rank, dist_env.dp_size, plan)
         return train_cpt(
             config.model, config.cpt, loader, validation, probe=build_probe(config), resume=resume,
             progress=progress, record=config.model_dump(mode="json"),

@@ -176,10 +176,105 @@ def export_hf(
     max_shard_size: str = "5GB",
 ) -> None:
     """A Hugging Face directory `folder/hf` (safetensors weights in `dtype`, sharded with an index
-    above `max_shard_size`, config, generation config, tokenizer) from the full state dict,
-    gathered from the shards on every rank and written by rank 0 alone. Tied weights are saved
-    once (under the first name, as transformers loads them), the model's config as it came (its
-    `dtype` set to the weights'), and every file readable as the umask allows (not 0600)."""
+    above `max_shard_size`, config, generation config, tokenizer), as `save_pretrained` writes it.
+    Tied weights are saved once (under the first name, as transformers loads them), the model's
+    config as it came (its `dtype` set to the weights'), and every file readable as the umask
+    allows (not 0600). Called on every rank (gathering sharded weights is collective).
+
+    Weights are streamed (`_export_streamed`): one tensor gathered at a time, and each process
+    keeps and writes only the safetensors files assigned to it, so no process holds more than one
+    file's weights and the files are written in parallel. A model whose checkpoint format
+    transformers converts on save (fused mixture-of-experts weights) or that ships its own code
+    goes through `save_pretrained` on the full state dict, gathered on rank 0 (`_export_gathered`)."""
+    state = get_model_state_dict(model)  # sharded tensors stay sharded (DTensor): nothing is gathered here
+    skip = tied_aliases(model) | set(getattr(model, "_keys_to_ignore_on_save", None) or ())
+    names = _saved_names(model, {key: state[key] for key in state if key not in skip}, dtype)
+    if names is not None:
+        _export_streamed(model, tokenizer, folder / "hf", state, names, is_writer, dtype, max_shard_size)
+    else:
+        del state
+        _export_gathered(model, tokenizer, folder, is_writer, dtype=dtype, max_shard_size=max_shard_size)
+
+
+def _saved_names(model: torch.nn.Module, state: dict[str, torch.Tensor], dtype: torch.dtype) -> list[str] | None:
+    """The names of `state` in the order `save_pretrained` writes them, when it writes each tensor
+    as it is (None when it would rename, fuse or split some: it reverts the weight conversions
+    transformers applies on load, such as fused experts; tried here on meta tensors, at no cost)."""
+    from transformers.core_model_loading import revert_weight_conversion
+
+    if getattr(model, "_hf_peft_config_loaded", False) or getattr(type(model), "is_remote_code", lambda: True)():
+        return None
+    meta = {key: torch.empty(value.shape, dtype=dtype, device="meta") for key, value in state.items()}
+    try:
+        reverted = revert_weight_conversion(model, dict(meta))
+    except Exception:  # any conversion that cannot run on meta tensors: save_pretrained does it
+        return None
+    if set(reverted) != set(meta) or any(reverted[key].shape != meta[key].shape for key in meta):
+        return None
+    return list(reverted)  # a model loaded by from_pretrained is saved in natural key order
+
+
+def _export_streamed(
+    model: torch.nn.Module, tokenizer: Any, out: Path, state: dict[str, torch.Tensor], names: list[str],
+    is_writer: bool, dtype: torch.dtype, max_shard_size: str,
+) -> None:  # fmt: skip
+    """The files `save_pretrained` writes (the same shards, names, index and bytes), written in
+    rounds of one file per process: in each round every process takes part in gathering each
+    tensor of the round's files (a collective), keeps in `dtype` on the host only those of its own
+    file, writes and fsyncs it; then rank 0 writes the index, config and tokenizer."""
+    from huggingface_hub import split_state_dict_into_shards_factory
+    from safetensors.torch import save_file
+    from torch.distributed.tensor import DTensor
+
+    rank, world = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
+    meta = {key: torch.empty(state[key].shape, dtype=dtype, device="meta") for key in names}
+    split = split_state_dict_into_shards_factory(
+        meta, get_storage_size=lambda t: t.numel() * t.element_size(), filename_pattern="model{suffix}.safetensors",
+        max_shard_size=max_shard_size,
+    )  # fmt: skip
+    del meta
+    files = list(split.filename_to_tensors.items())
+    if is_writer:
+        out.mkdir(parents=True, exist_ok=True)
+    _barrier()
+    for first in range(0, len(files), world):
+        mine: dict[str, torch.Tensor] = {}
+        own = first + rank
+        for i, (_, keys) in enumerate(files[first : first + world], start=first):
+            for key in keys:
+                value = state[key].detach()
+                full = value.full_tensor() if isinstance(value, DTensor) else value
+                if i == own:  # converted on the device, then copied: a process holds its own file only
+                    mine[key] = full.to(dtype).cpu().contiguous()
+                del full
+        if mine:
+            path = out / files[own][0]
+            save_file(mine, str(path), metadata={"format": "pt"})
+            del mine
+            with path.open("rb") as written:
+                os.fsync(written.fileno())
+    _barrier()  # every file is in place before rank 0 lists and marks them
+    if not is_writer:
+        return
+    if split.is_sharded:
+        index = {"metadata": {"total_parameters": model.num_parameters(), **split.metadata},
+                 "weight_map": split.tensor_to_filename}  # fmt: skip
+        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    config = getattr(model, "config", None)
+    if config is not None:
+        # what save_pretrained records: the architecture, without FSDP2's "FSDP" class prefix
+        config.architectures = [type(model).__name__.removeprefix("FSDP")]
+        config.save_pretrained(out)
+        if model.can_generate():
+            model.generation_config.save_pretrained(out)
+    _finish_export(out, tokenizer, dtype)
+
+
+def _export_gathered(
+    model: torch.nn.Module, tokenizer: Any, folder: Path, is_writer: bool, *, dtype: torch.dtype, max_shard_size: str
+) -> None:
+    """`save_pretrained` on the full state dict, gathered from the shards on every rank and
+    written by rank 0 alone (which holds the whole model on the host, plus its copy in `dtype`)."""
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if not is_writer:
         return
@@ -201,6 +296,11 @@ def export_hf(
             config.dtype = config_dtype  # save_pretrained sets the live config's dtype to the parameters'
         if shown:
             hf_logging.enable_progress_bar()
+    _finish_export(out, tokenizer, dtype)
+
+
+def _finish_export(out: Path, tokenizer: Any, dtype: torch.dtype) -> None:
+    """config.json's dtype set to the weights', the tokenizer, and files readable by others (rank 0)."""
     config_file = out / "config.json"
     if config_file.is_file():
         written = json.loads(config_file.read_text(encoding="utf-8"))

@@ -17,8 +17,9 @@ class ModelConfig(Section):
     )
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32",
-        description="Training precision: bfloat16 autocast over fp32 master weights on GPUs; a CPU always trains in "
-        "float32 (bfloat16 there is slower and is not applied: a warning says so).",
+        description="Training precision: bfloat16 compute over fp32 master weights on GPUs (FSDP2's mixed-precision "
+        "policy under torchrun, autocast in one process); a CPU always trains in float32 (bfloat16 there is slower "
+        "and is not applied: a warning says so).",
     )
     revision: str | None = Field(None, description="The hub revision (branch, tag or commit) of a hub id.")
     trust_remote_code: bool = Field(
@@ -30,20 +31,33 @@ class ModelConfig(Section):
 
 
 class ParallelConfig(Section):
-    """How many processes a stage runs on and how the model is split across them. Today only checked
-    against the batch sizes: the trainer takes its process count from torchrun, and it shards data
-    parallel only (FSDP2); tensor and pipeline parallelism are not applied yet."""
+    """How many processes a stage runs on and how the model is split across them: FSDP2 over
+    nodes × gpus_per_node / tensor_parallel data-parallel replicas, each a model split
+    tensor_parallel ways (torchtitan's 2-D layout; almr.train.parallel). The CPT trainer takes its
+    process count from torchrun and checks it against this section before any model is read."""
 
-    nodes: int = Field(1, ge=1, description="Machines (checked against batch sizes; torchrun sets the real count).")
-    gpus_per_node: int = Field(1, ge=1, description="Processes per machine, one per GPU (checked, as nodes).")
+    nodes: int = Field(
+        1, ge=1,
+        description="Machines. With gpus_per_node it declares the process count: when nodes × gpus_per_node > 1 "
+        "the CPT trainer refuses a torchrun world size other than that; the batch sizes are checked against it.",
+    )  # fmt: skip
+    gpus_per_node: int = Field(1, ge=1, description="Processes per machine, one per GPU (declared, as nodes).")
     tensor_parallel: int = Field(
         1, ge=1,
-        description="Tensor-parallel degree (Megatron-style; the paper used 2 for 8B, 8 for 70B). Not applied yet: "
-        "only checked against the GPU count.",
+        description="Tensor-parallel degree (Megatron column/row splits with sequence-parallel norms; Llama, Mistral "
+        "and Qwen2): each model copy spans this many GPUs, normally within one node; the paper used 2 for 8B, 8 for "
+        "70B. It must divide the process count and the model's attention heads, key/value heads and MLP width.",
     )  # fmt: skip
     pipeline_parallel: int = Field(
-        1, ge=1, description="Pipeline-parallel degree (the paper used 2 for 70B). Not applied yet: only checked."
-    )
+        1, ge=1,
+        description="Only 1: pipeline parallelism is not implemented; the paper's 70B pipeline stages become more "
+        "FSDP data parallelism (FSDP × tensor parallelism fits 70B on 80 GB GPUs, as torchtitan trains Llama-3 70B).",
+    )  # fmt: skip
+    timeout_minutes: float = Field(
+        30.0, gt=0, allow_inf_nan=False,
+        description="How long a collective (NCCL or gloo) waits for the other processes before the run fails, e.g. "
+        "while rank 0 writes a checkpoint export; torch's default is 10 minutes.",
+    )  # fmt: skip
 
     @property
     def world_size(self) -> int:
@@ -51,15 +65,21 @@ class ParallelConfig(Section):
 
     @property
     def data_parallel(self) -> int:
-        return self.world_size // (self.tensor_parallel * self.pipeline_parallel)
+        return self.world_size // self.tensor_parallel
 
     @model_validator(mode="after")
     def _splits_evenly(self) -> "ParallelConfig":
-        model_parallel = self.tensor_parallel * self.pipeline_parallel
-        if self.world_size % model_parallel:
+        if self.pipeline_parallel > 1:
             raise ValueError(
-                f"nodes × gpus_per_node = {self.world_size} is not divisible by tensor_parallel × "
-                f"pipeline_parallel = {model_parallel}; change the GPU count or the parallel degrees"
+                f"pipeline_parallel={self.pipeline_parallel}: pipeline parallelism is not implemented (its schedules "
+                "add bubbles and a second sharding axis that FSDP × tensor parallelism does not need on 80 GB GPUs); "
+                "set pipeline_parallel: 1 and let FSDP take its factor: the same GPUs then hold more data-parallel "
+                "replicas (the 70B preset: tensor_parallel 8 × 16 FSDP replicas on 16 nodes × 8 GPUs)"
+            )
+        if self.world_size % self.tensor_parallel:
+            raise ValueError(
+                f"nodes × gpus_per_node = {self.world_size} is not divisible by tensor_parallel = "
+                f"{self.tensor_parallel}; change the GPU count or the parallel degrees"
             )
         return self
 
@@ -102,7 +122,7 @@ class ExportConfig(Section):
 
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
-        description="Weight dtype of the export; auto: bfloat16 when the run trained under bfloat16 autocast, else "
+        description="Weight dtype of the export; auto: bfloat16 when the run trained in bfloat16, else "
         "the dtype the model's own config.json names (a bf16 checkpoint comes back bf16), else float32.",
     )
     max_shard_size: str = Field(
@@ -127,6 +147,14 @@ class ValidationConfig(Section):
     )
     micro_batch_size: int | None = Field(
         None, ge=1, description="Sequences per forward pass during validation; default: cpt.batch.micro_batch_size."
+    )
+    max_sequences: int | None = Field(
+        512,
+        ge=1,
+        description="Held-out sequences scored per source, spread evenly over its held-out set (the same ones on "
+        "every process and after every resume; read from the shard one micro-batch at a time), so a validation "
+        "costs the same however large the set (512: the mean's standard error is 1/√512 ≈ 4% of the spread of "
+        "per-sequence losses; 2M tokens at seq_len 4096). null: every sequence.",
     )
 
 

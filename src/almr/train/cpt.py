@@ -36,16 +36,17 @@ from almr.train.metrics import (
     training_bar,
     truncate_after,
 )
-from almr.train.model import build_model, vocab_size
+from almr.train.model import vocab_size
 from almr.train.new_rows import embedding_matrices, train_only_new_rows, zero_old_rows
 from almr.train.optimizer import build_optimizer
 from almr.train.parallel import Distributed, autocast_for, close_distributed, init_distributed, parallelize
 from almr.train.preempt import STOP_SIGNAL, stop_on_signal
 from almr.train.resume import resume_point, write_run_config
 from almr.train.schedule import lr_factor
+from almr.train.sharded_load import build_parallel_model
 from almr.train.state import RngState, TrainState, seed_everything
 from almr.train.step import StepResult, train_step
-from almr.train.validate import Probe, Prober, Validation, Validator
+from almr.train.validate import Probe, Prober, Validation, Validator, selected_batches
 
 
 class Loader(Protocol):
@@ -101,20 +102,24 @@ def train_cpt(
                     return CptResult(Path(cfg.run_dir), done["step"], done.get("tokens", 0), resume_from,
                                      finished_before=True, is_main=dist_env.is_main)  # fmt: skip
             dtype = _training_dtype(model_config.dtype, dist_env.device)
-            precision = autocast_for(dtype, dist_env.device)
+            precision = autocast_for(dtype, dist_env)  # autocast in one process; FSDP's policy under torchrun
             prober = Prober(probe, cfg.probe.every_tokens, precision)
             seed_everything(cfg.seed)
-            loaded = build_model(model_config, random_init=cfg.random_init)
+            first_new = cfg.train_new_rows_from
+
+            def shard(built: torch.nn.Module, env: Distributed) -> torch.nn.Module:
+                if first_new:  # before sharding: FSDP2 keeps requires_grad
+                    train_only_new_rows(built, first_new)
+                return parallelize(built, env, gradient_checkpointing=cfg.gradient_checkpointing, compile=cfg.compile,
+                                   dtype=dtype)  # fmt: skip
+
+            # under torchrun each process reads only its shards of the weights (sharded_load.py)
+            loaded = build_parallel_model(model_config, dist_env, shard, random_init=cfg.random_init)
             model, tokenizer = loaded.model, loaded.tokenizer
             vocab = vocab_size(model)
-            _check_validation(validation or {}, vocab)
+            _check_validation(validation or {}, vocab, cfg.validation.max_sequences)
             run = _Run(cfg, dist_env, model, steps, record, dtype, _export_dtype(cfg, dtype, loaded.stored_dtype))
             loss_chunk = _loss_chunk_tokens(cfg, model)
-            first_new = cfg.train_new_rows_from
-            if first_new:
-                train_only_new_rows(model, first_new)
-            model = run.model = parallelize(model, dist_env, gradient_checkpointing=cfg.gradient_checkpointing,
-                                            compile=cfg.compile)  # fmt: skip
             learning = embedding_matrices(model) if first_new else []
             # decoupled weight decay would shrink the frozen old rows of the matrices that learn
             optimizer_config = cfg.optimizer.model_copy(update={"weight_decay": 0.0}) if first_new else cfg.optimizer
@@ -122,7 +127,8 @@ def train_cpt(
             keep_old_rows = (lambda: zero_old_rows(learning, first_new)) if first_new else None
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, cfg.schedule))
             validator = Validator(validation or {}, cfg.validation.micro_batch_size or cfg.batch.micro_batch_size,
-                                  cfg.validation.every_steps, dist_env, precision)  # fmt: skip
+                                  cfg.validation.every_steps, dist_env, precision,
+                                  max_sequences=cfg.validation.max_sequences)  # fmt: skip
             state = TrainState()
             stateful = {"model_optim": ckpt.ModelAndOptimizer(model, optimizer), "scheduler": scheduler,
                         "loader": loader, "train": state, "rng": RngState()}  # fmt: skip
@@ -249,12 +255,13 @@ class _Run:
 
 def _accumulation_steps(cfg: CptConfig, dist_env: Distributed) -> int:
     batch = cfg.batch
-    per_pass = batch.micro_batch_size * dist_env.world_size
+    per_pass = batch.micro_batch_size * dist_env.dp_size  # the tp ranks of one replica read the same batch
     if batch.global_batch_size % per_pass:
         raise ConfigError(
             f"cpt.batch.global_batch_size={batch.global_batch_size} is not divisible by micro_batch_size × "
-            f"processes = {batch.micro_batch_size} × {dist_env.world_size} = {per_pass} (torchrun started "
-            f"{dist_env.world_size}); set it to a multiple of {per_pass} or change the process count"
+            f"data-parallel processes = {batch.micro_batch_size} × {dist_env.dp_size} = {per_pass} (torchrun started "
+            f"{dist_env.world_size}, tensor_parallel {dist_env.tensor_parallel}); set it to a multiple of {per_pass} "
+            "or change the process count"
         )
     return batch.global_batch_size // per_pass
 
@@ -309,7 +316,7 @@ def _training_dtype(dtype: str, device: torch.device) -> str:
     if dtype == "bfloat16" and device.type == "cpu":
         warnings.warn(
             "model.dtype=bfloat16 is not applied on a CPU: this run trains in float32 (set model.dtype=float32 to "
-            "silence this, or train on a GPU for bf16 autocast)",
+            "silence this, or train on a GPU for bf16)",
             stacklevel=3,
         )
         return "float32"
@@ -317,7 +324,7 @@ def _training_dtype(dtype: str, device: torch.device) -> str:
 
 
 def _export_dtype(cfg: CptConfig, dtype: str, stored: torch.dtype | None) -> torch.dtype:
-    """cpt.export.dtype; auto: bfloat16 when trained under bf16 autocast, else the dtype the model's
+    """cpt.export.dtype; auto: bfloat16 when trained in bf16, else the dtype the model's
     config.json names, else float32."""
     if cfg.export.dtype != "auto":
         return getattr(torch, cfg.export.dtype)
@@ -344,8 +351,8 @@ def _close_finished(run_dir: Path, done: Mapping[str, Any], checkpoint: Path, is
         log.close()
 
 
-def _check_validation(validation: Validation, vocab: int) -> None:
-    for source, (inputs, labels) in validation.items():
+def _check_validation(validation: Validation, vocab: int, max_sequences: int | None) -> None:
+    for source, inputs, labels in selected_batches(validation, max_sequences):
         _check_ids(inputs, labels, vocab, f"validation set {source!r}")
 
 

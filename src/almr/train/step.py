@@ -1,6 +1,7 @@
 """One optimizer step of a language-model stage, gradient accumulation in plain sight."""
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -39,10 +40,15 @@ def train_step(
     large batch. A mixture-of-experts model's weighted router loss (`training_loss`) is added per
     micro-batch in proportion to its labelled tokens: the objective is the mean cross-entropy plus
     the token-weighted mean of the router loss, and the reported loss stays the cross-entropy.
-    `loss_chunk_tokens` > 0 computes the loss chunked (`loss.training_loss`)."""
-    device = dist_env.device
+    `loss_chunk_tokens` > 0 computes the loss chunked (`loss.training_loss`), except under tensor
+    parallelism (`plain_loss_under_tensor_parallel`).
+
+    Under tensor parallelism the tp ranks of one replica run the same micro-batches and compute the
+    same loss: token counts and losses are summed over the data-parallel group only."""
+    device, group = dist_env.device, dist_env.dp_group
+    loss_chunk_tokens = plain_loss_under_tensor_parallel(loss_chunk_tokens, dist_env)
     local = sum(target_count(b["labels"]) for b in micro_batches)
-    global_tokens = all_reduce_sum(torch.as_tensor(local, dtype=torch.float32, device=device))
+    global_tokens = all_reduce_sum(torch.as_tensor(local, dtype=torch.float32, device=device), group)
     loss_sum = torch.zeros((), device=device)
     aux_sum: torch.Tensor | None = None
     for i, micro in enumerate(micro_batches):
@@ -56,8 +62,8 @@ def train_step(
             weighted = aux * target_count(labels)
             objective = loss + weighted
             aux_sum = weighted.detach() + (aux_sum if aux_sum is not None else 0.0)
-        # FSDP averages gradients over processes; the world-size factor turns that into a sum.
-        (objective * (dist_env.world_size / global_tokens)).backward()
+        # FSDP averages gradients over the data-parallel replicas; their count turns that into a sum.
+        (objective * (dist_env.dp_size / global_tokens)).backward()
         loss_sum += loss.detach()
     if after_backward is not None:  # e.g. keep frozen rows frozen (new_rows.zero_old_rows)
         after_backward()
@@ -68,6 +74,22 @@ def train_step(
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    aux_mean = None if aux_sum is None else (all_reduce_sum(aux_sum) / global_tokens).item()
-    return StepResult(loss=(all_reduce_sum(loss_sum) / global_tokens).item(), grad_norm=grad_norm.item(), lr=lr,
+    aux_mean = None if aux_sum is None else (all_reduce_sum(aux_sum, group) / global_tokens).item()
+    return StepResult(loss=(all_reduce_sum(loss_sum, group) / global_tokens).item(), grad_norm=grad_norm.item(), lr=lr,
                       aux_loss=aux_mean)  # fmt: skip
+
+
+def plain_loss_under_tensor_parallel(loss_chunk_tokens: int, dist_env: Distributed) -> int:
+    """`loss_chunk_tokens`, or 0 (the plain full-logits loss, with a warning) under tensor
+    parallelism: there the output layer is split by vocabulary row over the tp ranks and returns
+    whole logits (`parallel.tensor_parallel_plan`), while the chunked loss multiplies by the whole
+    weight. The logits are [micro × seq_len, vocab] per process, as in the plain path."""
+    if not loss_chunk_tokens or dist_env.tensor_parallel == 1:
+        return loss_chunk_tokens
+    warnings.warn(
+        f"cpt.loss_chunk_tokens={loss_chunk_tokens} is not applied under parallel.tensor_parallel="
+        f"{dist_env.tensor_parallel}: the output layer is split over the tensor-parallel ranks, so this run computes "
+        "the full logits (set cpt.loss_chunk_tokens=0 to silence this)",
+        stacklevel=3,
+    )
+    return 0

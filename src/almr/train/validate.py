@@ -3,28 +3,93 @@ source (`Validator`) and a benchmark probe (`Prober`, the paper's Fig. 2 traject
 owns its "is it due" rule so the loop only asks."""
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
+from typing import Protocol
 
+import numpy as np
 import torch
 
-from almr.errors import ConfigError
+from almr.errors import ConfigError, DataError
 from almr.train.loss import summed_loss, target_count
 from almr.train.parallel import Distributed, all_reduce_sum
 
-# {source: (input_ids [N, seq_len], labels [N, seq_len])}, labels already the next-token targets
-Validation = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+
+class HeldOutSet(Protocol):
+    """A source's held-out sequences, read per batch (almr.data.loader.HeldOut reads them from the
+    memory-mapped shard): `batch(index)` -> (input_ids, labels) [len(index), seq_len], labels
+    already the next-token targets."""
+
+    def __len__(self) -> int: ...
+    def batch(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class InMemory:
+    """Held-out sequences given as tensors (input_ids [N, seq_len], labels [N, seq_len])."""
+
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+        if inputs.shape != labels.shape or inputs.ndim != 2:
+            raise DataError(
+                f"a validation set: input_ids {tuple(inputs.shape)} and labels {tuple(labels.shape)} "
+                "must both be [n, seq_len]"
+            )
+        self.inputs, self.labels = inputs, labels
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def batch(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.from_numpy(np.asarray(index, dtype=np.int64))
+        return self.inputs[index], self.labels[index]
+
+
+# {source: held-out set, or (input_ids, labels) tensors}
+Validation = Mapping[str, HeldOutSet | tuple[torch.Tensor, torch.Tensor]]
+
+
+def held_out_sets(validation: Validation) -> dict[str, HeldOutSet]:
+    return {name: InMemory(*value) if isinstance(value, tuple) else value for name, value in validation.items()}
+
+
+def selected_count(total: int, max_sequences: int | None) -> int:
+    """How many of a set's `total` sequences validation scores."""
+    return total if max_sequences is None else min(total, max_sequences)
+
+
+def selection(total: int, max_sequences: int | None, positions: np.ndarray) -> np.ndarray:
+    """The sequences at `positions` (0 ≤ k < selected_count) of those validation scores: all
+    `total`, or `max_sequences` spread evenly over the set (position k is sequence
+    ⌊k · total / count⌋: distinct, in order, the first included). Arithmetic on the set's size
+    alone, so every rank and every resume picks the same ones, and nothing per sequence is kept."""
+    return np.asarray(positions, dtype=np.int64) * total // max(selected_count(total, max_sequences), 1)
+
+
+def selected_batches(
+    validation: Validation, max_sequences: int | None, size: int = 256
+) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(source, input_ids, labels) of every sequence validation scores, `size` at a time: what the
+    trainer checks against the vocabulary before any compute, in bounded memory."""
+    for name, held in held_out_sets(validation).items():
+        count = selected_count(len(held), max_sequences)
+        for start in range(0, count, size):
+            yield name, *held.batch(selection(len(held), max_sequences, np.arange(start, min(start + size, count))))
+
+
 # probe(model, step, tokens) -> {task: score}
 Probe = Callable[[torch.nn.Module, int, int], Mapping[str, float]]
 
 
 class Validator:
-    """Mean next-token loss per source over exactly its held-out sequences, every `every_steps`
-    steps, at step 0 and after the last step; off when `every_steps` is 0 or there is no data."""
+    """Mean next-token loss per source over exactly its held-out sequences (at most
+    `max_sequences` of each, `selection`), every `every_steps` steps, at step 0 and after the last
+    step; off when `every_steps` is 0 or there is no data. Sequences are read one micro-batch at a
+    time."""
 
     def __init__(self, validation: Validation, micro_batch_size: int, every_steps: int, dist_env: Distributed,
-                 precision: AbstractContextManager | None = None) -> None:  # fmt: skip
-        self.validation = dict(validation)
+                 precision: AbstractContextManager | None = None, *,
+                 max_sequences: int | None = None) -> None:  # fmt: skip
+        self.validation = held_out_sets(validation)
+        self.max_sequences = max_sequences
         self.micro_batch_size = micro_batch_size
         self.every_steps = every_steps
         self.dist_env = dist_env
@@ -41,25 +106,29 @@ class Validator:
         same number of forward passes (FSDP gathers weights collectively), a process with none
         left repeats one at weight 0."""
         model.eval()
-        results = {source: self._mean_loss(model, inputs, labels) for source, (inputs, labels) in
-                   self.validation.items()}  # fmt: skip
+        results = {source: self._mean_loss(model, held) for source, held in self.validation.items()}
         model.train()
         return results
 
-    def _mean_loss(self, model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
+    def _mean_loss(self, model: torch.nn.Module, held: HeldOutSet) -> float:
         env, micro = self.dist_env, self.micro_batch_size
-        mine = torch.arange(env.rank, inputs.shape[0], env.world_size)
-        rounds = math.ceil(math.ceil(inputs.shape[0] / env.world_size) / micro)
+        total = len(held)
+        count = selected_count(total, self.max_sequences)
+        # by data-parallel rank: the tensor-parallel ranks of one replica score the same sequences;
+        # positions computed per round, so nothing here grows with the set either
+        rounds = math.ceil(math.ceil(count / env.dp_size) / micro)
         totals = torch.zeros(2, dtype=torch.float64, device=env.device)
         for r in range(rounds):
-            index = mine[r * micro : (r + 1) * micro]
+            index = env.dp_rank + env.dp_size * np.arange(r * micro, (r + 1) * micro)  # this rank's k-th: r + k·W
+            index = index[index < count]
             weight = 1.0
-            if index.numel() == 0:
-                index, weight = torch.tensor([0]), 0.0
-            x, y = inputs[index].to(env.device), labels[index].to(env.device)
+            if index.size == 0:
+                index, weight = np.zeros(1, dtype=np.int64), 0.0
+            x, y = held.batch(selection(total, self.max_sequences, index))
+            x, y = x.to(env.device), y.to(env.device)
             loss = summed_loss(model, x, y, self.precision)
             totals += weight * torch.stack([loss.double(), target_count(y).double()])
-        all_reduce_sum(totals)
+        all_reduce_sum(totals, env.dp_group)
         return (totals[0] / totals[1]).item()
 
 
