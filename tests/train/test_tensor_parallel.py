@@ -240,9 +240,34 @@ def test_the_stage_reads_only_config_json_to_refuse_a_model(tmp_path: Path) -> N
     from almr.train.config import ModelConfig
 
     _llama(num_attention_heads=6, num_key_value_heads=6, hidden_size=96).save_pretrained(tmp_path)  # no weights
+    model = ModelConfig(name_or_path=str(tmp_path))
     with pytest.raises(ConfigError, match=r"tensor_parallel=4 does not divide the model's num_attention_heads=6"):
-        check_model_layout(ModelConfig(name_or_path=str(tmp_path)), 4)
-    check_model_layout(ModelConfig(name_or_path=str(tmp_path)), 2)
+        check_model_layout(model, ParallelConfig(gpus_per_node=4, tensor_parallel=4), 4)
+    check_model_layout(model, ParallelConfig(gpus_per_node=4, tensor_parallel=2), 4)
+
+
+def test_a_model_whose_training_state_cannot_fit_the_declared_memory_is_refused(tmp_path: Path) -> None:
+    """16 bytes a parameter (fp32 weights, gradients, AdamW states) spread over every process,
+    counted exactly on the meta device from config.json."""
+    from almr.stages.cpt import check_fits, check_model_layout, count_parameters
+    from almr.train.config import ModelConfig
+
+    config = _llama()
+    config.save_pretrained(tmp_path)  # no weights
+    from transformers import AutoModelForCausalLM
+
+    parameters = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    assert count_parameters(config) == parameters
+    gib = parameters * 16 / 2**30
+    model = ModelConfig(name_or_path=str(tmp_path))
+    check_model_layout(model, ParallelConfig(gpus_per_node=2, gpu_memory_gib=gib / 2 * 1.01), 2)
+    with pytest.raises(ConfigError, match=r"above parallel.gpu_memory_gib=.*run on at least 3 GPUs"):
+        check_model_layout(model, ParallelConfig(gpus_per_node=2, gpu_memory_gib=gib / 2 * 0.99), 2)
+    # Llama-3 70B on one 8-GPU node of 80 GB: 70.6B × 16 B / 8 = 131 GiB each — the 70B preset's 128 fit
+    with pytest.raises(ConfigError, match=r"70.55B parameters .* 131.4 GiB each, above parallel.gpu_memory_gib=80 "
+                                          r"before any activation; run on at least 14 GPUs"):  # fmt: skip
+        check_fits(70_553_706_496, 80, 8, "meta-llama/Meta-Llama-3-70B")
+    check_fits(70_553_706_496, 80, 128, "meta-llama/Meta-Llama-3-70B")
 
 
 def test_the_process_group_gets_the_configured_timeout(monkeypatch: pytest.MonkeyPatch) -> None:

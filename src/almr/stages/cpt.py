@@ -7,8 +7,12 @@ sections. The run folder stores the whole resolved config, and a resume is check
 model, cpt, data and mixture sections of it.
 """
 
+import math
+from typing import Any
+
+import torch
 import torch.distributed as dist
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from almr.config import AlmrConfig
 from almr.data.loader import PackedLoader, held_out
@@ -16,7 +20,7 @@ from almr.data.manifest import tokenizer_info
 from almr.data.plan import Plan, build_plan
 from almr.errors import AlmrError, ConfigError
 from almr.evaluate.probe import TaskProbe, probe_from_config
-from almr.train.config import ModelConfig
+from almr.train.config import ModelConfig, ParallelConfig
 from almr.train.cpt import CptResult, train_cpt
 from almr.train.model import hub_kwargs, model_path
 from almr.train.parallel import check_tensor_parallel, close_distributed, init_distributed
@@ -77,15 +81,46 @@ def check_model_tokenizer(model: ModelConfig, plan: Plan) -> None:
         )
 
 
-def check_model_layout(model: ModelConfig, tensor_parallel: int) -> None:
-    """Refuse a model that `tensor_parallel` ranks cannot split, from its config.json alone: before
-    the data plan and any weights are read. An unreadable config is left to the model loader, which
+def check_model_layout(model: ModelConfig, parallel: ParallelConfig, processes: int) -> None:
+    """Refuse a model that `parallel.tensor_parallel` ranks cannot split, or whose training state
+    cannot fit `parallel.gpu_memory_gib` over `processes`, from its config.json alone: before the
+    data plan and any weights are read. An unreadable config is left to the model loader, which
     names it."""
     try:
         hf_config = AutoConfig.from_pretrained(model_path(model), **hub_kwargs(model))
     except (OSError, ValueError):
         return
-    check_tensor_parallel(hf_config, tensor_parallel)
+    if parallel.tensor_parallel > 1:
+        check_tensor_parallel(hf_config, parallel.tensor_parallel)
+    if parallel.gpu_memory_gib is not None:
+        check_fits(count_parameters(hf_config, model.trust_remote_code), parallel.gpu_memory_gib, processes,
+                   model_path(model))  # fmt: skip
+
+
+# fp32 master weights (4) + gradients (4) + AdamW's two moments (8), whatever the compute dtype
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def count_parameters(hf_config: Any, trust_remote_code: bool = False) -> int:
+    """The model's parameter count, from a build on the meta device: exact, and no memory spent."""
+    with torch.device("meta"):
+        built = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)
+    return sum(p.numel() for p in built.parameters())
+
+
+def check_fits(parameters: int, gpu_memory_gib: float, processes: int, where: str) -> None:
+    """FSDP (× tensor parallelism) spreads the training state evenly over every process; the state
+    alone above one GPU's memory cannot train, whatever the activations need on top."""
+    per_process = parameters * TRAINING_BYTES_PER_PARAMETER / processes / 2**30
+    if per_process > gpu_memory_gib:
+        needed = math.ceil(parameters * TRAINING_BYTES_PER_PARAMETER / 2**30 / gpu_memory_gib)
+        raise ConfigError(
+            f"model.name_or_path={where}: {parameters / 1e9:.2f}B parameters × {TRAINING_BYTES_PER_PARAMETER} bytes "
+            f"(fp32 weights, gradients, AdamW states) over {processes} process(es) is {per_process:.1f} GiB each, "
+            f"above parallel.gpu_memory_gib={gpu_memory_gib:g} before any activation; run on at least {needed} GPUs "
+            "(parallel.nodes × gpus_per_node and torchrun's --nproc-per-node/--nnodes), or set gpu_memory_gib to "
+            "the GPUs you have"
+        )
 
 
 def run_cpt(config: AlmrConfig, *, resume: bool = False, progress: bool = True) -> CptResult:
@@ -95,8 +130,7 @@ def run_cpt(config: AlmrConfig, *, resume: bool = False, progress: bool = True) 
     owns_group = not dist.is_initialized()
     dist_env = init_distributed(config.cpt.device, config.parallel)  # the loader needs this process's rank
     try:
-        if dist_env.tensor_parallel > 1:
-            check_model_layout(config.model, dist_env.tensor_parallel)
+        check_model_layout(config.model, config.parallel, dist_env.world_size)
         plan = plan_for(config)
         check_model_tokenizer(config.model, plan)
         # the tp ranks of one model replica read the same batch: split by data-parallel rank

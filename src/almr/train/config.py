@@ -58,6 +58,11 @@ class ParallelConfig(Section):
         description="How long a collective (NCCL or gloo) waits for the other processes before the run fails, e.g. "
         "while rank 0 writes a checkpoint export; torch's default is 10 minutes.",
     )  # fmt: skip
+    gpu_memory_gib: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="Memory of one GPU (GiB). When set, CPT refuses a model whose weights, gradients and AdamW "
+        "states (16 bytes a parameter, sharded over every process) alone exceed it, before any weights are read.",
+    )  # fmt: skip
 
     @property
     def world_size(self) -> int:
