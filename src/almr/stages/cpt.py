@@ -23,7 +23,7 @@ from almr.evaluate.probe import TaskProbe, probe_from_config
 from almr.train.config import ModelConfig, ParallelConfig
 from almr.train.cpt import CptResult, train_cpt
 from almr.train.model import hub_kwargs, model_path
-from almr.train.parallel import check_tensor_parallel, close_distributed, init_distributed
+from almr.train.parallel import Distributed, check_tensor_parallel, close_distributed, init_distributed
 from almr.train.validate import Validation
 
 
@@ -38,6 +38,24 @@ def plan_for(config: AlmrConfig, *, previous: Plan | None = None, consumed: int 
         budget = cpt.steps * cpt.batch.global_batch_size * cpt.batch.seq_len
     return build_plan(config.data, config.mixture, config.cpt.batch, token_budget=budget, previous=previous,
                       consumed=consumed)  # fmt: skip
+
+
+def plan_once(config: AlmrConfig, dist_env: Distributed) -> Plan:
+    """`plan_for(config)` built by rank 0 alone and sent to the others: the plan reads every
+    manifest and stats every raw file, which for a web corpus is millions of files — once per
+    start, not once per process. A refusal on rank 0 is raised on every rank alike."""
+    if dist_env.world_size == 1:
+        return plan_for(config)
+    box: list[Any] = [None]
+    if dist_env.is_main:
+        try:
+            box[0] = plan_for(config)
+        except AlmrError as err:
+            box[0] = err
+    dist.broadcast_object_list(box, src=0)
+    if isinstance(box[0], AlmrError):
+        raise box[0]
+    return box[0]
 
 
 def build_data(
@@ -131,7 +149,7 @@ def run_cpt(config: AlmrConfig, *, resume: bool = False, progress: bool = True) 
     dist_env = init_distributed(config.cpt.device, config.parallel)  # the loader needs this process's rank
     try:
         check_model_layout(config.model, config.parallel, dist_env.world_size)
-        plan = plan_for(config)
+        plan = plan_once(config, dist_env)
         check_model_tokenizer(config.model, plan)
         # the tp ranks of one model replica read the same batch: split by data-parallel rank
         loader, validation = build_data(config, dist_env.dp_rank, dist_env.dp_size, plan)
