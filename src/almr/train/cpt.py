@@ -119,7 +119,7 @@ def train_cpt(
             vocab = vocab_size(model)
             _check_validation(validation or {}, vocab, cfg.validation.max_sequences)
             run = _Run(cfg, dist_env, model, steps, record, dtype, _export_dtype(cfg, dtype, loaded.stored_dtype))
-            loss_chunk = _loss_chunk_tokens(cfg, model)
+            loss_chunk = _loss_chunk_tokens(cfg, model, dist_env)
             learning = embedding_matrices(model) if first_new else []
             # decoupled weight decay would shrink the frozen old rows of the matrices that learn
             optimizer_config = cfg.optimizer.model_copy(update={"weight_decay": 0.0}) if first_new else cfg.optimizer
@@ -294,12 +294,17 @@ def _total_steps(cfg: CptConfig, loader: Loader, accum: int) -> int:
     return steps
 
 
-def _loss_chunk_tokens(cfg: CptConfig, model: torch.nn.Module) -> int:
-    """cpt.loss_chunk_tokens, or 0 (the plain loss, with a warning) for a model the chunked loss
-    does not apply to."""
+def _loss_chunk_tokens(cfg: CptConfig, model: torch.nn.Module, dist_env: Distributed) -> int:
+    """cpt.loss_chunk_tokens, or 0 (the plain loss, with a warning, once) for a model the chunked
+    loss does not apply to. Under tensor parallelism the output layer is split by vocabulary row and
+    returns whole logits (`parallel.tensor_parallel_plan`), while the chunked loss multiplies by the
+    whole weight."""
     if not cfg.loss_chunk_tokens:
         return 0
-    reason = chunked_loss_unsupported(model)
+    if dist_env.tensor_parallel > 1:
+        reason = f"the output layer is split over parallel.tensor_parallel={dist_env.tensor_parallel} ranks"
+    else:
+        reason = chunked_loss_unsupported(model)
     if reason is None:
         return cfg.loss_chunk_tokens
     warnings.warn(

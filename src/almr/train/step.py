@@ -1,7 +1,6 @@
 """One optimizer step of a language-model stage, gradient accumulation in plain sight."""
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -40,13 +39,12 @@ def train_step(
     large batch. A mixture-of-experts model's weighted router loss (`training_loss`) is added per
     micro-batch in proportion to its labelled tokens: the objective is the mean cross-entropy plus
     the token-weighted mean of the router loss, and the reported loss stays the cross-entropy.
-    `loss_chunk_tokens` > 0 computes the loss chunked (`loss.training_loss`), except under tensor
-    parallelism (`plain_loss_under_tensor_parallel`).
+    `loss_chunk_tokens` > 0 computes the loss chunked (`loss.training_loss`); the trainer passes 0
+    under tensor parallelism.
 
     Under tensor parallelism the tp ranks of one replica run the same micro-batches and compute the
     same loss: token counts and losses are summed over the data-parallel group only."""
     device, group = dist_env.device, dist_env.dp_group
-    loss_chunk_tokens = plain_loss_under_tensor_parallel(loss_chunk_tokens, dist_env)
     local = sum(target_count(b["labels"]) for b in micro_batches)
     global_tokens = all_reduce_sum(torch.as_tensor(local, dtype=torch.float32, device=device), group)
     loss_sum = torch.zeros((), device=device)
@@ -77,19 +75,3 @@ def train_step(
     aux_mean = None if aux_sum is None else (all_reduce_sum(aux_sum, group) / global_tokens).item()
     return StepResult(loss=(all_reduce_sum(loss_sum, group) / global_tokens).item(), grad_norm=grad_norm.item(), lr=lr,
                       aux_loss=aux_mean)  # fmt: skip
-
-
-def plain_loss_under_tensor_parallel(loss_chunk_tokens: int, dist_env: Distributed) -> int:
-    """`loss_chunk_tokens`, or 0 (the plain full-logits loss, with a warning) under tensor
-    parallelism: there the output layer is split by vocabulary row over the tp ranks and returns
-    whole logits (`parallel.tensor_parallel_plan`), while the chunked loss multiplies by the whole
-    weight. The logits are [micro × seq_len, vocab] per process, as in the plain path."""
-    if not loss_chunk_tokens or dist_env.tensor_parallel == 1:
-        return loss_chunk_tokens
-    warnings.warn(
-        f"cpt.loss_chunk_tokens={loss_chunk_tokens} is not applied under parallel.tensor_parallel="
-        f"{dist_env.tensor_parallel}: the output layer is split over the tensor-parallel ranks, so this run computes "
-        "the full logits (set cpt.loss_chunk_tokens=0 to silence this)",
-        stacklevel=3,
-    )
-    return 0
