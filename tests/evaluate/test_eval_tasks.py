@@ -170,7 +170,7 @@ def test_record_missing_a_field_names_file_line_field(tmp_path: Path) -> None:
     (tmp_path / "lcsts").mkdir()
     bad = tmp_path / "lcsts" / "test.jsonl"
     bad.write_text('{"text": "a", "summary": "b"}\n{"text": "c"}\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"test\.jsonl, line 2: missing field 'summary'"):
+    with pytest.raises(DataError, match=r"test\.jsonl:2: missing field 'summary'"):
         run_eval(ScriptedLM(lambda c, x: 0.0, str), tasks=["lcsts"], data_dir=tmp_path)
 
 

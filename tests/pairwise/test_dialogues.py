@@ -83,7 +83,7 @@ def test_the_serve_store_export_is_read_as_it_is(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("not json", r"d.jsonl:1: not JSON"),
+        ("not json", r"d.jsonl:1: malformed JSON"),
         ('{"id": "c", "text": "hi"}', r"d.jsonl:1: a line needs `turns` \(a dialogue\) or `messages`"),
         ('{"turns": [{"role": "user", "content": "hi"}]}', r"d.jsonl:1: `id` \(the conversation id\) must be"),
         ('{"id": "c", "turns": [{"role": "assistant", "content": "hi"}]}', r"must alternate user, assistant"),

@@ -40,6 +40,7 @@ from typing import Any
 import zstandard
 
 from almr.data.config import ChatDatasetConfig
+from almr.data.jsonl import json_lines
 from almr.errors import DataError
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
@@ -417,16 +418,8 @@ def _json_list(path: Path, text: str) -> list[Record]:
 
 
 def _json_lines(path: Path, text: str, limit: int | None) -> list[Record]:
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue  # blank lines are not records (a trailing newline is common)
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number}: malformed JSON: {err.msg} at column {err.colno}") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{number}: record is {_kind(record)}, not a JSON object")
+    records: list[Record] = []
+    for number, record in json_lines(text.splitlines(), path):
         records.append((f"{path}:{number}", record))
         if limit is not None and len(records) >= limit:
             break

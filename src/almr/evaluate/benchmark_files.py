@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from almr.data.jsonl import json_lines
 from almr.errors import DataError
 from almr.evaluate.registry import TASKS, TaskInfo
 
@@ -82,21 +83,8 @@ def check_data(tasks: list[TaskInfo], data_dir: str | Path | None, data_files: M
 
 def read_jsonl(path: Path) -> list[tuple[int, Record]]:
     """(line number, record) for each non-blank line; a line that is not a JSON object is an error."""
-    out = []
     with path.open(encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    f"{path}, line {lineno}: not valid JSON ({err.msg}); one JSON object per line"
-                ) from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(record).__name__}")
-            out.append((lineno, record))
-    return out
+        return list(json_lines(f, path))
 
 
 def read_squad(path: Path) -> list[tuple[int, Record]]:
@@ -129,11 +117,11 @@ def _get(record: Record, dotted: str, kind: type | tuple[type, ...], path: Path,
     node: Any = record
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
-            raise DataError(f"{path}, line {lineno}: missing field '{dotted}'")
+            raise DataError(f"{path}:{lineno}: missing field '{dotted}'")
         node = node[part]
     if not isinstance(node, kind) or (isinstance(node, bool) and kind is int):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise DataError(f"{path}, line {lineno}: field '{dotted}' must be {names}, got {node!r}")
+        raise DataError(f"{path}:{lineno}: field '{dotted}' must be {names}, got {node!r}")
     return node
 
 
@@ -146,7 +134,7 @@ def _mmlu(r: Record, p: Path, n: int) -> Record:
     choices = _get(r, "choices", list, p, n)
     answer = _get(r, "answer", int, p, n)
     if not 0 <= answer < len(choices):
-        raise DataError(f"{p}, line {n}: field 'answer' {answer} is not an index into choices ({len(choices)})")
+        raise DataError(f"{p}:{n}: field 'answer' {answer} is not an index into choices ({len(choices)})")
     return r
 
 
@@ -154,7 +142,7 @@ def _ceval(r: Record, p: Path, n: int) -> Record:
     for key in ("question", "A", "B", "C", "D", "answer"):
         _get(r, key, (str, int, float), p, n)
     if r["answer"] not in ("A", "B", "C", "D"):
-        raise DataError(f"{p}, line {n}: field 'answer' must be one of A, B, C, D, got {r['answer']!r}")
+        raise DataError(f"{p}:{n}: field 'answer' must be one of A, B, C, D, got {r['answer']!r}")
     r = {**r, **{k: str(r[k]) for k in "ABCD"}}
     r.setdefault("fact_source", "")
     return r
@@ -165,7 +153,7 @@ def _reading(r: Record, p: Path, n: int) -> Record:
     _get(r, "question", str, p, n)
     texts = _get(r, "answers.text", list, p, n)
     if not texts or not all(isinstance(t, str) for t in texts):
-        raise DataError(f"{p}, line {n}: field 'answers.text' must be a non-empty list of strings")
+        raise DataError(f"{p}:{n}: field 'answers.text' must be a non-empty list of strings")
     return r
 
 
@@ -196,7 +184,7 @@ def _lcsts(r: Record, p: Path, n: int) -> Record:
 def _eprstmt(r: Record, p: Path, n: int) -> Record:
     _get(r, "sentence", str, p, n)
     if _get(r, "label", str, p, n) not in ("Positive", "Negative"):
-        raise DataError(f"{p}, line {n}: field 'label' must be Positive or Negative, got {r['label']!r}")
+        raise DataError(f"{p}:{n}: field 'label' must be Positive or Negative, got {r['label']!r}")
     return r
 
 
@@ -205,7 +193,7 @@ def _cluewsc(r: Record, p: Path, n: int) -> Record:
     _get(r, "target.span1_text", str, p, n)
     _get(r, "target.span2_text", str, p, n)
     if _get(r, "label", str, p, n) not in ("true", "false"):
-        raise DataError(f'{p}, line {n}: field \'label\' must be "true" or "false", got {r["label"]!r}')
+        raise DataError(f'{p}:{n}: field \'label\' must be "true" or "false", got {r["label"]!r}')
     return r
 
 
@@ -215,7 +203,7 @@ def _seceu(r: Record, p: Path, n: int) -> Record:
     emotions = _get(r, "emotions", list, p, n)
     norm = _get(r, "norm", list, p, n)
     if len(norm) != len(emotions) or not all(isinstance(x, int | float) for x in norm):
-        raise DataError(f"{p}, line {n}: field 'norm' must hold one number per emotion ({len(emotions)})")
+        raise DataError(f"{p}:{n}: field 'norm' must hold one number per emotion ({len(emotions)})")
     return {**r, "lang": r.get("lang", "zh")}
 
 
@@ -226,7 +214,7 @@ def _taptap(r: Record, p: Path, n: int) -> Record:
     if isinstance(label, str) and label in choices:
         label = choices.index(label)
     if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(choices):
-        raise DataError(f"{p}, line {n}: field 'label' must be an index into choices or one of them, got {label!r}")
+        raise DataError(f"{p}:{n}: field 'label' must be an index into choices or one of them, got {label!r}")
     return {**r, "label": label}
 
 
@@ -243,7 +231,7 @@ def _belle(r: Record, p: Path, n: int) -> Record:
 def _dialogue(r: Record, p: Path, n: int) -> Record:
     turns = _get(r, "opening", list, p, n)
     if not turns or not all(isinstance(t, str) for t in turns):
-        raise DataError(f"{p}, line {n}: field 'opening' must be a non-empty list of utterances")
+        raise DataError(f"{p}:{n}: field 'opening' must be a non-empty list of utterances")
     return r
 
 

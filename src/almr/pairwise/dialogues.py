@@ -16,13 +16,13 @@ A serve export line is a conversation tree: `{"id", "messages": [{"id", "parent_
 from the root; its logged reply is its first assistant child (a regenerated reply is a later sibling).
 """
 
-import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from almr.data.jsonl import json_lines
 from almr.errors import DataError
 
 Message = dict[str, str]
@@ -82,16 +82,7 @@ def read_prompts(path: str | Path, turns: Literal["all", "last", "first"] = "all
 
 def _records(path: Path) -> Iterable[tuple[int, Mapping[str, Any]]]:
     with path.open(encoding="utf-8") as lines:
-        for line_no, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{line_no}: not JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{line_no}: a line must be a JSON object")
-            yield line_no, record
+        yield from json_lines(lines, path)
 
 
 def _conversation_id(record: Mapping[str, Any], where: str) -> str:
