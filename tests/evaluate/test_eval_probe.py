@@ -2,9 +2,6 @@
 before compute, and two FSDP2 processes scoring what one does."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,6 +12,7 @@ import torch
 from almr.errors import ConfigError, DataError
 from almr.evaluate.config import EvalConfig
 from almr.evaluate.probe import WORLD_PROBE, TaskProbe, choose_items, probe_from_config
+from torchrun_launch import launch
 
 TESTS = Path(__file__).parents[1]
 
@@ -189,10 +187,7 @@ def test_two_fsdp_processes_probe_what_one_does(tmp_path: Path, small_world: Pat
     tasks = ["world_mmlu", "world_seceu", "world_lcsts"]  # log-likelihood and generation
     script = tmp_path / "worker.py"
     script.write_text(_WORKER.format(tests=str(TESTS), world=str(small_world), tasks=tasks, out=str(tmp_path)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    done = subprocess.run([*torchrun, str(script)], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    launch(str(script))
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0 == rank1  # every process gets every score
 

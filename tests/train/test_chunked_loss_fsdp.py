@@ -3,14 +3,12 @@ FSDP gathers in the model's forward, where the chunked loss runs; the losses equ
 plain full-logits run."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from torchrun_launch import launch
 from train_toys import ToyLoader, make_model_dir, toy_config, train_toy
 
 TESTS = Path(__file__).parents[1]
@@ -40,10 +38,7 @@ def test_chunked_loss_under_fsdp_matches_one_plain_process(tmp_path: Path) -> No
     script.write_text(
         _WORKER.format(tests=str(TESTS), tmp=str(tmp_path / "two"), model=str(model_dir), settings=SETTINGS)
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    done = subprocess.run([*torchrun, str(script)], env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
+    launch(str(script), timeout=180)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from almr.errors import ConfigError
+from torchrun_launch import launch
 from train_toys import ToyLoader, make_model_dir, toy_config, train_toy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -54,9 +55,6 @@ train_toy(config, loader=ToyLoader(2, 32, 256, rank=rank, world_size=world))
 
 @pytest.mark.slow  # two torchrun processes
 def test_old_rows_stay_frozen_when_sharded(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
 
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -66,10 +64,7 @@ def test_old_rows_stay_frozen_when_sharded(tmp_path: Path) -> None:
     before.save_pretrained(model_dir)
     script = tmp_path / "worker.py"
     script.write_text(_WORKER.format(tests=str(Path(__file__).parents[1]), tmp=str(tmp_path), model=str(model_dir)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    done = subprocess.run([*torchrun, str(script)], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    launch(str(script))
     (final,) = sorted((tmp_path / "run" / "checkpoints").glob("step_*"))[-1:]
     after = dict(AutoModelForCausalLM.from_pretrained(final / "hf").named_parameters())
     for name, old in before.named_parameters():

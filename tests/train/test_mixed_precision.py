@@ -3,15 +3,13 @@ processes no decoder layer's full bf16 weight is still held, where autocast over
 a bf16 copy of every layer's weights until backward (a whole bf16 model on every GPU)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from almr.train.parallel import Distributed, autocast_for
+from torchrun_launch import launch
 
 _WORKER = """
 import contextlib, json, sys
@@ -60,10 +58,7 @@ close_distributed()
 def test_fsdp_bf16_policy_holds_no_full_layer_weights_after_forward(tmp_path: Path) -> None:
     script, out = tmp_path / "worker.py", tmp_path / "held.json"
     script.write_text(_WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    done = subprocess.run([*torchrun, str(script), str(out)], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr.split("ChildFailedError")[0][-4000:]
+    launch(str(script), str(out))
     result = json.loads(out.read_text())
     policy, autocast = result["policy"], result["autocast"]
     # 4 layers × 7 projections: every one is saved for backward in bf16 in both runs ...

@@ -10,8 +10,6 @@ import itertools
 import json
 import os
 import struct
-import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from almr.errors import DataError
 from almr.train import checkpoint as ckpt
 from almr.train.parallel import Distributed
 from almr.train.validate import Validator, selection
+from torchrun_launch import launch
 from train_toys import make_model_dir
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -270,10 +269,7 @@ def test_two_gloo_processes_export_the_one_process_files_in_parallel(tmp_path: P
     model.save_pretrained(tmp_path / "trained")  # what both runs load: from_pretrained's key order, the tie
     script = tmp_path / "worker.py"
     script.write_text(_EXPORT_WORKER.format(source=str(tmp_path / "trained"), out=str(tmp_path / "two")))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    done = subprocess.run([*torchrun, str(script)], env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
+    launch(str(script), timeout=180)
 
     one = AutoModelForCausalLM.from_pretrained(tmp_path / "trained", dtype=torch.float32)
     ckpt.export_hf(one, None, tmp_path / "one", True, dtype=torch.bfloat16, max_shard_size="40KB")

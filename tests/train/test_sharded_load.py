@@ -9,16 +9,14 @@ weights is the usual message, before any weight is read.
 One torchrun launch (two gloo processes) does every case; the tests read what it wrote."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaModel
 
+from torchrun_launch import launch
 from train_toys import make_model_dir
 
 TESTS = Path(__file__).parents[1]
@@ -143,10 +141,7 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     script = root / "worker.py"
     script.write_text(_WORKER.format(tests=str(TESTS), root=str(root), cases=[*CASES, "hub"], tp_cases=TP_CASES,
                                      hub_id=HUB_ID))  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(root / "hub")}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    done = subprocess.run([*torchrun, str(script)], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    launch(str(script), env={"HF_HUB_CACHE": str(root / "hub")})
     return root
 
 

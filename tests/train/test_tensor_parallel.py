@@ -18,6 +18,7 @@ from almr.config import load_config
 from almr.errors import ConfigError
 from almr.train.config import ParallelConfig
 from almr.train.parallel import check_tensor_parallel, check_world
+from torchrun_launch import launch
 from train_toys import ToyLoader, make_model_dir, toy_config, toy_validation, train_toy
 
 TESTS = Path(__file__).parents[1]
@@ -56,10 +57,7 @@ def _torchrun(
     script = tmp / f"{name}-{processes}x{tp}-{int(resume)}.py"
     script.write_text(_WORKER.format(tests=str(TESTS), tmp=str(tmp / name), model=str(model), settings=settings,
                                      tp=tp, seq=SEQ, vocab=vocab, resume=resume))  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-    done = subprocess.run([*torchrun, str(script)], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr.split("ChildFailedError")[0][-4000:]  # the ranks' traceback
+    launch(str(script), processes=processes)
     return tmp / name / "run"
 
 
@@ -158,11 +156,7 @@ close_distributed()
 def test_probe_scoring_and_decoding_run_under_two_by_two(tmp_path: Path, family: str) -> None:
     script = tmp_path / "score.py"
     script.write_text(_SCORE_WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4"]
-    done = subprocess.run([*torchrun, str(script), str(tmp_path), family], env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr.split("ChildFailedError")[0][-4000:]
+    launch(str(script), str(tmp_path), family, processes=4)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(4)]
     for result in ranks:  # every process gets every score: 7 pairs over 2 data-parallel groups, summed once
         assert result["scored"] == pytest.approx(result["expected"], abs=1e-4)

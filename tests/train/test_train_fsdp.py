@@ -1,15 +1,13 @@
 """Two processes under torchrun (gloo, FSDP2) give the losses of one process on the same global batch."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from torchrun_launch import launch
 from train_toys import ToyLoader, make_model_dir, toy_config, toy_validation, train_toy
 
 TESTS = Path(__file__).parents[1]  # train_toys.py lives at the top of tests/
@@ -37,10 +35,7 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
     script = tmp_path / "worker.py"
     worker = _WORKER.format(tests=str(TESTS), tmp=str(tmp_path / "two"), model=str(model_dir), settings=SETTINGS)
     script.write_text(worker)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    done = subprocess.run([*torchrun, str(script)], env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
+    launch(str(script), timeout=180)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
