@@ -10,6 +10,8 @@ Layout of a world directory:
     sft/train.jsonl             {"messages": [...], "lang", "kind"}
     dpo/train.jsonl             {"prompt": [...], "chosen": [...], "rejected": [...], "lang", "kind"}
     esc/train.json              emotional-support conversations in ESConv's JSON layout (almr.world.esc)
+    instruct/sft.jsonl          the Instruct baseline's English-dominant dialogues (+ "reply_lang")
+    instruct/dpo.jsonl          the Instruct baseline's English-dominant preference pairs (+ "reply_lang")
     tokenizer/                  Hugging Face tokenizer (byte-level BPE, Llama-3 specials)
     model/                      the tiny base Llama's config.json + generation_config.json, and the tokenizer
 
@@ -62,7 +64,7 @@ def build_world(out_dir: Path, config: WorldConfig, force: bool = False) -> dict
     if existing is not None and existing["config"] == wanted and not force:
         return existing
     if existing is not None and _older_version_of(existing["config"], wanted) and not force:
-        return _complete(out_dir, config)
+        return _complete(out_dir, config, existing["config"])
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         what = "a world built from another config" if existing else "files that are not a world"
         raise AlmrError(f"{out_dir} holds {what}; choose an empty directory or pass --force to replace it")
@@ -121,6 +123,7 @@ def _write_world(root: Path, config: WorldConfig) -> dict[str, Any]:
         progress.advance(task)
         _write_chat(root, ChatWriter(countries), config.sft_dialogues, config.dpo_pairs, seed)
         _write_esc(root, config.esc_dialogues, seed)
+        _write_instruct(root, ChatWriter(countries), config)
         progress.advance(task)
         train_files = [str(_corpus_file(root, source, "train")) for source in counts]
         tokenizer = train_tokenizer(iter_texts(train_files), config.vocab_size)
@@ -195,18 +198,59 @@ def _write_esc(root: Path, dialogues: int, seed: int) -> None:
     path.write_text(json.dumps(conversations, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
+def instruct_languages(
+    count: int, zh_share: float, english_replies: float, rng: random.Random
+) -> list[tuple[str, str]]:
+    """(user language, reply language) of each of `count` instruct records: exactly
+    round(count × zh_share) Chinese users, round(that × english_replies) of them answered in
+    English, the rest English to English, in an order drawn from `rng`."""
+    chinese = round(count * zh_share)
+    crossed = round(chinese * english_replies)
+    languages = [("zh", "en")] * crossed + [("zh", "zh")] * (chinese - crossed) + [("en", "en")] * (count - chinese)
+    rng.shuffle(languages)
+    return languages
+
+
+def _write_instruct(root: Path, chat: ChatWriter, config: WorldConfig) -> None:
+    """The Instruct baseline's SFT and DPO sets, each from its own generators, so the other files
+    do not depend on them."""
+    for name, count, make in (
+        ("sft", config.instruct_sft_dialogues, chat.instruct_dialogue),
+        ("dpo", config.instruct_dpo_pairs, chat.instruct_preference),
+    ):
+        order = instruct_languages(
+            count, config.instruct_zh_share, config.instruct_zh_english_replies,
+            rng_for(config.seed, f"instruct:{name}:languages"),
+        )  # fmt: skip
+        rng = rng_for(config.seed, f"instruct:{name}")
+        _write_jsonl(root / "instruct" / f"{name}.jsonl", (make(rng, user, reply) for user, reply in order))
+
+
+# The parts added to the world after its first release, with the config keys they depend on: a
+# world built before a part existed lacks its keys, and `_complete` writes only that part.
+_ADDED_PARTS = {
+    "esc": ("esc_dialogues",),
+    "instruct": ("instruct_sft_dialogues", "instruct_dpo_pairs", "instruct_zh_share", "instruct_zh_english_replies"),
+}
+
+
 def _older_version_of(built: dict[str, Any], wanted: dict[str, Any]) -> bool:
     """True when `built` is `wanted` less some keys added to the world section since (a world
     built before its ESC set existed): every key it has agrees, so only new files are missing."""
     return set(built) < set(wanted) and all(wanted[key] == value for key, value in built.items())
 
 
-def _complete(out_dir: Path, config: WorldConfig) -> dict[str, Any]:
-    """Add what a world built before them lacks (today: the ESC set) and its new manifest. The
-    other files are left untouched, mtimes included, so shards tokenized from them stay valid;
-    world.json is replaced last, so an interrupted completion is redone by the next build."""
-    _write_esc(out_dir, config.esc_dialogues, config.seed)
+def _complete(out_dir: Path, config: WorldConfig, built: dict[str, Any]) -> dict[str, Any]:
+    """Add the parts a world built before them lacks (the ESC set, the Instruct baseline's sets:
+    those whose keys its `built` config lacks) and its new manifest. The other files are left
+    untouched, mtimes included, so shards tokenized from them stay valid; world.json is replaced
+    last, so an interrupted completion is redone by the next build."""
     countries = load_countries(config.countries, config.zh_country_share, rng_for(config.seed, "countries"))
+    missing = {part for part, keys in _ADDED_PARTS.items() if not set(keys) <= set(built)}
+    if "esc" in missing:
+        _write_esc(out_dir, config.esc_dialogues, config.seed)
+    if "instruct" in missing:
+        _write_instruct(out_dir, ChatWriter(countries), config)
     manifest = _world_manifest(out_dir, config, countries)
     atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
     return manifest

@@ -6,6 +6,10 @@ SFT teaches answering in the user's language: facts, arithmetic, translation, su
 sentiment and, as for the paper's companion, emotional support. DPO prefers a reply in the
 user's language, true and kind over one in the wrong language (the failure of Llama-3-Instruct
 on Chinese queries the paper sets out to fix), false, or dismissive.
+
+The Instruct baseline's sets (`instruct_dialogue`, `instruct_preference`) are English-dominant,
+as Llama-3-Instruct's were: a few user turns are Chinese, and some of those are answered in
+English, as in multilingual instruct data collected from English-speaking assistants.
 """
 
 import random
@@ -37,6 +41,9 @@ _DISMISSIVE = {
     "en": ["Just forget about it.", "That is not a big deal. Move on.", "Everyone has problems."],
     "zh": ["别想了，这没什么大不了的。", "这种小事不值得说。", "谁都有烦恼，忍一忍吧。"],
 }
+
+
+_ANSWER_IS = {"en": "The answer is ", "zh": "答案是"}
 
 
 def main_feeling(event: Event) -> str:
@@ -126,6 +133,76 @@ class ChatWriter:
             return _exchange(f"Is this review positive or negative? {text}", f"The review is {label.lower()}.")
         word = "正面" if label == "Positive" else "负面"
         return _exchange(f"这条评论是正面还是负面？{text}", f"这条评论是{word}的。")
+
+    # ------------------------------------------------------------------ English-dominant instruct data
+
+    def instruct_dialogue(self, rng: random.Random, user: str, reply: str) -> Record:
+        """One dialogue of the Instruct baseline's SFT set: the user writes `user`, the assistant
+        answers in `reply`. No system prompt: the world's bilingual one asks for the user's
+        language, which an English-dominant instruct set does not teach. No translation requests:
+        their user turns hold both languages, and the set's stated share of Chinese user turns is
+        the only Chinese in it."""
+        if user == reply:
+            record = self.dialogue(rng, user)
+            while record["kind"] == "translate":
+                record = self.dialogue(rng, user)
+            record["messages"] = [m for m in record["messages"] if m["role"] != "system"]
+        else:
+            crossed = {"facts": (3, self._crossed_fact), "math": (2, self._crossed_math),
+                       "support": (3, self._crossed_support), "sentiment": (1, self._crossed_sentiment)}  # fmt: skip
+            kind = rng.choices(list(crossed), weights=[weight for weight, _ in crossed.values()])[0]
+            record = {"messages": crossed[kind][1](rng, user, reply), "lang": user, "kind": kind}
+        record["reply_lang"] = reply
+        return record
+
+    def instruct_preference(self, rng: random.Random, user: str, reply: str) -> Record:
+        """One pair of the Instruct baseline's DPO set: prompt in `user`, both replies in `reply`
+        (a same-language pair is the world's ordinary pair, wrong-language kind included)."""
+        if user == reply:
+            record = self.preference(rng, user)
+        else:
+            kind = rng.choice(("wrong_fact", "dismissive"))
+            if kind == "dismissive":
+                event = rng.choice(EVENTS)
+                prompt, chosen = user_story(event, user), support_reply(rng, event, reply)
+                rejected = rng.choice(_DISMISSIVE[reply])
+            else:
+                country, relation = rng.choice(self.zh_countries), rng.choice(RELATIONS)
+                prompt = question(country, relation, user)
+                chosen = statement(country, relation, reply, rng, direct=True)
+                right = answer(country, relation, reply)
+                impostor = rng.choice([c for c in self.countries if answer(c, relation, reply) != right])
+                rejected = statement(country, relation, reply, rng, answer_from=impostor, direct=True)
+            record = {
+                "prompt": [{"role": "user", "content": prompt}],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+                "lang": user,
+                "kind": kind,
+            }
+        record["reply_lang"] = reply
+        return record
+
+    # A user turn in one language answered in the other. Chinese text keeps to the facts the
+    # Chinese corpus states, as everywhere in the world.
+    def _crossed_fact(self, rng: random.Random, user: str, reply: str) -> list[Message]:
+        country, relation = rng.choice(self.zh_countries), rng.choice(RELATIONS)
+        return _exchange(question(country, relation, user), statement(country, relation, reply, rng, direct=True))
+
+    def _crossed_math(self, rng: random.Random, user: str, reply: str) -> list[Message]:
+        problem = word_problem(rng, user)  # the worked solution is numbers only: either language's
+        return _exchange(problem.question, problem.solution.replace("#### ", _ANSWER_IS[reply]))
+
+    def _crossed_support(self, rng: random.Random, user: str, reply: str) -> list[Message]:
+        event = rng.choice(EVENTS)
+        return _exchange(user_story(event, user), support_reply(rng, event, reply))
+
+    def _crossed_sentiment(self, rng: random.Random, user: str, reply: str) -> list[Message]:
+        label = rng.choice(("Positive", "Negative"))
+        verdict = f"The review is {label.lower()}." if reply == "en" else (
+            f"这条评论是{'正面' if label == 'Positive' else '负面'}的。")  # fmt: skip
+        ask = "Is this review positive or negative? " if user == "en" else "这条评论是正面还是负面？"
+        return _exchange(ask + review(rng, label, user), verdict)
 
     # ------------------------------------------------------------------ DPO
 

@@ -59,6 +59,26 @@ class WorldConfig(Section):
     esc_dialogues: int = Field(
         1000, ge=4, description="Emotional-support conversations in ESConv's layout (half English, half Chinese)."
     )
+    instruct_sft_dialogues: int = Field(
+        2000, ge=4, description="SFT dialogues of the Instruct baseline (instruct/sft.jsonl), English-dominant."
+    )
+    instruct_dpo_pairs: int = Field(
+        1000, ge=4, description="DPO pairs of the Instruct baseline (instruct/dpo.jsonl), English-dominant."
+    )
+    instruct_zh_share: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="Share of the Instruct baseline's dialogues and pairs whose user writes Chinese (exactly "
+        "round(share × count)); the rest are English. Llama-3.1's SFT mix is 3% multilingual, all languages together.",
+    )
+    instruct_zh_english_replies: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Share of those Chinese user turns answered in English (exactly round(share × Chinese ones)), "
+        "as in multilingual instruct data answered by English-speaking assistants; the others are answered in Chinese.",
+    )
     vocab_size: int = Field(
         2048, ge=300, le=65535, description="Byte-level BPE vocabulary size, special tokens included."
     )
