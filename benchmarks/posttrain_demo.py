@@ -25,15 +25,22 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from almr.chinese import chinese_share
 from almr.config import AlmrConfig, load_config
 from almr.data.chat import read_preferences
 from almr.data.config import ChatDatasetConfig
 from almr.evaluate.probe import WORLD_PROBE, TaskProbe
-from almr.pipeline import study_config
+from almr.run.posttrain import (
+    chinese_questions,
+    finetune,
+    formal_cpt,
+    split_pairs,
+    study_config,
+    world_dpo_data,
+    world_sft_data,
+    zh_share,
+)
 from almr.stages.ablation import CELLS, cell_config
 from almr.stages.base_model import pretrain_base
-from almr.stages.cpt import run_cpt
 from almr.stages.dpo import preference_accuracy, run_dpo
 from almr.stages.sft import run_sft
 from almr.world.build import build_world
@@ -55,15 +62,17 @@ def main() -> None:
     world = out / "world"
     build_world(world, config.world)
     base = pretrain_base(world, out / "base-run", out / "shards", config, progress=False)
-    cpt = _cpt(world, base, out, config)
-    held_out = _split_pairs(world, out, args.held_out)
-    chain = _fine_tune_config(config, world, out, base, cpt, args)
+    study = study_config(world, base, out / "shards", out / "sweep", config)
+    cpt = formal_cpt(study, almr=0.5, lr=2.67e-3, run_dir=out / "cpt")
+    dpo_train, held_out_path = split_pairs(world, out / "data", args.held_out)
+    held_out = read_preferences(ChatDatasetConfig(path=str(held_out_path), format="preference"))
+    chain = _fine_tune_config(config, world, base, cpt, dpo_train, out, args)
     models = {"base": base, "CPT": cpt}
-    models["C-SFT"] = _stage(chain, "sft", cpt, out / "c-sft", steps=args.sft_steps)
-    models["C-DPO"] = _stage(chain, "dpo", models["C-SFT"], out / "c-dpo", steps=args.dpo_steps)
-    empathy = chain.model_copy(update={"sft": chain.sft.model_copy(update={"datasets": [
-        ChatDatasetConfig(path=str(world / "esc" / "train.json"), format="esconv", language_field="lang")]})})
-    models["C-SFT-Empathy"] = _stage(empathy, "sft", models["C-SFT"], out / "c-sft-empathy", steps=args.empathy_steps)
+    models["C-SFT"] = finetune(chain, "sft", cpt, out / "c-sft", datasets=chain.sft.datasets)
+    models["C-DPO"] = finetune(chain, "dpo", models["C-SFT"], out / "c-dpo", datasets=chain.dpo.datasets)
+    empathy = [ChatDatasetConfig(path=str(world / "esc" / "train.json"), format="esconv", language_field="lang")]
+    models["C-SFT-Empathy"] = finetune(chain, "sft", models["C-SFT"], out / "c-sft-empathy", datasets=empathy,
+                                       steps=args.empathy_steps)  # fmt: skip
     rows = {name: measure(path, world, held_out) for name, path in models.items()}
     if not args.no_ablation:
         for cell in CELLS:
@@ -79,40 +88,11 @@ def main() -> None:
     print(text)
 
 
-def _cpt(world: Path, base: Path, out: Path, config: AlmrConfig) -> Path:
-    run_dir = out / "cpt"
-    final = run_dir / "checkpoints"
-    study = study_config(world, base, out, config)
-    optimizer = study.cpt.optimizer.model_copy(update={"lr": 2.67e-3})
-    overrides = {
-        "mixture": study.mixture.model_copy(update={"almr": 0.5}),
-        "cpt": study.cpt.model_copy(update={"run_dir": str(run_dir), "optimizer": optimizer}),
-    }
-    cpt_config = AlmrConfig.model_validate(study.model_copy(update=overrides).model_dump())
-    done = sorted(final.glob("step_*/complete")) if final.is_dir() else []
-    if not done:
-        run_cpt(cpt_config, progress=False)
-        done = sorted(final.glob("step_*/complete"))
-    return done[-1].parent / "hf"
-
-
-def _split_pairs(world: Path, out: Path, held_out: int) -> list[dict[str, Any]]:
-    """The world's preference pairs: all but the last `held_out` for DPO, those for measuring."""
-    rows = (world / "dpo" / "train.jsonl").read_text(encoding="utf-8").splitlines()
-    (out / "data").mkdir(exist_ok=True)
-    (out / "data" / "dpo_train.jsonl").write_text("\n".join(rows[:-held_out]) + "\n", encoding="utf-8")
-    (out / "data" / "dpo_held_out.jsonl").write_text("\n".join(rows[-held_out:]) + "\n", encoding="utf-8")
-    return read_preferences(ChatDatasetConfig(path=str(out / "data" / "dpo_held_out.jsonl"), format="preference"))
-
-
-def _fine_tune_config(config: AlmrConfig, world: Path, out: Path, base: Path, cpt: Path,
+def _fine_tune_config(config: AlmrConfig, world: Path, base: Path, cpt: Path, dpo_train: Path, out: Path,
                       args: argparse.Namespace) -> AlmrConfig:  # fmt: skip
-    sft_data = [ChatDatasetConfig(path=str(world / "sft" / "train.jsonl"), language_field="lang")]
-    dpo_data = [ChatDatasetConfig(path=str(out / "data" / "dpo_train.jsonl"), format="preference",
-                                  language_field="lang")]  # fmt: skip
     update = {
-        "sft": config.sft.model_copy(update={"datasets": sft_data, "steps": args.sft_steps}),
-        "dpo": config.dpo.model_copy(update={"datasets": dpo_data, "steps": args.dpo_steps}),
+        "sft": config.sft.model_copy(update={"datasets": world_sft_data(world), "steps": args.sft_steps}),
+        "dpo": config.dpo.model_copy(update={"datasets": world_dpo_data(dpo_train), "steps": args.dpo_steps}),
         "ablation": config.ablation.model_copy(
             update={"cpt_model": str(cpt), "base_model": str(base), "out_dir": str(out / "ablation")}
         ),
@@ -121,39 +101,14 @@ def _fine_tune_config(config: AlmrConfig, world: Path, out: Path, base: Path, cp
     return AlmrConfig.model_validate(config.model_copy(update=update).model_dump())
 
 
-def _stage(config: AlmrConfig, stage: str, start: Path, run_dir: Path, steps: int) -> Path:
-    if not (run_dir / "summary.json").is_file():
-        section = getattr(config, stage).model_copy(update={"run_dir": str(run_dir), "steps": steps})
-        update = {"model": config.model.model_copy(update={"name_or_path": str(start)}), stage: section}
-        stage_config = AlmrConfig.model_validate(config.model_copy(update=update).model_dump())
-        (run_sft if stage == "sft" else run_dpo)(stage_config, progress=False)
-    return run_dir / "hf"
-
-
 def measure(model_dir: Path, world: Path, held_out: list[dict[str, Any]]) -> dict[str, float]:
     tokenizer = AutoTokenizer.from_pretrained(world / "tokenizer")  # carries the chat template
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     probe = TaskProbe(WORLD_PROBE, tokenizer, items_per_task=100, data_dir=world)
     scores = dict(probe(model))
-    scores["zh_share"] = 100.0 * zh_share(model, tokenizer, world)
+    scores["zh_share"] = 100.0 * zh_share(model, tokenizer, chinese_questions(world, 100))
     scores["preference_accuracy"] = 100.0 * preference_accuracy(model_dir, held_out, tokenizer)
     return scores
-
-
-@torch.no_grad()
-def zh_share(model: Any, tokenizer: Any, world: Path, items: int = 100, new_tokens: int = 32) -> float:
-    """%Chinese of greedy chat replies to the world's Chinese questions (the %Chinese definition of
-    docs/evaluation.md over all replies' text together)."""
-    lines = (world / "bench" / "ceval.jsonl").read_text(encoding="utf-8").splitlines()[:items]
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": json.loads(line)["question"]}],
-                                             tokenize=False, add_generation_prompt=True) for line in lines]  # fmt: skip
-    tokenizer.padding_side = "left"
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
-    output = model.generate(**batch, max_new_tokens=new_tokens, do_sample=False, eos_token_id=[eot],
-                            pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-    replies = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-    return chinese_share("".join(replies))
 
 
 def markdown(rows: dict[str, dict[str, float]]) -> str:

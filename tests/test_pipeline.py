@@ -1,52 +1,64 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
 from almr.config import AlmrConfig
 from almr.errors import ConfigError
 from almr.sweep.records import load_records
 from worlds import SMALL_WORLD
 
+STAGES = ("world", "base", "study", "frontier", "cpt", "sft", "dpo", "empathy", "baselines", "eval", "ablation",
+          "pairwise", "report")  # fmt: skip
+SMALL = [
+    *(f"world.{k}={v}" for k, v in SMALL_WORLD.model_dump().items() if k != "model"),
+    "base.tokens=24576", "base.probe_every_tokens=8192", "base.schedule.warmup_steps=1", "eval.limit=4",
+    "cpt.total_tokens=8192", "cpt.validation.every_steps=1", "cpt.probe.every_tokens=4096",
+    "cpt.schedule.warmup_steps=0", "eval.probe.items_per_task=8",
+    "sweep.n_initial=4", "sweep.max_runs=6", "sweep.parallel=2",
+    "frontier.n_bootstrap=5", "frontier.n_posterior_samples=50", "frontier.grid_size=11",
+    "frontier.dcpt_starts=2", "frontier.n_restarts_optimizer=0",
+    "sft.steps=4", "dpo.steps=3", "empathy.steps=3", "pipeline.zh_questions=4", "pipeline.zh_new_tokens=8",
+    "pipeline.pairwise_dialogues=4", "pairwise.max_new_tokens=8",
+]  # fmt: skip
+
 
 @pytest.mark.slow
-def test_demo_runs_every_stage_on_a_small_world(tmp_path: Path) -> None:
-    """The demo preset, shrunk: a small world, a short base pretraining, an evaluation, a 3 × 2 grid
-    of tiny CPT runs as subprocesses and the frontier analysis of them."""
-    import torch
+def test_almr_run_makes_every_stage_and_table_on_a_small_world(tmp_path: Path) -> None:
+    """The demo preset, shrunk: every stage of `almr run` on a small world, then a rerun that skips all."""
+    out = tmp_path / "demo"
+    command = [sys.executable, "-m", "almr.cli", "run", "demo", "--out", str(out),
+               *(arg for s in SMALL for arg in ("--set", s))]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for stage in STAGES:
+        record = json.loads((out / stage / "stage.json").read_text())
+        assert record["status"] == "done" and record["seconds"] > 0, stage
+        assert f"{stage}: started" in first.stdout
+    assert "Loading weights" not in first.stdout + first.stderr  # third-party output stays in the logs
+    records = load_records(out / "study" / "sweep")
+    assert len(records) == 6 and all(r.status == "completed" and r.tokens == 8192 for r in records)
+    choice = json.loads((out / "cpt" / "choice.json").read_text())
+    summary = json.loads((out / "frontier" / "frontier.json").read_text())
+    assert choice == {"almr": summary["recommendation"]["almr"], "lr": summary["recommendation"]["lr"]}
+    labels = ("base", "cpt", "cpt-fixed", "instruct", "c-sft", "c-dpo", "c-sft-empathy")
+    assert all((out / "eval" / f"{label}.json").is_file() for label in labels)
+    shares = json.loads((out / "eval" / "chinese_share.json").read_text())
+    assert set(shares) == set(labels) and all(0.0 <= v <= 1.0 for v in shares.values())
+    report = json.loads((out / "pairwise" / "pairwise_report.json").read_text())
+    assert set(report["models"]) == {"c-sft-empathy", "c-dpo", "instruct"}
+    text = (out / "report" / "report.md").read_text()
+    for heading in ("Table 1", "Table 4", "Table 5", "Table 6", "Table 7", "Table 8"):
+        assert heading in text, heading
+    assert (out / "report" / "report.html").is_file()
 
-    from almr.config import load_config
-    from almr.pipeline import run_demo
-
-    torch.set_num_threads(1)
-    world = [f"world.{k}={v}" for k, v in SMALL_WORLD.model_dump().items() if k != "model"]
-    config = load_config("demo", [
-        *world, "base.tokens=24576", "base.probe_every_tokens=8192",
-        "base.schedule.warmup_steps=1", "eval.limit=4",
-        "cpt.total_tokens=8192", "cpt.validation.every_steps=1", "cpt.probe.every_tokens=4096",
-        "cpt.schedule.warmup_steps=0", "eval.probe.items_per_task=8",
-        "sweep.design=grid", "sweep.almr.values=[0.1, 0.5, 0.9]", "sweep.lr.values=[0.001, 0.003]",
-        "frontier.n_bootstrap=5", "frontier.n_posterior_samples=50", "frontier.grid_size=11",
-        "frontier.dcpt_starts=2", "frontier.n_restarts_optimizer=0",
-    ])  # fmt: skip
-    console = Console(file=open(tmp_path / "console.txt", "w"), width=200)  # noqa: SIM115
-    report = run_demo(tmp_path / "demo", config, console).read_text()
-    for heading in ("## 1. The demo world", "## 2. The base model", "## 3. Evaluation (world suite)",
-                    "## 4. The ALMR × LR study"):  # fmt: skip
-        assert heading in report
-    assert "| zh | zh | text | train | 400 |" in report  # the world's stats
-    assert "| base |" in report  # the evaluation table's row
-    events = (tmp_path / "demo/base-run/metrics.jsonl").read_text()
-    assert events.count('"event": "probe"') == 4  # before the first step, then every 8192 of 24576 tokens
-    assert (tmp_path / "demo/eval/base-world.json").is_file()
-    records = load_records(tmp_path / "demo/sweep")
-    assert sorted((r.almr, r.lr) for r in records) == [(a, lr) for a in (0.1, 0.5, 0.9) for lr in (0.001, 0.003)]
-    assert all(r.status == "completed" and r.tokens == 8192 for r in records)
-    summary = json.loads((tmp_path / "demo/frontier/frontier.json").read_text())
-    # inside the studied ranges (the grid's LR axis is log-spaced, so its ends are only ~equal to 1e-3, 3e-3)
-    assert 0.1 <= summary["recommendation"]["almr"] <= 0.9
-    assert 0.001 * (1 - 1e-9) <= summary["recommendation"]["lr"] <= 0.003 * (1 + 1e-9)
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert again.stdout.count("done, skipped") == len(STAGES)
 
 
 def test_probe_needs_a_world(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 
 Each section lives beside the code that reads it (`data/config.py`, `train/config.py`,
 `evaluate/config.py`, `sweep/config.py`, `frontier/config.py`, `world/config.py`,
-`stages/config.py`); this module only composes them, checks what spans two sections, loads
+`stages/config.py`, `run/config.py`); this module only composes them, checks what spans two sections, loads
 files and presets, and applies overrides.
 
 Values apply as defaults, then the YAML file, then each `--set` in order. Unknown keys,
@@ -25,9 +25,10 @@ from almr.errors import ConfigError
 from almr.evaluate.config import EvalConfig
 from almr.frontier.config import FrontierConfig
 from almr.pairwise.config import PairwiseConfig
+from almr.run.config import EmpathyConfig, PipelineConfig
 from almr.section import Section
 from almr.serve.config import ServeConfig
-from almr.stages.config import AblationConfig, BaseModelConfig
+from almr.stages.config import AblationConfig, BaselinesConfig, BaseModelConfig
 from almr.sweep.config import SweepConfig
 from almr.train.config import CptConfig, DpoConfig, ModelConfig, ParallelConfig, SftConfig
 from almr.vocab.config import VocabConfig
@@ -56,8 +57,11 @@ class AlmrConfig(Section):
     frontier: FrontierConfig = Field(default_factory=FrontierConfig, description="The frontier analysis.")
     vocab: VocabConfig = Field(default_factory=VocabConfig, description="Vocabulary extension (almr vocab extend).")
     ablation: AblationConfig = Field(default_factory=AblationConfig, description="The Table 6 ablation.")
+    baselines: BaselinesConfig = Field(default_factory=BaselinesConfig, description="The baselines stage's models.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="The chat server (almr serve).")
     pairwise: PairwiseConfig = Field(default_factory=PairwiseConfig, description="Blind pairwise study (Table 8).")
+    empathy: EmpathyConfig = Field(default_factory=EmpathyConfig, description="C-SFT-Empathy (the empathy stage).")
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="almr run: its measurements, output.")
 
     @model_validator(mode="after")
     def _batches_fill_the_cluster(self) -> "AlmrConfig":

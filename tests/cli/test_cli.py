@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from almr.cli import app, main
 
 EVERY_COMMAND = {
-    "demo", "cpt", "sft", "dpo", "ablation", "sweep", "frontier", "config show", "config keys", "world build",
+    "run", "demo", "cpt", "sft", "dpo", "ablation", "sweep", "frontier", "config show", "config keys", "world build",
     "world pretrain", "world stats",
     "data tokenize", "data plan", "data inspect", "eval table", "eval judge", "eval tasks", "vocab extend", "compare",
     "serve token add", "serve export", "serve delete-user",

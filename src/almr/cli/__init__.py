@@ -16,6 +16,7 @@ from almr.cli.dpo import app as dpo_app
 from almr.cli.eval import app as eval_app
 from almr.cli.frontier import app as frontier_app
 from almr.cli.pairwise import app as pairwise_app
+from almr.cli.run import app as run_app
 from almr.cli.serve import app as serve_app
 from almr.cli.sft import app as sft_app
 from almr.cli.sweep import app as sweep_app
@@ -29,7 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-for single_command in (demo_app, cpt_app, sweep_app, frontier_app, ablation_app, dpo_app, sft_app):
+for single_command in (run_app, demo_app, cpt_app, sweep_app, frontier_app, ablation_app, dpo_app, sft_app):
     app.add_typer(single_command)  # unnamed: its one command sits at the top level (`almr cpt FILE`)
 app.add_typer(config_app, name="config")
 app.add_typer(world_app, name="world")

@@ -1,11 +1,12 @@
-"""`almr demo`: the main job, end to end, on the embedded demo world."""
+"""`almr demo`: `almr run demo --out almr-demo`, the whole pipeline on the embedded demo world."""
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from almr.cli.common import SetOption, console, load
+from almr.cli.common import SetOption
+from almr.cli.run import DryRunOption, FromOption, OnlyOption, UntilOption, run_pipeline
 
 app = typer.Typer()
 
@@ -15,11 +16,15 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for everything the demo makes.")] = Path(
         "almr-demo"
     ),
-    config: Annotated[Path, typer.Option("--config", "-c", help="Config of the demo (file or preset).")] = Path("demo"),
+    config: Annotated[str, typer.Option("--config", "-c", help="Config of the demo (file or preset).")] = "demo",
+    only: OnlyOption = None,
+    start: FromOption = None,
+    until: UntilOption = None,
+    dry_run: DryRunOption = False,
     set_: SetOption = None,
 ) -> None:
-    """The main job on the embedded demo world: build it, pretrain its base model, evaluate it, run
-    the ALMR × LR study from it and the frontier analysis that recommends the full run."""
-    from almr.pipeline import run_demo  # heavy: it drives every stage (torch, transformers); keeps --help fast
-
-    run_demo(out_dir, load(config, set_), console)
+    """The whole pipeline on the embedded demo world (= `almr run demo --out almr-demo`): the world, its
+    base model, the adaptive ALMR × LR study and its frontier, the formal CPT at the recommendation,
+    C-SFT, C-DPO, C-SFT-Empathy, the baselines, evaluation, ablation, the pairwise study and the
+    report (almr-demo/report/report.md, .html)."""
+    run_pipeline(config, out_dir, only, start, until, dry_run, set_)

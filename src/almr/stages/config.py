@@ -1,9 +1,10 @@
 """Config sections of the stages that are not a component's own: the demo world's base model
-(`base`) and the Table 6 ablation (`ablation`)."""
+(`base`), the Table 6 ablation (`ablation`) and the baselines the paper compares against
+(`baselines`)."""
 
 from pydantic import Field
 
-from almr.data.config import BatchConfig
+from almr.data.config import BatchConfig, ChatDatasetConfig
 from almr.section import Section
 from almr.train.config import OptimizerConfig, ScheduleConfig, StageConfig
 
@@ -46,3 +47,40 @@ class AblationConfig(Section):
         default_factory=lambda: ["world_lcsts", "world_eprstmt", "world_ceval", "world_zh_share"],
         description="Evaluation tasks or suites of every cell (eval.data_dir and eval.limit apply).",
     )
+
+
+class InstructBaselineConfig(Section):
+    """The "Instruct" baseline: SFT then DPO on the base model, no CPT, on the world's English-dominant
+    instruct sets (instruct/sft.jsonl, instruct/dpo.jsonl), as Llama-3-Instruct was made from Llama-3.
+    Batch, optimizer, schedule and length come from the sft and dpo sections, as for C-SFT and C-DPO."""
+
+    enabled: bool = Field(True, description="Build the Instruct baseline in the baselines stage.")
+    sft_datasets: list[ChatDatasetConfig] = Field(
+        default_factory=list, description="SFT data of the baseline; empty: the world's instruct/sft.jsonl."
+    )
+    dpo_datasets: list[ChatDatasetConfig] = Field(
+        default_factory=list, description="DPO pairs of the baseline; empty: the world's instruct/dpo.jsonl."
+    )
+
+
+class FixedCptConfig(Section):
+    """A fixed-recipe CPT in the style of Chinese-LLaMA: a 2:8 Chinese-to-rest mixture and a conventional
+    learning rate instead of the measured (ALMR, LR), on the formal CPT's token budget (the cpt section)."""
+
+    enabled: bool = Field(True, description="Build the fixed-recipe CPT in the baselines stage.")
+    almr: float = Field(0.2, ge=0.0, le=1.0, description="ALMR of the recipe (Chinese-LLaMA's 2:8 mixture).")
+    lr: float = Field(
+        2.0e-3,
+        gt=0.0,
+        description="Peak learning rate of the recipe. Chinese-LLaMA continued LLaMA-7B at 2e-4, 2/3 of LLaMA's own "
+        "pretraining peak (3e-4); the demo world's base pretrains at 3e-3 (base.optimizer.lr), so 2e-3 here. For "
+        "Llama-3 8B (pretraining peak 3e-4) set 2e-4.",
+    )
+
+
+class BaselinesConfig(Section):
+    """The `baselines` stage: the models the paper compares against, built from the same base model on the
+    same world — the Instruct model (SFT + DPO without CPT) and a fixed-recipe CPT."""
+
+    instruct: InstructBaselineConfig = Field(default_factory=InstructBaselineConfig)
+    fixed_cpt: FixedCptConfig = Field(default_factory=FixedCptConfig)

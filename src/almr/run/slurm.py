@@ -1,0 +1,96 @@
+"""Each stage as a Slurm job (`sweep.launcher: slurm`): one sbatch script per stage that runs
+`almr run CONFIG --out OUT --only STAGE` on the resources its kind needs, and a submit script that
+chains them with `--dependency=afterok:` on the jobs of their inputs. The resources come from the
+`parallel` section (training stages: `parallel.nodes` × `parallel.gpus_per_node`, under torchrun)
+and `sweep.slurm` (partition, account, time, setup lines, requeue).
+
+A job that reaches its time limit is signalled (`--signal=USR2@sweep.slurm.signal_s`: the trainers
+checkpoint and stop) and requeued (`--requeue`); the requeued job finds its stage `running` with
+the same fingerprint and resumes it. Inside a job `ALMR_STAGE_JOB=1` makes `almr run` run the stage
+here instead of submitting again; the study stage's own runs are still submitted as jobs by the
+sweep's launcher, so its job is a CPU-only driver.
+"""
+
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from almr.run.runner import Stage
+
+IN_JOB = "ALMR_STAGE_JOB"
+
+
+def resources(stage: Stage, config: Any) -> dict[str, int]:
+    """{nodes, gpus_per_node, processes} a stage runs on."""
+    parallel = config.parallel
+    if stage.kind == "train":
+        return {"nodes": parallel.nodes, "gpus_per_node": parallel.gpus_per_node,
+                "processes": parallel.nodes * parallel.gpus_per_node}  # fmt: skip
+    if stage.kind == "gpu":
+        return {"nodes": 1, "gpus_per_node": 1, "processes": 1}
+    if stage.kind == "study" and config.sweep.launcher == "local":
+        gpus = config.sweep.gpus_per_run or 0
+        return {"nodes": 1, "gpus_per_node": gpus * config.sweep.parallel, "processes": config.sweep.parallel}
+    return {"nodes": 1, "gpus_per_node": 0, "processes": 1}
+
+
+def describe_resources(stage: Stage, config: Any) -> str:
+    r = resources(stage, config)
+    if stage.kind == "study":
+        if config.sweep.launcher == "slurm":
+            return "a driver process; each run its own Slurm job (sweep.slurm)"
+        return f"{config.sweep.parallel} run(s) at a time, {r['gpus_per_node']} GPU(s) in all (0: CPU)"
+    if not r["gpus_per_node"]:
+        return "1 process, CPU"
+    if r["processes"] == 1:
+        return "1 process on 1 GPU (the CPU where none is visible)"
+    return f"{r['processes']} process(es): {r['nodes']} node(s) × {r['gpus_per_node']} GPU(s)"
+
+
+def stage_command(stage: Stage, config_ref: str, out: Path, config: Any) -> str:
+    """The command a stage's job runs on each node."""
+    run = f"-m almr.cli run {shlex.quote(config_ref)} --out {shlex.quote(str(out))} --only {stage.name}"
+    r = resources(stage, config)
+    if stage.kind == "train" and r["processes"] > 1:
+        slurm = config.sweep.slurm
+        head = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)'
+        return (f"torchrun --nnodes {r['nodes']} --nproc_per_node {r['gpus_per_node']} --rdzv_backend c10d "
+                f'--rdzv_endpoint "{head}:$(( {slurm.rdzv_port} + SLURM_JOB_ID % 10000 ))" --rdzv_id "$SLURM_JOB_ID" '
+                f"{run}")  # fmt: skip
+    return f"python {run}"
+
+
+def sbatch_script(stage: Stage, config_ref: str, out: Path, config: Any) -> str:
+    """The sbatch script of one stage's job."""
+    slurm = config.sweep.slurm
+    r = resources(stage, config)
+    lines = ["#!/bin/bash", f"#SBATCH --job-name=almr-{stage.name}", f"#SBATCH --nodes={r['nodes']}",
+             "#SBATCH --ntasks-per-node=1"]  # fmt: skip
+    if r["gpus_per_node"]:
+        lines.append(f"#SBATCH --gpus-per-node={r['gpus_per_node']}")
+    lines.append(f"#SBATCH --time={slurm.time_min}")
+    for key, value in (("partition", slurm.partition), ("account", slurm.account),
+                       ("cpus-per-task", slurm.cpus_per_task), ("mem", slurm.mem)):  # fmt: skip
+        if value is not None:
+            lines.append(f"#SBATCH --{key}={value}")
+    if slurm.exclusive:
+        lines.append("#SBATCH --exclusive")
+    if slurm.requeue:
+        lines += ["#SBATCH --requeue", f"#SBATCH --signal=USR2@{slurm.signal_s}"]
+    lines.append(f"#SBATCH --output={out / stage.name}/slurm-%j.out")
+    lines += [*slurm.setup, f"export {IN_JOB}=1", f"srun {stage_command(stage, config_ref, out, config)}"]
+    return "\n".join(lines) + "\n"
+
+
+def submit_script(stages: Sequence[Stage], config_ref: str, out: Path, scripts: Path) -> str:
+    """The shell lines that submit `stages` (in order), each after the jobs of its inputs among them."""
+    names = {s.name for s in stages}
+    lines = ["#!/bin/bash", "set -euo pipefail"]
+    for stage in stages:
+        after = [f"$jid_{n}" for n in (*stage.inputs, *stage.optional) if n in names]
+        dependency = f"--dependency=afterok:{':'.join(after)} " if after else ""
+        script = shlex.quote(str(scripts / f"{stage.name}.sbatch"))
+        lines.append(f"jid_{stage.name}=$(sbatch --parsable {dependency}{script})")
+        lines.append(f'echo "{stage.name}: job $jid_{stage.name}"')
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,360 @@
+"""The paper's pipeline as a table of stages (docs/pipeline.md): what each reads from the config,
+which stages' outputs it needs, the library function that does its work, and what it makes.
+
+    world → base → study → frontier → cpt → sft → dpo → empathy → baselines → eval → ablation
+          → pairwise → report
+
+A stage's function only connects library functions (almr.world, almr.stages, almr.sweep,
+almr.frontier, almr.evaluate, almr.pairwise, almr.report) with the folders of its inputs; each
+returns its outputs as paths relative to its folder, which `stage.json` keeps for the stages after
+it. Heavy libraries are imported inside the functions (`almr run --dry-run` stays fast).
+"""
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from almr.config import AlmrConfig
+from almr.errors import AlmrError
+from almr.run.posttrain import (
+    finetune,
+    formal_cpt,
+    model_zh_share,
+    split_empathy,
+    study_config,
+    world_dpo_data,
+    world_sft_data,
+)
+from almr.run.runner import Stage, StageContext
+
+# The eval stage's model labels, in the report's row order: stage → {label: output name}.
+MODELS = {
+    "base": {"base": "model"},
+    "cpt": {"cpt": "model"},
+    "baselines": {"cpt-fixed": "cpt-fixed", "instruct": "instruct"},
+    "sft": {"c-sft": "model"},
+    "dpo": {"c-dpo": "model"},
+    "empathy": {"c-sft-empathy": "model"},
+}
+
+
+def _rel(path: Path, folder: Path) -> str:
+    return os.path.relpath(Path(path).resolve(), Path(folder).resolve())
+
+
+# ---------------------------------------------------------------------------- world, base
+
+
+def run_world(ctx: StageContext) -> dict[str, str]:
+    from almr.world.build import MANIFEST, build_world
+    from almr.world.stats import markdown_table, world_stats
+
+    world = ctx.dir
+    if (world / MANIFEST).is_file():
+        build_world(world, ctx.config.world)  # completes a world of an older version in place
+    else:
+        # the stage's folder already holds its log: build beside it, then move the world in
+        staging = ctx.out / ".world-build"
+        shutil.rmtree(staging, ignore_errors=True)
+        build_world(staging, ctx.config.world)
+        for entry in staging.iterdir():
+            os.replace(entry, world / entry.name)
+        staging.rmdir()
+    manifest = json.loads((world / MANIFEST).read_text(encoding="utf-8"))
+    (world / "stats.md").write_text(markdown_table(world_stats(world)) + "\n", encoding="utf-8")
+    ctx.say(f"{len(manifest['countries'])} countries, {len(manifest['files'])} files")
+    return {"world": ".", "stats": "stats.md"}
+
+
+def run_base(ctx: StageContext) -> dict[str, str]:
+    from almr.stages.base_model import pretrain_base
+
+    world = ctx.input_path("world", "world")
+    model = pretrain_base(world, ctx.dir / "run", ctx.dir / "shards", ctx.config, progress=False)
+    ctx.say(f"base model: {model}")
+    return {"model": _rel(model, ctx.dir), "run": "run", "shards": "shards"}
+
+
+# ---------------------------------------------------------------------------- study, frontier, cpt
+
+
+def _study(ctx: StageContext) -> AlmrConfig:
+    world = ctx.input_path("world", "world")
+    return study_config(world, ctx.input_path("base", "model"), ctx.input_path("base", "shards"),
+                        ctx.out / "study" / "sweep", ctx.config)  # fmt: skip
+
+
+def run_study(ctx: StageContext) -> dict[str, str]:
+    from almr.sweep.study import probe_base_model, run_sweep
+
+    study = _study(ctx)
+    result = run_sweep(study, baseline_scores=probe_base_model, log=ctx.say)
+    best = result.best
+    if best is not None:
+        ctx.say(f"{len(result.records)} runs; best measured: ALMR {best.almr:.2f}, LR {best.lr:.2e}")
+    return {"sweep": "sweep"}
+
+
+def run_frontier(ctx: StageContext) -> dict[str, str]:
+    from almr.frontier.analyze import analyze_sweep
+    from almr.frontier.report import headline
+
+    analysis = analyze_sweep(ctx.input_path("study", "sweep"), ctx.config.frontier, ctx.dir)
+    ctx.say(headline(analysis.summary))
+    return {name: _rel(path, ctx.dir) for name, path in analysis.files.items()}
+
+
+def run_cpt(ctx: StageContext) -> dict[str, str]:
+    summary = json.loads(ctx.input_path("frontier", "json").read_text(encoding="utf-8"))
+    rec = summary.get("recommendation") or {}
+    if rec.get("almr") is None or rec.get("lr") is None:
+        raise AlmrError(f"the frontier analysis ({ctx.input_path('frontier', 'json')}) recommends no (ALMR, LR)")
+    almr, lr = float(rec["almr"]), float(rec["lr"])
+    ctx.say(f"the formal CPT at the recommendation: ALMR {almr:.3f}, LR {lr:.3g}")
+    model = formal_cpt(_study(ctx), almr, lr, ctx.dir / "run")
+    (ctx.dir / "choice.json").write_text(json.dumps({"almr": almr, "lr": lr}) + "\n", encoding="utf-8")
+    return {"model": _rel(model, ctx.dir), "run": "run", "choice": "choice.json"}
+
+
+# ---------------------------------------------------------------------------- post-training
+
+
+def run_sft(ctx: StageContext) -> dict[str, str]:
+    world = ctx.input_path("world", "world")
+    data = ctx.config.sft.datasets or world_sft_data(world)
+    model = finetune(ctx.config, "sft", ctx.input_path("cpt", "model"), ctx.dir / "run", datasets=data)
+    return {"model": _rel(model, ctx.dir), "run": "run"}
+
+
+def run_dpo(ctx: StageContext) -> dict[str, str]:
+    world = ctx.input_path("world", "world")
+    data = ctx.config.dpo.datasets or world_dpo_data(world / "dpo" / "train.jsonl")
+    model = finetune(ctx.config, "dpo", ctx.input_path("sft", "model"), ctx.dir / "run", datasets=data)
+    return {"model": _rel(model, ctx.dir), "run": "run"}
+
+
+def run_empathy(ctx: StageContext) -> dict[str, str]:
+    from almr.data.config import ChatDatasetConfig
+
+    world = ctx.input_path("world", "world")
+    train, dialogues = split_empathy(world, ctx.dir / "data", ctx.config.pipeline.pairwise_dialogues)
+    data = ctx.config.empathy.datasets or [ChatDatasetConfig(path=str(train), format="esconv", language_field="lang")]
+    model = finetune(ctx.config, "sft", ctx.input_path("sft", "model"), ctx.dir / "run", datasets=data,
+                     steps=ctx.config.empathy.steps, lr=ctx.config.empathy.lr)  # fmt: skip
+    return {"model": _rel(model, ctx.dir), "run": "run", "dialogues": _rel(dialogues, ctx.dir)}
+
+
+def run_baselines(ctx: StageContext) -> dict[str, str]:
+    from almr.stages.baselines import build_fixed_cpt, build_instruct
+
+    world, base = ctx.input_path("world", "world"), ctx.input_path("base", "model")
+    ctx.say("Instruct: SFT + DPO from the base model on English-dominant data")
+    instruct = build_instruct(ctx.config, world, base, ctx.dir / "instruct", False, log=ctx.say)
+    ctx.say("the fixed-recipe CPT (Chinese-LLaMA style)")
+    shards = ctx.input_path("base", "shards")  # the world's shards, made by the base stage
+    fixed = build_fixed_cpt(ctx.config, world, base, ctx.dir / "cpt-fixed", False, shard_dir=shards)
+    return {"instruct": _rel(instruct, ctx.dir), "cpt-fixed": _rel(fixed, ctx.dir)}
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def eval_models(ctx: StageContext) -> dict[str, Path]:
+    """{label: model directory} of every model stage among the done inputs, in MODELS' order."""
+    return {label: ctx.input_path(stage, output) for stage, labels in MODELS.items() if ctx.has_input(stage)
+            for label, output in labels.items()}  # fmt: skip
+
+
+def run_eval(ctx: StageContext) -> dict[str, str]:
+    from almr.evaluate.harness import run_eval as evaluate
+    from almr.evaluate.results import save_result
+
+    world = ctx.input_path("world", "world")
+    spec, pipeline = ctx.config.eval, ctx.config.pipeline
+    models = eval_models(ctx)
+    shares_path = ctx.dir / "chinese_share.json"
+    shares: dict[str, float] = json.loads(shares_path.read_text(encoding="utf-8")) if shares_path.is_file() else {}
+    outputs = {}
+    for done, (label, model) in enumerate(models.items()):
+        ctx.progress(done, len(models), "model")
+        path = ctx.dir / f"{label}.json"
+        outputs[label] = path.name
+        if not path.is_file():  # written whole at the end of its evaluation: a resume skips it
+            result = evaluate(str(model), suite="world", data_dir=world, limit=spec.limit, allow_code_execution=True,
+                              batch_size=spec.batch_size, max_gen_toks=spec.max_gen_toks)  # fmt: skip
+            result["model"] = label
+            save_result(result, path)
+        if label not in shares:
+            shares[label] = model_zh_share(model, world, pipeline.zh_questions, pipeline.zh_new_tokens)
+            shares_path.write_text(json.dumps(shares, indent=1) + "\n", encoding="utf-8")
+        ctx.say(f"{label}: evaluated; {100 * shares[label]:.1f}% Chinese in replies to Chinese questions")
+    outputs["chinese_share"] = shares_path.name
+    return outputs
+
+
+def run_ablation(ctx: StageContext) -> dict[str, str]:
+    from almr.stages.ablation import run_ablation as ablate
+
+    world = ctx.input_path("world", "world")
+    config = ctx.config
+    update = {
+        "ablation": config.ablation.model_copy(update={
+            "cpt_model": str(ctx.input_path("cpt", "model")), "base_model": str(ctx.input_path("base", "model")),
+            "out_dir": str(ctx.dir)}),
+        "sft": config.sft.model_copy(update={"datasets": config.sft.datasets or world_sft_data(world)}),
+        "dpo": config.dpo.model_copy(update={
+            "datasets": config.dpo.datasets or world_dpo_data(world / "dpo" / "train.jsonl")}),
+        "eval": config.eval.model_copy(update={"data_dir": str(world)}),
+    }  # fmt: skip
+    table = ablate(AlmrConfig.model_validate(config.model_copy(update=update).model_dump()), progress=False,
+                   log=ctx.say)  # fmt: skip
+    return {"table": _rel(table, ctx.dir)}
+
+
+# ---------------------------------------------------------------------------- pairwise, report
+
+
+@contextmanager
+def served(model_dir: Path, store: Path) -> Iterator[str]:
+    """`almr serve` of `model_dir` in this process on 127.0.0.1 at a free port; yields its /v1 URL."""
+    import uvicorn
+
+    from almr.serve.app import create_app
+    from almr.serve.config import ServeConfig
+    from almr.serve.server import build_engine
+    from almr.serve.store import Store
+
+    # the judge asks for greedy replies itself: no persona, client settings allowed, no tokens on loopback
+    persona = {"system_prompt": "", "temperature": 0.0, "allow_client_overrides": True}
+    config = ServeConfig.model_validate({"host": "127.0.0.1", "port": 0, "persona": persona,
+                                         "store": f"sqlite:///{store}", "auth": {"required": False}})  # fmt: skip
+    db = Store(config.store)
+    server = uvicorn.Server(uvicorn.Config(create_app(config, build_engine(model_dir, config), db), host="127.0.0.1",
+                                           port=0, log_level="warning"))  # fmt: skip
+    thread = threading.Thread(target=server.run, name="almr-judge-server", daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise AlmrError(f"the judge server for {model_dir} did not start (see the stage's log)")
+            thread.join(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        db.close()
+
+
+def run_pairwise(ctx: StageContext) -> dict[str, str]:
+    from almr.pairwise.judge import judge_study
+    from almr.pairwise.make import make_study
+    from almr.pairwise.report import build_report, write_report
+
+    available = {label: path for label, path in eval_models(ctx).items()}
+    models = {label: str(available[label]) for label in ctx.config.pipeline.pairwise_models if label in available}
+    if len(models) < 2:
+        raise AlmrError(f"pipeline.pairwise_models: only {', '.join(models) or 'none'} of "
+                        f"{', '.join(ctx.config.pipeline.pairwise_models)} built; the study needs two")  # fmt: skip
+    study_path = ctx.dir / "study.db"
+    for leftover in ctx.dir.glob("study.db*"):
+        leftover.unlink()  # a study cut short is made again: collecting replies is the cheap part
+    made = make_study(ctx.input_path("empathy", "dialogues"), models, study_path, ctx.config.pairwise, log=ctx.say)
+    ctx.say(f"{made.prompts} prompts, {made.items} items")
+    if ctx.config.pipeline.judge:
+        judge = ctx.input_path("empathy", "model")
+        with served(judge, ctx.dir / "judge-serve.db") as url:
+            counts = judge_study(made.study, url, ctx.config.pairwise, log=lambda _: None)
+        ctx.say(f"LLM judge ({judge.name}): {counts['judged']} items judged, {counts['consistent']} consistent "
+                f"in both orders, {counts['failed']} without a verdict")  # fmt: skip
+    study, config = made.study, ctx.config.pairwise
+    if study.votes() or any(j["choice"] is not None for j in study.judge_votes()):
+        md, js = write_report(build_report(study, config), ctx.dir)
+    else:
+        md, js = _unjudged_report(study, config, ctx.dir)
+    return {"study": "study.db", "report": md.name, "report_json": js.name}
+
+
+def _unjudged_report(study: Any, config: Any, folder: Path) -> tuple[Path, Path]:
+    """The report of a study nobody could judge (no annotators, a judge without one usable verdict):
+    Table 8 with its win rates missing and its %Chinese column, which needs no vote."""
+    from almr.pairwise.report import chinese_shares, markdown, table8
+
+    items = study.items()
+    report: dict[str, Any] = {
+        "study": str(study.path), "models": study.models, "items": len(items),
+        "conversations": len({i.conversation_id for i in items}), "chinese": chinese_shares(study),
+        "failures": study.failures(), "human": None, "agreement": None, "judges": {},
+        "bootstrap": {"resamples": config.bootstrap_resamples, "confidence": config.confidence, "unit": "conversation"},
+        "judge_failures": [{"item": j["item_id"], "judge": j["judge"], "error": j["error"]}
+                           for j in study.judge_votes() if j["choice"] is None],
+    }  # fmt: skip
+    text = markdown(report) + "\n".join([
+        "", "## Table 8 without votes", "",
+        f"No item has a vote: no annotator voted and the LLM judge gave no usable verdict on any of "
+        f"{len(report['judge_failures'])} items it was asked about (pairwise_report.json lists why). The win rates "
+        "are missing; the %Chinese of each model's replies needs no vote.", "",
+        table8(study.models, {"pairs": []}, report["chinese"], config.confidence), "",
+    ])  # fmt: skip
+    md, js = folder / "pairwise_report.md", folder / "pairwise_report.json"
+    md.write_text(text, encoding="utf-8")
+    js.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return md, js
+
+
+def run_report(ctx: StageContext) -> dict[str, str]:
+    from almr.report.build import build_report
+
+    md, html = build_report(ctx.out, ctx.config, config_name=ctx.config_ref)
+    ctx.say(f"report: {md} and {html}")
+    return {"md": _rel(md, ctx.dir), "html": _rel(html, ctx.dir)}
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("world", ("world",), (), run_world, "the demo world (corpora, benchmarks, chat data, tokenizer)",
+          "almr world build {out}/world"),
+    Stage("base", ("base", "model.dtype", "model.name_or_path"), ("world",), run_base,
+          "the base model (the Llama-3 stand-in)", "almr world pretrain {out}/world", kind="train"),
+    Stage("study", ("cpt", "mixture", "sweep", "eval.probe", "eval.average", "model.dtype"), ("world", "base"),
+          run_study,
+          "the ALMR × LR study: short CPT runs from the base model", "almr sweep {config}", kind="study"),
+    Stage("frontier", ("frontier",), ("study",), run_frontier, "the frontier analysis and its recommendation",
+          "almr frontier {out}/study/sweep --out {out}/frontier"),
+    Stage("cpt", ("cpt", "mixture", "model.dtype"), ("world", "base", "frontier"), run_cpt,
+          "the formal CPT at the recommended (ALMR, LR)", "almr cpt {config}", kind="train"),
+    Stage("sft", ("sft", "model.dtype"), ("world", "cpt"), run_sft, "C-SFT", "almr sft {config}", kind="train"),
+    Stage("dpo", ("dpo", "model.dtype"), ("world", "sft"), run_dpo, "C-DPO", "almr dpo {config}", kind="train"),
+    Stage("empathy", ("sft", "empathy", "pipeline.pairwise_dialogues", "model.dtype"), ("world", "sft"),
+          run_empathy, "C-SFT-Empathy", "almr sft {config}", kind="train"),
+    Stage("baselines", ("baselines", "sft", "dpo", "cpt", "mixture", "model.dtype"), ("world", "base"),
+          run_baselines, "Instruct (SFT + DPO from base) and the fixed-recipe CPT (ALMR 0.2)",
+          "almr sft/dpo/cpt {config}", kind="train"),
+    Stage("eval", ("eval.limit", "eval.max_gen_toks", "pipeline.zh_questions", "pipeline.zh_new_tokens"),
+          ("world", "base", "cpt", "sft", "dpo", "empathy"), run_eval,
+          "every model on the world suite (Tables 4, 5, 7) and its %Chinese", "almr eval MODEL --suite world",
+          optional=("baselines",), kind="gpu"),
+    Stage("ablation", ("ablation", "sft", "dpo", "eval.limit", "eval.max_gen_toks", "model.dtype"),
+          ("world", "base", "cpt"), run_ablation, "Table 6: {with, without} CPT × {with, without} zh data",
+          "almr ablation {config}", kind="train"),
+    Stage("pairwise", ("pairwise", "pipeline.pairwise_models", "pipeline.judge"),
+          ("world", "base", "cpt", "sft", "dpo", "empathy"), run_pairwise,
+          "Table 8: blind pairwise study of the chat models, LLM-judged, with %Chinese",
+          "almr pairwise make/judge/report", optional=("baselines",), kind="gpu"),
+    Stage("report", (), (), run_report, "report.md and report.html: every table and figure",
+          "almr run {config} --only report",
+          optional=("world", "base", "study", "frontier", "cpt", "sft", "dpo", "empathy", "baselines", "eval",
+                    "ablation", "pairwise")),
+)  # fmt: skip
+
+
+def stage_names() -> list[str]:
+    return [s.name for s in STAGES]
+
+
+def describe(stage: Stage) -> dict[str, Any]:
+    return {"name": stage.name, "reads": list(stage.reads), "inputs": list(stage.inputs), "outputs": stage.outputs}
