@@ -19,6 +19,9 @@ from almr.evaluate.results import FORMAT, save_result
 from almr.pairwise.report import write_report
 from almr.report import build_report
 from almr.report.build import paper_size
+from almr.run.stages import STAGES
+
+NEEDS = {stage.name: stage.inputs for stage in STAGES}
 
 EVIL = "<script>alert(1)</script>"
 
@@ -142,7 +145,7 @@ def section(md: str, heading: str) -> str:
 
 
 def test_every_table_has_its_numbers_and_their_files(out: Path) -> None:
-    md_path, html_path = build_report(out, demo(), config_name="demo")
+    md_path, html_path = build_report(out, demo(), NEEDS, config_name="demo")
     assert (md_path, html_path) == (out / "report/report.md", out / "report/report.html")
     md = md_path.read_text()
     t4 = md.split("Table 4.", 1)[1]
@@ -178,7 +181,7 @@ def test_every_table_has_its_numbers_and_their_files(out: Path) -> None:
 
 
 def test_findings_are_decided_from_the_differences_and_their_noise(out: Path) -> None:
-    md = build_report(out, demo(), config_name="demo")[0].read_text()
+    md = build_report(out, demo(), NEEDS, config_name="demo")[0].read_text()
     findings = section(md, "## The paper's findings")
     verdicts = {r[0]: r for r in (row(findings, claim) for claim in (
         "CPT lifts the Chinese benchmarks and keeps the English ones",
@@ -221,11 +224,11 @@ def test_keeps_english_is_reproduced_when_the_loss_is_small_and_precise(out: Pat
     base["tasks"]["world_mmlu"]["metrics"]["acc"]["stderr"] = 0.3
     save_result(cpt, out / "eval/cpt.json")
     save_result(base, out / "eval/base.json")
-    md = build_report(out, demo())[0].read_text()
+    md = build_report(out, demo(), NEEDS)[0].read_text()
     assert "CPT keeps English: d = -0.50 ± 0.42 (SE) over MMLU → reproduced" in md
     cpt["tasks"]["world_mmlu"]["metrics"]["acc"]["value"] = 70.0
     save_result(cpt, out / "eval/cpt.json")
-    md = build_report(out, demo())[0].read_text()
+    md = build_report(out, demo(), NEEDS)[0].read_text()
     assert "CPT keeps English: d = -15.00 ± 0.42 (SE) over MMLU → not reproduced" in md
     assert row(section(md, "## The paper's findings"), "CPT lifts the Chinese benchmarks and keeps the English ones"
                )[-2] == "**not reproduced**"  # fmt: skip
@@ -237,7 +240,7 @@ def test_a_partial_folder_renders_with_its_missing_cells_marked(out: Path) -> No
     (out / "eval/cpt.json").unlink()
     (out / "eval/c-sft-empathy.json").unlink()
     (out / "eval/c-dpo.json").write_text("{not json")
-    md_path, html_path = build_report(out, demo(), config_name="demo")
+    md_path, html_path = build_report(out, demo(), NEEDS, config_name="demo")
     md = md_path.read_text()
     t4 = md.split("Table 4.", 1)[1]
     assert row(t4, "CPT at the recommended (ALMR 0.5, LR 0.00267)")[1:] == [
@@ -267,7 +270,7 @@ def test_the_html_page_is_self_contained_and_escapes_every_text(out: Path) -> No
     report["human"]["pairs"][0]["a"] = EVIL
     report["models"][1] = report["human"]["pairs"][0]["b"] = "c|d"
     write_report(report, out / "pairwise")
-    md, html = build_report(out, demo())
+    md, html = build_report(out, demo(), NEEDS)
     assert row(md.read_text().split("Table 8.", 1)[1], "c\\|d")[:2] == ["c\\|d", "87.5 [80.0, 95.0]"]
     page = html.read_text()
     assert EVIL not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -285,10 +288,10 @@ def test_the_paper_presets_show_the_papers_numbers_beside_ours(out: Path) -> Non
         "family": "chinese", "title": "C-Eval", "version": 1.0, "n_samples": 1346, "shots": 5, "mode": "loglikelihood",
         "primary": "acc", "metrics": {"acc": {"value": 50.0, "stderr": 1.3, "scale": "0-100"}}}}},
         out / "eval/base.json")  # fmt: skip
-    md = build_report(out, config, config_name="paper-llama3-8b")[0].read_text()
+    md = build_report(out, config, NEEDS, config_name="paper-llama3-8b")[0].read_text()
     t4 = md.split("Table 4.", 1)[1]
     assert row(t4, "Base (paper: Llama-3)")[1:5] == ["50.00 ± 1.30", "49.38", "—", "9.64"]
-    assert row(t4, "CPT, fixed recipe (ALMR 0.2, LR 0.002) (paper: Llama-3-Chinese)")[2] == "50.50"
+    assert row(t4, "CPT, fixed recipe (ALMR 0.2, LR 0.0002) (paper: Llama-3-Chinese)")[2] == "50.50"
     t7 = md.split("Table 7.", 1)[1]
     titles = row(t7.split("|---", 1)[1].split("\n", 1)[1], "")  # the row of titles under the groups
     assert titles[1:5] == ["**TAPTAP**", "**paper**", "**Turing Test**", "**paper**"]
@@ -299,7 +302,7 @@ def test_the_paper_presets_show_the_papers_numbers_beside_ours(out: Path) -> Non
 
 def test_a_missing_result_whose_stages_are_done_is_made_by_the_eval_stage_alone(out: Path) -> None:
     (out / "eval/base.json").unlink()
-    md = build_report(out, demo(), config_name="demo")[0].read_text()
+    md = build_report(out, demo(), NEEDS, config_name="demo")[0].read_text()
     assert row(md.split("Table 4.", 1)[1], "Base")[-1] == "— eval/base.json missing: run `almr run demo --only eval`"
 
 
@@ -307,7 +310,7 @@ def test_outputs_of_an_unexpected_shape_cost_their_section_not_the_report(out: P
     (out / "pairwise/pairwise_report.json").write_text(json.dumps({"models": ["a", "b"], "human": {"pairs": [
         {"a": "a", "n": 3, "score_rate": 0.5}]}}))  # fmt: skip
     (out / "frontier/frontier.json").write_text(json.dumps({"recommendation": {"almr": 0.5}}))
-    md = build_report(out, demo(), config_name="demo")[0].read_text()
+    md = build_report(out, demo(), NEEDS, config_name="demo")[0].read_text()
     assert "— Table 8: the output of the pairwise stage could not be read (KeyError: 'b'); rerun it: `almr run demo " \
            "--only pairwise`" in md  # fmt: skip
     assert "- frontier/frontier.json could not be read as a frontier summary (KeyError: 'credible_region_95')" in md
@@ -318,5 +321,5 @@ def test_a_win_rate_whose_interval_holds_half_is_inconclusive(out: Path) -> None
     report = json.loads((out / "pairwise/pairwise_report.json").read_text())
     report["human"]["pairs"] = [pair("instruct", "c-sft-empathy", 18, 2, 20, [0.4, 0.6])]
     write_report(report, out / "pairwise")
-    md = build_report(out, demo())[0].read_text()
+    md = build_report(out, demo(), NEEDS)[0].read_text()
     assert "C-SFT-Empathy over Instruct, pairwise: 52.5% [40.0, 60.0] (bootstrap) → inconclusive" in md

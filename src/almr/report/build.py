@@ -10,14 +10,14 @@ Fig. 2 from the formal CPT; each stage's wall time; every file read.
 """
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from almr.config import AlmrConfig
 from almr.frontier.report import box_edges, edge_words, headline
-from almr.report.collect import STAGES, Measured, Outputs, measure
+from almr.report.collect import Measured, Outputs, measure
 from almr.report.document import MISSING, Block, Bullets, Figure, Heading, Paragraph, Table, to_html, to_markdown
 from almr.report.figures import copy_frontier_figure, plot_cpt_trajectories, probe_events
 from almr.report.findings import RULE, Finding, WinRate, compare
@@ -50,12 +50,14 @@ def is_world(config: AlmrConfig) -> bool:
     return config.model.name_or_path is None
 
 
-def build_report(out_dir: Path, config: AlmrConfig, *, config_name: str = "CONFIG") -> tuple[Path, Path]:
+def build_report(out_dir: Path, config: AlmrConfig, needs: Mapping[str, Sequence[str]], *,
+                 config_name: str = "CONFIG") -> tuple[Path, Path]:  # fmt: skip
     """Write OUT/report/report.md (figures in OUT/report/figures/) and OUT/report/report.html; return
-    their paths. `config_name` is how the user names the config (`demo`, a preset, a file) in the
-    commands the report suggests."""
+    their paths. `needs` is the pipeline's stages in order with the stages each needs (the runner's
+    table: `{stage.name: stage.inputs}`); `config_name` is how the user names the config (`demo`, a
+    preset, a file) in the commands the report suggests."""
     out_dir = Path(out_dir)
-    out = Outputs(out_dir, config_name)
+    out = Outputs(out_dir, needs, config_name)
     report_dir = out_dir / "report"
     figures = report_dir / "figures"
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -284,7 +286,7 @@ def _cpt_figure(out: Outputs, figures: Path) -> list[Block]:
 
 def _stages_section(out: Outputs) -> list[Block]:
     rows, total = [], 0.0
-    for name in STAGES:
+    for name in out.needs:
         if name == "report":
             continue
         st = out.stage(name)

@@ -10,21 +10,13 @@ stored one (BLEU, EQ).
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from almr.evaluate.results import FORMAT, FRACTIONS
 
-# The stages of `almr run`, in order (docs: /work/notes/pipeline_layout.md, src/almr/run/).
-STAGES = ("world", "base", "study", "frontier", "cpt", "sft", "dpo", "empathy", "baselines", "eval", "ablation",
-          "pairwise", "report")  # fmt: skip
-# The stages each of those needs done first (mirrors the runner's table, src/almr/run/stages.py).
-NEEDS = {"base": ("world",), "study": ("world", "base"), "frontier": ("study",), "cpt": ("world", "base", "frontier"),
-         "sft": ("world", "cpt"), "dpo": ("world", "sft"), "empathy": ("world", "sft"), "baselines": ("world", "base"),
-         "eval": ("world", "base", "cpt", "sft", "dpo", "empathy"), "ablation": ("world", "base", "cpt"),
-         "pairwise": ("world", "base", "cpt", "sft", "dpo", "empathy")}  # fmt: skip
 SHARES = "eval/chinese_share.json"  # {label: share of Chinese (0..1) in chat replies to the world's Chinese questions}
 
 
@@ -49,17 +41,19 @@ class Loaded:
 
 
 class Outputs:
-    """The files of one pipeline folder; `config_name` names the config in rerun hints."""
+    """The files of one pipeline folder; `config_name` names the config in rerun hints; `needs` is
+    the pipeline's stages in order, each with the stages it needs done first (the runner's table)."""
 
-    def __init__(self, out_dir: Path, config_name: str = "CONFIG") -> None:
+    def __init__(self, out_dir: Path, needs: Mapping[str, Sequence[str]], config_name: str = "CONFIG") -> None:
         self.out_dir = Path(out_dir)
+        self.needs = dict(needs)
         self.config_name = config_name
         self._cache: dict[str, Loaded] = {}
 
     def rerun(self, stage: str, *also: str) -> str:
         """The command that makes `stage`'s output: `--only STAGE` when the stages it needs (and `also`)
         are done, else `--until STAGE` (which runs what is missing before it)."""
-        ready = all(self.stage(need) is not None for need in (*NEEDS.get(stage, ()), *also))
+        ready = all(self.stage(need) is not None for need in (*self.needs.get(stage, ()), *also))
         return f"`almr run {self.config_name} --{'only' if ready else 'until'} {stage}`"
 
     def missing_note(self, loaded: Loaded, stage: str) -> str:

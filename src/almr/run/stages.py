@@ -310,7 +310,8 @@ def _unjudged_report(study: Any, config: Any, folder: Path) -> tuple[Path, Path]
 def run_report(ctx: StageContext) -> dict[str, str]:
     from almr.report.build import build_report
 
-    md, html = build_report(ctx.out, ctx.config, config_name=ctx.config_ref)
+    needs = {stage.name: stage.inputs for stage in STAGES}
+    md, html = build_report(ctx.out, ctx.config, needs, config_name=ctx.config_ref)
     ctx.say(f"report: {md} and {html}")
     return {"md": _rel(md, ctx.dir), "html": _rel(html, ctx.dir)}
 

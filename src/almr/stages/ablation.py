@@ -53,7 +53,7 @@ def run_ablation(config: AlmrConfig, *, progress: bool = True, log: Callable[[st
     results = []
     for cell in CELLS:
         log(f"ablation cell {cell.name}: {cell.label(spec.language)}")
-        model_dir = _fine_tune(config, cell, out_dir / cell.name, progress, log)
+        model_dir = fine_tune_cell(config, cell, out_dir / cell.name, progress, log)
         result = _evaluate(config, model_dir, out_dir / cell.name / "eval.json")
         result["model"] = cell.label(spec.language)
         results.append(result)
@@ -88,7 +88,9 @@ def table(results: list[dict[str, Any]], language: str) -> str:
     return header + markdown_table(results)
 
 
-def _fine_tune(config: AlmrConfig, cell: Cell, cell_dir: Path, progress: bool, log: Callable[[str], None]) -> Path:
+def fine_tune_cell(config: AlmrConfig, cell: Cell, cell_dir: Path, progress: bool, log: Callable[[str], None]) -> Path:
+    """SFT then DPO of one cell into `cell_dir` (each step skipped when done, resumed from its
+    checkpoints when interrupted); the DPO model's directory."""
     for stage, run in (("sft", run_sft), ("dpo", run_dpo)):
         stage_config = cell_config(config, cell, cell_dir, stage)
         run_dir = cell_dir / stage

@@ -25,7 +25,7 @@ from almr.data.config import ChatDatasetConfig
 from almr.data.tokenize import tokenize_sources
 from almr.errors import ConfigError
 from almr.run.posttrain import formal_cpt, study_config
-from almr.stages.ablation import Cell, _fine_tune
+from almr.stages.ablation import Cell, fine_tune_cell
 from almr.stages.cpt import plan_for
 from almr.world.build import MANIFEST
 
@@ -66,7 +66,7 @@ def build_instruct(config: AlmrConfig, world_dir: Path, base_model: Path, out_di
     for key, datasets in (("sft_datasets", chained.sft.datasets), ("dpo_datasets", chained.dpo.datasets)):
         _check_datasets(datasets, world_dir, key, from_world=not getattr(spec, key))
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = _fine_tune(chained, INSTRUCT_CELL, out_dir, progress, log)
+    final = fine_tune_cell(chained, INSTRUCT_CELL, out_dir, progress, log)
     return _link(out_dir / "model", final)
 
 

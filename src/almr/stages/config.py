@@ -54,7 +54,6 @@ class InstructBaselineConfig(Section):
     instruct sets (instruct/sft.jsonl, instruct/dpo.jsonl), as Llama-3-Instruct was made from Llama-3.
     Batch, optimizer, schedule and length come from the sft and dpo sections, as for C-SFT and C-DPO."""
 
-    enabled: bool = Field(True, description="Build the Instruct baseline in the baselines stage.")
     sft_datasets: list[ChatDatasetConfig] = Field(
         default_factory=list, description="SFT data of the baseline; empty: the world's instruct/sft.jsonl."
     )
@@ -67,7 +66,6 @@ class FixedCptConfig(Section):
     """A fixed-recipe CPT in the style of Chinese-LLaMA: a 2:8 Chinese-to-rest mixture and a conventional
     learning rate instead of the measured (ALMR, LR), on the formal CPT's token budget (the cpt section)."""
 
-    enabled: bool = Field(True, description="Build the fixed-recipe CPT in the baselines stage.")
     almr: float = Field(0.2, ge=0.0, le=1.0, description="ALMR of the recipe (Chinese-LLaMA's 2:8 mixture).")
     lr: float = Field(
         2.0e-3,
