@@ -18,6 +18,7 @@ from almr.run.display import Display
 from almr.run.logs import terminal
 from almr.run.runner import Pipeline, Stage, StageFailed
 from almr.run.slurm import IN_JOB, describe_resources, sbatch_script, submit_script
+from almr.run.stages import STAGES, given_model_gaps
 
 # Keys every stage may use: where its processes run (resources, the launcher of its job).
 PLACEMENT = ("parallel", "sweep.launcher", "sweep.slurm")
@@ -45,16 +46,8 @@ def unread_keys(config: BaseModel, stages: Sequence[Stage]) -> list[str]:
     return [key for key in set_keys(config) if not read(key)]
 
 
-def load_for_run(config_ref: str, overrides: Sequence[str], stages: Sequence[Stage], dry_run: bool = False
-                 ) -> AlmrConfig:  # fmt: skip
+def load_for_run(config_ref: str, overrides: Sequence[str], stages: Sequence[Stage]) -> AlmrConfig:
     config = load_config(config_ref, list(overrides))
-    if config.model.name_or_path and not dry_run:
-        raise ConfigError(
-            f"config {config_ref}: model.name_or_path={config.model.name_or_path}: `almr run` builds the demo "
-            "world's base model and trains on the world's data; running it from a given model on the paper's data "
-            "is not wired yet (docs/pipeline.md). --dry-run shows its stages and Slurm jobs; the stages' own "
-            "commands (almr cpt, almr sft, ...) run that model"
-        )
     unread = unread_keys(config, stages)
     if unread:
         raise ConfigError(
@@ -86,14 +79,16 @@ def _run(config_ref: str, out: Path, overrides: Sequence[str], only: Sequence[st
          until: str | None, dry_run: bool, console: Console, stages: Sequence[Stage] | None, config: Any,
          live: bool | None) -> int:  # fmt: skip
     if stages is None:
-        from almr.run.stages import STAGES
-
         stages = STAGES
     if config is None:
-        config = load_for_run(config_ref, overrides, stages, dry_run)
+        config = load_for_run(config_ref, overrides, stages)
     out = Path(out)
     pipeline = Pipeline(stages, config, out, rerun_command(config_ref, out, overrides), config_ref)
     selected = pipeline.select(only, start, until)
+    gaps = given_model_gaps(config, selected) if isinstance(config, AlmrConfig) else []
+    if gaps and not dry_run:
+        raise ConfigError(f"config {config_ref} names its model ({config.model.name_or_path}); for the selected stages "
+                          "it also needs:\n  " + "\n  ".join(gaps))  # fmt: skip
     if dry_run:
         for line in dry_run_lines(pipeline, selected, config_ref):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -162,6 +157,8 @@ def dry_run_lines(pipeline: Pipeline, selected: Sequence[str], config_ref: str) 
         pipeline.check_inputs(selected, states)
     except ConfigError as err:
         lines.append(f"this selection would be refused: {err}")
+    if isinstance(pipeline.config, AlmrConfig):
+        lines += [f"this selection would be refused: {gap}" for gap in given_model_gaps(pipeline.config, selected)]
     lines.append(f"dry run: {len(run)} stage(s) would run ({', '.join(run) or 'none'}); nothing was started")
     return lines
 

@@ -43,3 +43,14 @@ class PipelineConfig(Section):
         True, description="Judge the pairwise items with an LLM (the empathy model served in-process: the demo "
         "has no annotators)."
     )  # fmt: skip
+    dialogues: str | None = Field(
+        None, description="For a config that names its model (model.name_or_path): the pairwise study's dialogues, "
+        "a JSON Lines file of {id, turns: [{role, content}, ...]} (logged conversations; `almr pairwise make`'s "
+        "input). The demo world holds its own out of the empathy data."
+    )  # fmt: skip
+    eval_tasks: list[str] = Field(
+        default_factory=lambda: ["paper"],
+        description="For a config that names its model: the eval stage's suites or tasks (`almr eval tasks`); "
+        "base and CPT models skip the chat tasks among them. eval.data_dir holds the files of those without a "
+        "public data set. The demo world is scored on its own suite.",
+    )

@@ -91,15 +91,24 @@ def finetune(config: AlmrConfig, stage: str, start: Path, run_dir: Path, *, data
     return hf
 
 
-def study_config(world_dir: Path, base: Path, shard_dir: Path, sweep_dir: Path, config: AlmrConfig) -> AlmrConfig:
-    """The study's base config: the config's cpt/mixture/sweep settings, from the world's base
-    model on the world's shards, probing the world's benchmarks, its records in `sweep_dir`."""
-    from almr.world.build import world_data  # heavy: the world's model module imports transformers
+def study_config(world_dir: Path | None, base: Path, shard_dir: Path, sweep_dir: Path, config: AlmrConfig
+                 ) -> AlmrConfig:  # fmt: skip
+    """The study's base config: the config's cpt/mixture/sweep settings from the `base` model, its
+    records in `sweep_dir`; on the world's corpora (shards in `shard_dir`) probing the world's
+    benchmarks, or, without a world (`world_dir` None: a config that names its model), on the
+    config's own data sources with their shards in `shard_dir`."""
+    data = config.data.model_copy(update={"shard_dir": str(shard_dir)})
+    if data.tokenizer is None:
+        data = data.model_copy(update={"tokenizer": str(base)})
+    eval_ = config.eval
+    if world_dir is not None:
+        from almr.world.build import world_data  # heavy: the world's model module imports transformers
 
+        data, eval_ = world_data(world_dir, shard_dir), eval_.model_copy(update={"data_dir": str(world_dir)})
     update = {
         "model": ModelConfig(name_or_path=str(base), dtype=config.model.dtype),
-        "data": world_data(world_dir, shard_dir),
-        "eval": config.eval.model_copy(update={"data_dir": str(world_dir)}),
+        "data": data,
+        "eval": eval_,
         "sweep": config.sweep.model_copy(update={"sweep_dir": str(sweep_dir)}),
     }
     return AlmrConfig.model_validate(config.model_copy(update=update).model_dump())

@@ -4,6 +4,11 @@ which stages' outputs it needs, the library function that does its work, and wha
     world → base → study → frontier → cpt → sft → dpo → empathy → baselines → eval → ablation
           → pairwise → report
 
+A config that names its base model (`model.name_or_path`: a local directory or a hub id) runs the
+same stages without the demo world: `world` tokenizes the config's `data.sources`, `base` is that
+model as it is, and the post-training stages read the data sets the config names
+(`given_model_gaps` says, before anything runs, which of them a selection of stages lacks).
+
 A stage's function only connects library functions (almr.world, almr.stages, almr.sweep,
 almr.frontier, almr.evaluate, almr.pairwise, almr.report) with the folders of its inputs; each
 returns its outputs as paths relative to its folder, which `stage.json` keeps for the stages after
@@ -20,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from almr.config import AlmrConfig
-from almr.errors import AlmrError
+from almr.errors import AlmrError, ConfigError
 from almr.run.posttrain import (
     finetune,
     formal_cpt,
@@ -50,10 +55,57 @@ def _rel(path: Path, folder: Path) -> str:
 # ---------------------------------------------------------------------------- world, base
 
 
+def names_a_model(config: AlmrConfig) -> bool:
+    """The config names its base model: the pipeline runs on it and the config's data, no world."""
+    return config.model.name_or_path is not None
+
+
+def _world(ctx: StageContext) -> Path | None:
+    """The demo world's folder; None for a config that names its model."""
+    return None if names_a_model(ctx.config) else ctx.input_path("world", "world")
+
+
+def given_model_gaps(config: AlmrConfig, selected: list[str]) -> list[str]:
+    """What a config that names its model lacks for the `selected` stages (the demo world supplies
+    all of it): one line per missing key, saying what to set."""
+    if not names_a_model(config):
+        return []
+    need = {
+        "world": [("data.sources", bool(config.data.sources), "the corpora of the CPT mixture (docs/data.md)")],
+        "sft": [("sft.datasets", bool(config.sft.datasets), "C-SFT's chat data sets")],
+        "dpo": [("dpo.datasets", bool(config.dpo.datasets), "C-DPO's preference data sets")],
+        "empathy": [
+            ("empathy.datasets", bool(config.empathy.datasets), "the emotional-support data sets (ESConv format)"),
+            ("pipeline.dialogues", config.pipeline.dialogues is not None, "the pairwise study's dialogues (JSONL)"),
+        ],
+        "baselines": [(
+            "baselines.instruct.model or baselines.instruct.sft_datasets and dpo_datasets",
+            config.baselines.instruct.model is not None
+            or bool(config.baselines.instruct.sft_datasets and config.baselines.instruct.dpo_datasets),
+            "an existing instruct model, or the English-dominant data to build one from the base model",
+        )],
+        "ablation": [(
+            "ablation.tasks", not any(t.startswith("world") for t in config.ablation.tasks) or
+            config.eval.data_dir is not None, "tasks of your own (the defaults are the demo world's)")],
+    }  # fmt: skip
+    gaps = [f"{key}: not set; the {stage} stage needs {what}" for stage in selected
+            for key, given, what in need.get(stage, []) if not given]  # fmt: skip
+    if "ablation" in selected and config.sft.datasets and config.dpo.datasets:
+        from almr.stages.ablation import check_language_data  # heavy: TRL and lm-eval
+
+        try:
+            check_language_data(config)
+        except ConfigError as err:
+            gaps.append(f"the ablation stage: {err}")
+    return gaps
+
+
 def run_world(ctx: StageContext) -> dict[str, str]:
     from almr.world.build import MANIFEST, build_world
     from almr.world.stats import markdown_table, world_stats
 
+    if names_a_model(ctx.config):
+        return _tokenize_data(ctx)
     world = ctx.dir
     if (world / MANIFEST).is_file():
         build_world(world, ctx.config.world)  # completes a world of an older version in place
@@ -71,9 +123,36 @@ def run_world(ctx: StageContext) -> dict[str, str]:
     return {"world": ".", "stats": "stats.md"}
 
 
+def _tokenize_data(ctx: StageContext) -> dict[str, str]:
+    """The world stage of a config that names its model: its data sources tokenized into
+    data.shard_dir (with the model's tokenizer unless data.tokenizer names one); current shards are
+    kept."""
+    from almr.data.tokenize import tokenize_sources
+
+    data = ctx.config.data
+    if data.tokenizer is None:
+        data = data.model_copy(update={"tokenizer": ctx.config.model.name_or_path})
+    manifests = tokenize_sources(data, progress=False, log=ctx.say)
+    ctx.say(f"{len(manifests)} sources tokenized into {data.shard_dir}")
+    return {"shards": _rel(Path(data.shard_dir), ctx.dir)}
+
+
+def _given_model(ctx: StageContext) -> dict[str, str]:
+    """The base stage of a config that names its model: that model as it is (a hub id is
+    downloaded once into the Hugging Face cache), and the world stage's shards."""
+    name = ctx.config.model.name_or_path
+    path = Path(name) if Path(name).is_dir() else _download(name)
+    if not (path / "config.json").is_file():
+        raise AlmrError(f"model.name_or_path: {path} has no config.json: not a Hugging Face model directory")
+    ctx.say(f"base model: {name}")
+    return {"model": _rel(path, ctx.dir), "shards": _rel(ctx.input_path("world", "shards"), ctx.dir)}
+
+
 def run_base(ctx: StageContext) -> dict[str, str]:
     from almr.stages.base_model import pretrain_base
 
+    if names_a_model(ctx.config):
+        return _given_model(ctx)
     world = ctx.input_path("world", "world")
     model = pretrain_base(world, ctx.dir / "run", ctx.dir / "shards", ctx.config, progress=False)
     ctx.say(f"base model: {model}")
@@ -84,8 +163,7 @@ def run_base(ctx: StageContext) -> dict[str, str]:
 
 
 def _study(ctx: StageContext) -> AlmrConfig:
-    world = ctx.input_path("world", "world")
-    return study_config(world, ctx.input_path("base", "model"), ctx.input_path("base", "shards"),
+    return study_config(_world(ctx), ctx.input_path("base", "model"), ctx.input_path("base", "shards"),
                         ctx.out / "study" / "sweep", ctx.config)  # fmt: skip
 
 
@@ -125,14 +203,14 @@ def run_cpt(ctx: StageContext) -> dict[str, str]:
 
 
 def run_sft(ctx: StageContext) -> dict[str, str]:
-    world = ctx.input_path("world", "world")
+    world = _world(ctx)
     data = ctx.config.sft.datasets or world_sft_data(world)
     model = finetune(ctx.config, "sft", ctx.input_path("cpt", "model"), ctx.dir / "run", datasets=data)
     return {"model": _rel(model, ctx.dir), "run": "run"}
 
 
 def run_dpo(ctx: StageContext) -> dict[str, str]:
-    world = ctx.input_path("world", "world")
+    world = _world(ctx)
     data = ctx.config.dpo.datasets or world_dpo_data(world / "dpo" / "train.jsonl")
     model = finetune(ctx.config, "dpo", ctx.input_path("sft", "model"), ctx.dir / "run", datasets=data)
     return {"model": _rel(model, ctx.dir), "run": "run"}
@@ -141,9 +219,17 @@ def run_dpo(ctx: StageContext) -> dict[str, str]:
 def run_empathy(ctx: StageContext) -> dict[str, str]:
     from almr.data.config import ChatDatasetConfig
 
-    world = ctx.input_path("world", "world")
-    train, dialogues = split_empathy(world, ctx.dir / "data", ctx.config.pipeline.pairwise_dialogues)
-    data = ctx.config.empathy.datasets or [ChatDatasetConfig(path=str(train), format="esconv", language_field="lang")]
+    world, pipeline = _world(ctx), ctx.config.pipeline
+    if world is None:  # a config that names its model: its own data sets and dialogues
+        assert pipeline.dialogues is not None  # given_model_gaps refused the run otherwise
+        dialogues = ctx.dir / "data" / "dialogues.jsonl"
+        dialogues.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pipeline.dialogues, dialogues)  # the study reads its own copy: reruns see the same
+        data = ctx.config.empathy.datasets
+    else:
+        train, dialogues = split_empathy(world, ctx.dir / "data", pipeline.pairwise_dialogues)
+        data = ctx.config.empathy.datasets or [ChatDatasetConfig(path=str(train), format="esconv",
+                                                                 language_field="lang")]  # fmt: skip
     model = finetune(ctx.config, "sft", ctx.input_path("sft", "model"), ctx.dir / "run", datasets=data,
                      steps=ctx.config.empathy.steps, lr=ctx.config.empathy.lr)  # fmt: skip
     return {"model": _rel(model, ctx.dir), "run": "run", "dialogues": _rel(dialogues, ctx.dir)}
@@ -152,13 +238,24 @@ def run_empathy(ctx: StageContext) -> dict[str, str]:
 def run_baselines(ctx: StageContext) -> dict[str, str]:
     from almr.stages.baselines import build_fixed_cpt, build_instruct
 
-    world, base = ctx.input_path("world", "world"), ctx.input_path("base", "model")
-    ctx.say("Instruct: SFT + DPO from the base model on English-dominant data")
-    instruct = build_instruct(ctx.config, world, base, ctx.dir / "instruct", False, log=ctx.say)
+    world, base = _world(ctx), ctx.input_path("base", "model")
+    given = ctx.config.baselines.instruct.model
+    if given is not None:
+        ctx.say(f"Instruct: {given}, as it is")
+        instruct = Path(given) if Path(given).is_dir() else _download(given)
+    else:
+        ctx.say("Instruct: SFT + DPO from the base model on English-dominant data")
+        instruct = build_instruct(ctx.config, world, base, ctx.dir / "instruct", False, log=ctx.say)
     ctx.say("the fixed-recipe CPT (Chinese-LLaMA style)")
-    shards = ctx.input_path("base", "shards")  # the world's shards, made by the base stage
+    shards = ctx.input_path("base", "shards")  # the world's shards (the demo's base stage, else the world stage)
     fixed = build_fixed_cpt(ctx.config, world, base, ctx.dir / "cpt-fixed", False, shard_dir=shards)
     return {"instruct": _rel(instruct, ctx.dir), "cpt-fixed": _rel(fixed, ctx.dir)}
+
+
+def _download(name: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(name))
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -170,13 +267,44 @@ def eval_models(ctx: StageContext) -> dict[str, Path]:
             for label, output in labels.items()}  # fmt: skip
 
 
+CHAT_MODELS = ("instruct", "c-sft", "c-dpo", "c-sft-empathy")
+
+
+def _eval_given(ctx: StageContext, models: dict[str, Path]) -> dict[str, str]:
+    """The eval stage of a config that names its model: pipeline.eval_tasks on every model (base and
+    CPT models without the chat tasks); %Chinese is the zh_share task's where it is among them."""
+    from almr.evaluate.harness import run_eval as evaluate
+    from almr.evaluate.registry import resolve_tasks
+    from almr.evaluate.results import save_result
+
+    spec = ctx.config.eval
+    tasks = resolve_tasks(None, ctx.config.pipeline.eval_tasks)
+    outputs = {}
+    for done, (label, model) in enumerate(models.items()):
+        ctx.progress(done, len(models), "model")
+        path = ctx.dir / f"{label}.json"
+        outputs[label] = path.name
+        if path.is_file():  # written whole at the end of its evaluation: a resume skips it
+            continue
+        names = [t.name for t in tasks if label in CHAT_MODELS or not t.chat]
+        result = evaluate(str(model), tasks=names, data_dir=spec.data_dir, limit=spec.limit,
+                          allow_code_execution=spec.allow_code_execution, batch_size=spec.batch_size,
+                          max_gen_toks=spec.max_gen_toks, dtype=spec.dtype, device=spec.device)  # fmt: skip
+        result["model"] = label
+        save_result(result, path)
+        ctx.say(f"{label}: evaluated on {len(names)} tasks")
+    return outputs
+
+
 def run_eval(ctx: StageContext) -> dict[str, str]:
     from almr.evaluate.harness import run_eval as evaluate
     from almr.evaluate.results import save_result
 
-    world = ctx.input_path("world", "world")
-    spec, pipeline = ctx.config.eval, ctx.config.pipeline
     models = eval_models(ctx)
+    world = _world(ctx)
+    if world is None:
+        return _eval_given(ctx, models)
+    spec, pipeline = ctx.config.eval, ctx.config.pipeline
     shares_path = ctx.dir / "chinese_share.json"
     shares: dict[str, float] = json.loads(shares_path.read_text(encoding="utf-8")) if shares_path.is_file() else {}
     outputs = {}
@@ -200,17 +328,19 @@ def run_eval(ctx: StageContext) -> dict[str, str]:
 def run_ablation(ctx: StageContext) -> dict[str, str]:
     from almr.stages.ablation import run_ablation as ablate
 
-    world = ctx.input_path("world", "world")
-    config = ctx.config
-    update = {
+    world, config = _world(ctx), ctx.config
+    update: dict[str, Any] = {
         "ablation": config.ablation.model_copy(update={
             "cpt_model": str(ctx.input_path("cpt", "model")), "base_model": str(ctx.input_path("base", "model")),
             "out_dir": str(ctx.dir)}),
-        "sft": config.sft.model_copy(update={"datasets": config.sft.datasets or world_sft_data(world)}),
-        "dpo": config.dpo.model_copy(update={
-            "datasets": config.dpo.datasets or world_dpo_data(world / "dpo" / "train.jsonl")}),
-        "eval": config.eval.model_copy(update={"data_dir": str(world)}),
     }  # fmt: skip
+    if world is not None:
+        update |= {
+            "sft": config.sft.model_copy(update={"datasets": config.sft.datasets or world_sft_data(world)}),
+            "dpo": config.dpo.model_copy(update={
+                "datasets": config.dpo.datasets or world_dpo_data(world / "dpo" / "train.jsonl")}),
+            "eval": config.eval.model_copy(update={"data_dir": str(world)}),
+        }  # fmt: skip
     table = ablate(AlmrConfig.model_validate(config.model_copy(update=update).model_dump()), progress=False,
                    log=ctx.say)  # fmt: skip
     return {"table": _rel(table, ctx.dir)}
@@ -317,10 +447,13 @@ def run_report(ctx: StageContext) -> dict[str, str]:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("world", ("world",), (), run_world, "the demo world (corpora, benchmarks, chat data, tokenizer)",
+    Stage("world", ("world", "data", "model.name_or_path"), (), run_world,
+          "the demo world (corpora, benchmarks, chat data, tokenizer); for a config naming its model, its data "
+          "sources tokenized",
           "almr world build {out}/world"),
     Stage("base", ("base", "model.dtype", "model.name_or_path"), ("world",), run_base,
-          "the base model (the Llama-3 stand-in)", "almr world pretrain {out}/world", kind="train"),
+          "the base model (the Llama-3 stand-in), or the model the config names", "almr world pretrain {out}/world",
+          kind="train"),
     Stage("study", ("cpt", "mixture", "sweep", "eval.probe", "eval.average", "model.dtype"), ("world", "base"),
           run_study,
           "the ALMR × LR study: short CPT runs from the base model", "almr sweep {config}", kind="study"),
@@ -330,12 +463,13 @@ STAGES: tuple[Stage, ...] = (
           "the formal CPT at the recommended (ALMR, LR)", "almr cpt {config}", kind="train"),
     Stage("sft", ("sft", "model.dtype"), ("world", "cpt"), run_sft, "C-SFT", "almr sft {config}", kind="train"),
     Stage("dpo", ("dpo", "model.dtype"), ("world", "sft"), run_dpo, "C-DPO", "almr dpo {config}", kind="train"),
-    Stage("empathy", ("sft", "empathy", "pipeline.pairwise_dialogues", "model.dtype"), ("world", "sft"),
-          run_empathy, "C-SFT-Empathy", "almr sft {config}", kind="train"),
+    Stage("empathy", ("sft", "empathy", "pipeline.pairwise_dialogues", "pipeline.dialogues", "model.dtype"),
+          ("world", "sft"), run_empathy, "C-SFT-Empathy", "almr sft {config}", kind="train"),
     Stage("baselines", ("baselines", "sft", "dpo", "cpt", "mixture", "model.dtype"), ("world", "base"),
           run_baselines, "Instruct (SFT + DPO from base) and the fixed-recipe CPT (ALMR 0.2)",
           "almr sft/dpo/cpt {config}", kind="train"),
-    Stage("eval", ("eval.limit", "eval.max_gen_toks", "pipeline.zh_questions", "pipeline.zh_new_tokens"),
+    Stage("eval", ("eval.limit", "eval.max_gen_toks", "eval.data_dir", "eval.allow_code_execution", "eval.dtype",
+                   "pipeline.zh_questions", "pipeline.zh_new_tokens", "pipeline.eval_tasks"),
           ("world", "base", "cpt", "sft", "dpo", "empathy"), run_eval,
           "every model on the world suite (Tables 4, 5, 7) and its %Chinese", "almr eval MODEL --suite world",
           optional=("baselines",), kind="gpu"),

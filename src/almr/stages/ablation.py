@@ -123,6 +123,12 @@ def _check(config: AlmrConfig) -> None:
             raise ConfigError(f"ablation.{key} is not set; point it at a Hugging Face model directory")
         if not (Path(value) / "config.json").is_file():
             raise ConfigError(f"ablation.{key}={value} is not a Hugging Face model directory (no config.json)")
+    check_language_data(config)
+
+
+def check_language_data(config: AlmrConfig) -> None:
+    """Refuse fine-tuning data that cannot be split into with and without `ablation.language`."""
+    spec = config.ablation
     for stage in ("sft", "dpo"):
         datasets = getattr(config, stage).datasets
         if not datasets:

@@ -10,7 +10,10 @@ and the Chinese fine-tuning bought.
   can happen here, and the eval stage measures whether it does.
 - **Fixed-recipe CPT** (`build_fixed_cpt`): CPT in the style of Chinese-LLaMA — ALMR 0.2 (its 2:8
   mixture) and a conventional learning rate (`baselines.fixed_cpt`) — on the formal CPT's token
-  budget and mixture weights, built as the study builds its runs (`almr.pipeline.study_config`).
+  budget and mixture weights, built as the study builds its runs (`almr.run.posttrain.study_config`).
+
+Without a world (`world_dir` None: a config that names its model), the Instruct baseline trains on
+`baselines.instruct.sft_datasets`/`dpo_datasets` and the fixed recipe on the config's data sources.
 
 Each writes under its `out_dir`: the run folders, and `model`, a relative link to the final Hugging
 Face directory. Running again reuses a finished run; an interrupted one resumes.
@@ -42,11 +45,11 @@ def instruct_datasets(world_dir: Path) -> tuple[list[ChatDatasetConfig], list[Ch
     return sft, dpo
 
 
-def instruct_config(config: AlmrConfig, world_dir: Path, base_model: Path) -> AlmrConfig:
+def instruct_config(config: AlmrConfig, world_dir: Path | None, base_model: Path) -> AlmrConfig:
     """`config` with the Instruct baseline's data in its sft and dpo sections and the base model as the
     ablation's start model: what `cell_config(…, INSTRUCT_CELL, …)` turns into each stage's config."""
     spec = config.baselines.instruct
-    world_sft, world_dpo = instruct_datasets(world_dir)
+    world_sft, world_dpo = instruct_datasets(world_dir) if world_dir is not None else ([], [])
     update = {
         "sft": config.sft.model_copy(update={"datasets": spec.sft_datasets or world_sft}),
         "dpo": config.dpo.model_copy(update={"datasets": spec.dpo_datasets or world_dpo}),
@@ -55,39 +58,43 @@ def instruct_config(config: AlmrConfig, world_dir: Path, base_model: Path) -> Al
     return AlmrConfig.model_validate(config.model_copy(update=update).model_dump())
 
 
-def build_instruct(config: AlmrConfig, world_dir: Path, base_model: Path, out_dir: Path, progress: bool = True,
-                   log: Callable[[str], None] = print) -> Path:  # fmt: skip
+def build_instruct(config: AlmrConfig, world_dir: Path | None, base_model: Path, out_dir: Path,
+                   progress: bool = True, log: Callable[[str], None] = print) -> Path:  # fmt: skip
     """SFT then DPO from `base_model` on English-dominant data into `out_dir/{sft,dpo}`; returns
     `out_dir/model`, the final chat model."""
-    world_dir, base_model, out_dir = Path(world_dir), Path(base_model), Path(out_dir)
+    base_model, out_dir = Path(base_model), Path(out_dir)
     _check_base_model(base_model, "instruct")
     chained = instruct_config(config, world_dir, base_model)
     spec = config.baselines.instruct
     for key, datasets in (("sft_datasets", chained.sft.datasets), ("dpo_datasets", chained.dpo.datasets)):
+        if not datasets:
+            raise ConfigError(f"baselines.instruct.{key}: empty; without the demo world the Instruct baseline "
+                              "trains on the data sets named there (or set baselines.instruct.model)")  # fmt: skip
         _check_datasets(datasets, world_dir, key, from_world=not getattr(spec, key))
     out_dir.mkdir(parents=True, exist_ok=True)
     final = fine_tune_cell(chained, INSTRUCT_CELL, out_dir, progress, log)
     return _link(out_dir / "model", final)
 
 
-def fixed_cpt_config(config: AlmrConfig, world_dir: Path, base_model: Path, out_dir: Path,
+def fixed_cpt_config(config: AlmrConfig, world_dir: Path | None, base_model: Path, out_dir: Path,
                      shard_dir: Path | None = None) -> AlmrConfig:  # fmt: skip
-    """The study's config from `base_model` on the world (`study_config`; shards in `shard_dir`,
-    default `out_dir/shards`) with the recipe's ALMR: what `formal_cpt` trains at the recipe's LR."""
-    study = study_config(Path(world_dir), Path(base_model), Path(shard_dir or Path(out_dir) / "shards"),
+    """The study's config from `base_model` on the world, or on the config's data without one
+    (`study_config`; shards in `shard_dir`, default `out_dir/shards`) with the recipe's ALMR: what
+    `formal_cpt` trains at the recipe's LR."""
+    study = study_config(world_dir, Path(base_model), Path(shard_dir or Path(out_dir) / "shards"),
                          Path(out_dir) / "sweep", config)  # fmt: skip
     mixture = study.mixture.model_copy(update={"almr": config.baselines.fixed_cpt.almr})
     return AlmrConfig.model_validate(study.model_copy(update={"mixture": mixture}).model_dump())
 
 
-def build_fixed_cpt(config: AlmrConfig, world_dir: Path, base_model: Path, out_dir: Path, progress: bool = True,
-                    *, shard_dir: Path | None = None) -> Path:  # fmt: skip
+def build_fixed_cpt(config: AlmrConfig, world_dir: Path | None, base_model: Path, out_dir: Path,
+                    progress: bool = True, *, shard_dir: Path | None = None) -> Path:  # fmt: skip
     """CPT from `base_model` at the fixed recipe into `out_dir/run`, on the formal CPT's budget (the
     cpt section), as the cpt stage trains (`formal_cpt`); the mixture plan it trains on in
     `out_dir/plan.json`; returns `out_dir/model`, the final checkpoint's Hugging Face directory."""
-    world_dir, base_model, out_dir = Path(world_dir), Path(base_model), Path(out_dir)
+    base_model, out_dir = Path(base_model), Path(out_dir)
     _check_base_model(base_model, "fixed_cpt")
-    if not (world_dir / MANIFEST).is_file():
+    if world_dir is not None and not (Path(world_dir) / MANIFEST).is_file():
         raise ConfigError(f"baselines.fixed_cpt: {world_dir} is not a world directory (no {MANIFEST}); "
                           "the world stage makes it")  # fmt: skip
     spec = config.baselines.fixed_cpt
@@ -121,11 +128,11 @@ def _check_base_model(base_model: Path, key: str) -> None:
         )
 
 
-def _check_datasets(datasets: list[ChatDatasetConfig], world_dir: Path, key: str, from_world: bool) -> None:
+def _check_datasets(datasets: list[ChatDatasetConfig], world_dir: Path | None, key: str, from_world: bool) -> None:
     for dataset in datasets:
         if Path(dataset.path).exists():
             continue
-        if from_world:
+        if from_world and world_dir is not None:
             raise ConfigError(
                 f"baselines.instruct: the world {world_dir} has no {Path(dataset.path).relative_to(world_dir)} (built "
                 "before the Instruct sets existed, or not a world); `almr world build` completes it in place"

@@ -54,6 +54,10 @@ class InstructBaselineConfig(Section):
     instruct sets (instruct/sft.jsonl, instruct/dpo.jsonl), as Llama-3-Instruct was made from Llama-3.
     Batch, optimizer, schedule and length come from the sft and dpo sections, as for C-SFT and C-DPO."""
 
+    model: str | None = Field(
+        None, description="An existing instruct model (a local directory or hub id, e.g. "
+        "meta-llama/Meta-Llama-3-8B-Instruct, the paper's baseline) used as it is instead of building one."
+    )  # fmt: skip
     sft_datasets: list[ChatDatasetConfig] = Field(
         default_factory=list, description="SFT data of the baseline; empty: the world's instruct/sft.jsonl."
     )
