@@ -30,17 +30,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
-from almr.config import AlmrConfig, load_config
-from almr.data.chat import read_preferences
-from almr.data.config import ChatDatasetConfig
-from almr.run.posttrain import finetune, formal_cpt, split_pairs, study_config, world_dpo_data, world_sft_data
-from almr.stages.base_model import pretrain_base
+from almr.config import AlmrConfig
+from almr.run.posttrain import finetune, world_dpo_data, world_sft_data
 from almr.stages.baselines import build_fixed_cpt, build_instruct, instruct_datasets
 from almr.world.build import build_world
-from posttrain_demo import markdown, measure
+from posttrain_demo import chain_start, markdown, measure
 
 
 def main() -> None:
@@ -53,16 +48,10 @@ def main() -> None:
                         help="other world.instruct_zh_share:world.instruct_zh_english_replies pairs")  # fmt: skip
     parser.add_argument("--no-fixed-cpt", action="store_true")
     args = parser.parse_args()
-    torch.manual_seed(0)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    config = load_config("demo")
-    world = out / "world"
-    build_world(world, config.world)
-    base = pretrain_base(world, out / "base-run", out / "shards", config, progress=False)
-    cpt = formal_cpt(study_config(world, base, out / "shards", out / "sweep", config), 0.5, 2.67e-3, out / "cpt")
-    dpo_train, held_out_path = split_pairs(world, out / "data", args.held_out)
-    held_out = read_preferences(ChatDatasetConfig(path=str(held_out_path), format="preference"))
+    start = chain_start(out, args.held_out)
+    config, world, base, cpt, dpo_train, held_out = (start.config, start.world, start.base, start.cpt,
+                                                     start.dpo_train, start.held_out)  # fmt: skip
     update = {
         "sft": config.sft.model_copy(update={"datasets": world_sft_data(world), "steps": args.sft_steps}),
         "dpo": config.dpo.model_copy(update={"datasets": world_dpo_data(dpo_train), "steps": args.dpo_steps}),

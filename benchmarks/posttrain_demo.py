@@ -19,6 +19,7 @@ SFT → DPO → the same measurements. Re-running reuses every finished stage.
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,18 +56,10 @@ def main() -> None:
     parser.add_argument("--empathy-steps", type=int, default=100)
     parser.add_argument("--no-ablation", action="store_true")
     args = parser.parse_args()
-    torch.manual_seed(0)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    config = load_config("demo")
-    world = out / "world"
-    build_world(world, config.world)
-    base = pretrain_base(world, out / "base-run", out / "shards", config, progress=False)
-    study = study_config(world, base, out / "shards", out / "sweep", config)
-    cpt = formal_cpt(study, almr=0.5, lr=2.67e-3, run_dir=out / "cpt")
-    dpo_train, held_out_path = split_pairs(world, out / "data", args.held_out)
-    held_out = read_preferences(ChatDatasetConfig(path=str(held_out_path), format="preference"))
-    chain = _fine_tune_config(config, world, base, cpt, dpo_train, out, args)
+    start = chain_start(out, args.held_out)
+    config, world, base, cpt, held_out = start.config, start.world, start.base, start.cpt, start.held_out
+    chain = _fine_tune_config(config, world, base, cpt, start.dpo_train, out, args)
     models = {"base": base, "CPT": cpt}
     models["C-SFT"] = finetune(chain, "sft", cpt, out / "c-sft", datasets=chain.sft.datasets)
     models["C-DPO"] = finetune(chain, "dpo", models["C-SFT"], out / "c-dpo", datasets=chain.dpo.datasets)
@@ -86,6 +79,34 @@ def main() -> None:
     (out / "posttrain.md").write_text(text, encoding="utf-8")
     (out / "posttrain.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
     print(text)
+
+
+@dataclass
+class ChainStart:
+    """What every post-training chain of the demo starts from."""
+
+    config: AlmrConfig  # the demo preset
+    world: Path
+    base: Path  # the world's base model
+    cpt: Path  # CPT from it at the demo study's pick
+    dpo_train: Path  # the world's preference pairs less the held-out ones
+    held_out: list[dict[str, Any]]  # those, for preference accuracy
+
+
+def chain_start(out: Path, held_out: int) -> ChainStart:
+    """The default demo world, its base model, one CPT run at the demo study's pick (ALMR 0.5,
+    LR 2.67e-3) and the preference pairs split, under `out` (finished steps are reused)."""
+    torch.manual_seed(0)
+    out.mkdir(parents=True, exist_ok=True)
+    config = load_config("demo")
+    world = out / "world"
+    build_world(world, config.world)
+    base = pretrain_base(world, out / "base-run", out / "shards", config, progress=False)
+    study = study_config(world, base, out / "shards", out / "sweep", config)
+    cpt = formal_cpt(study, almr=0.5, lr=2.67e-3, run_dir=out / "cpt")
+    dpo_train, held_out_path = split_pairs(world, out / "data", held_out)
+    pairs = read_preferences(ChatDatasetConfig(path=str(held_out_path), format="preference"))
+    return ChainStart(config, world, base, cpt, dpo_train, pairs)
 
 
 def _fine_tune_config(config: AlmrConfig, world: Path, base: Path, cpt: Path, dpo_train: Path, out: Path,
