@@ -51,6 +51,8 @@ def test_almr_run_makes_every_stage_and_table_on_a_small_world(tmp_path: Path) -
     assert set(shares) == set(labels) and all(0.0 <= v <= 1.0 for v in shares.values())
     report = json.loads((out / "pairwise" / "pairwise_report.json").read_text())
     assert set(report["models"]) == {"c-sft-empathy", "c-dpo", "instruct"}
+    judged = report["judges"]["world-rule"]  # the world's judge gives a verdict on every item
+    assert judged["votes"] == report["items"] and all(p["n"] for p in judged["pairs"])
     text = (out / "report" / "report.md").read_text()
     for heading in ("Table 1", "Table 4", "Table 5", "Table 6", "Table 7", "Table 8"):
         assert heading in text, heading

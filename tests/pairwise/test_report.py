@@ -161,4 +161,4 @@ def test_judge_verdicts_are_reported_apart(study: Study) -> None:
     assert (judged["pairs"][0]["wins"], judged["pairs"][0]["ties"], judged["pairs"][0]["losses"]) == (1, 1, 0)
     assert judged["position_bias"]["decisive"] == 4 and judged["position_bias"]["left"] == 3
     assert report["human"]["votes"] == 10  # untouched by the judge
-    assert "## LLM judge judge-x (not human votes)" in markdown(report)
+    assert "## Judge judge-x (not human votes)" in markdown(report)

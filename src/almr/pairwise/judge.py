@@ -57,6 +57,22 @@ def consistent(first: str | None, second: str | None) -> bool:
     return first is not None and second is not None and swapped[second] == first
 
 
+def judge_with_rule(study: Study, name: str, verdict: Callable[[str, str, str], str]) -> dict[str, int | str]:
+    """Judge every item of `study` with a rule `verdict(user turn, left reply, right reply)` →
+    left/right/tie, in both orders as the LLM judge is (a rule that looks at positions shows up as
+    inconsistent), stored as judge `name`'s verdicts; counts as `judge_study` returns them."""
+    counts: dict[str, int | str] = {"judge": name, "judged": 0, "consistent": 0, "failed": 0}
+    for item in study.items():
+        view = study.item_view(item.id)
+        first = verdict(view["user"], view["left"], view["right"])
+        second = verdict(view["user"], view["right"], view["left"])  # shown swapped
+        agree = consistent(first, second)
+        study.save_judge_verdict(item.id, name, first, second, first if agree else "tie", None)
+        counts["judged"] = int(counts["judged"]) + 1
+        counts["consistent"] = int(counts["consistent"]) + int(agree)
+    return counts
+
+
 def judge_prompt(view: dict[str, Any], swap: bool, template: str = JUDGE_PROMPT) -> str:
     history = "\n".join(f"{'User' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in view["history"])
     a, b = (view["right"], view["left"]) if swap else (view["left"], view["right"])

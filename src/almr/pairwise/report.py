@@ -230,7 +230,7 @@ def markdown(report: dict[str, Any]) -> str:
             out += ["", f"Agreement cannot be computed: {agree['reason']}."]
         out += _bt_lines(human["bradley_terry"], human.get("bradley_terry_unbounded", []))
     for judge, section in report["judges"].items():
-        out += ["", f"## LLM judge {judge} (not human votes)", "",
+        out += ["", f"## Judge {judge} (not human votes)", "",
                 f"{section['votes']} items judged in both orders; {section['consistent']} consistent, "
                 f"{section['votes'] - section['consistent']} inconsistent (counted as ties); "
                 f"{len(section['failed'])} not judged.", "",

@@ -1,6 +1,7 @@
 """Table 8 from the pairwise stage's report (almr.pairwise.report): each model's win rate
 (W + ½T)/N against each other model with its bootstrap interval, and the %Chinese of its replies.
-Human votes when there are any, else the first LLM judge's (the caption says which)."""
+Human votes when there are any, else the first judge's (an LLM, or the demo world's rule; the caption
+says which)."""
 
 from typing import Any
 
@@ -22,7 +23,7 @@ def section_of(report: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
     if report.get("human"):
         return "human votes", report["human"]
     for judge, section in (report.get("judges") or {}).items():
-        return f"LLM judge {judge} (no human votes yet)", section
+        return f"judge {judge} (no human votes yet)", section
     return "no votes", None
 
 
@@ -87,10 +88,10 @@ def table8(out: Outputs, *, paper_size: str | None) -> Table:
     notes = []
     failed = (report or {}).get("judge_failures") or []
     if failed:
-        notes.append(f"{len(failed)} item(s) the LLM judge gave no usable verdict on (first: "
+        notes.append(f"{len(failed)} item(s) the judge gave no usable verdict on (first: "
                      f"{str(failed[0].get('error', '?'))[:80]}); they are not counted.")  # fmt: skip
     if report and section is None:
-        notes.append(f"No votes yet in {loaded.path}: no annotator and no LLM judge has voted on the study's items.")
+        notes.append(f"No votes yet in {loaded.path}: no annotator and no judge has voted on the study's items.")
     elif report:
         boot = report.get("bootstrap") or {}
         level, unit = 100 * boot.get("confidence", 0.95), boot.get("unit", "conversation")

@@ -40,8 +40,10 @@ class PipelineConfig(Section):
         description="The eval stage's models compared pairwise (Table 8); those not built are left out.",
     )
     judge: bool = Field(
-        True, description="Judge the pairwise items with an LLM (the empathy model served in-process: the demo "
-        "has no annotators)."
+        True, description="Judge the pairwise items automatically (the demo has no annotators): on the demo world by "
+        "the world's rule (almr.world.judge: the reply in the user's language, then the one with more of the world's "
+        "supporter phrases); for a config that names its model, by the empathy model served in-process as an LLM "
+        "judge. Human votes (`almr pairwise annotate`) are reported before either."
     )  # fmt: skip
     dialogues: str | None = Field(
         None, description="For a config that names its model (model.name_or_path): the pairwise study's dialogues, "

@@ -382,7 +382,7 @@ def served(model_dir: Path, store: Path) -> Iterator[str]:
 
 
 def run_pairwise(ctx: StageContext) -> dict[str, str]:
-    from almr.pairwise.judge import judge_study
+    from almr.pairwise.judge import judge_study, judge_with_rule
     from almr.pairwise.make import make_study
     from almr.pairwise.report import build_report, write_report
 
@@ -396,7 +396,13 @@ def run_pairwise(ctx: StageContext) -> dict[str, str]:
         leftover.unlink()  # a study cut short is made again: collecting replies is the cheap part
     made = make_study(ctx.input_path("empathy", "dialogues"), models, study_path, ctx.config.pairwise, log=ctx.say)
     ctx.say(f"{made.prompts} prompts, {made.items} items")
-    if ctx.config.pipeline.judge:
+    if ctx.config.pipeline.judge and _world(ctx) is not None:
+        from almr.world.judge import world_verdict
+
+        counts = judge_with_rule(made.study, "world-rule", world_verdict)
+        ctx.say(f"the world's judge: {counts['judged']} items judged, {counts['consistent']} consistent in both "
+                "orders")  # fmt: skip
+    elif ctx.config.pipeline.judge:
         judge = ctx.input_path("empathy", "model")
         with served(judge, ctx.dir / "judge-serve.db") as url:
             counts = judge_study(made.study, url, ctx.config.pairwise, log=lambda _: None)
@@ -426,7 +432,7 @@ def _unjudged_report(study: Any, config: Any, folder: Path) -> tuple[Path, Path]
     }  # fmt: skip
     text = markdown(report) + "\n".join([
         "", "## Table 8 without votes", "",
-        f"No item has a vote: no annotator voted and the LLM judge gave no usable verdict on any of "
+        f"No item has a vote: no annotator voted and the judge gave no usable verdict on any of "
         f"{len(report['judge_failures'])} items it was asked about (pairwise_report.json lists why). The win rates "
         "are missing; the %Chinese of each model's replies needs no vote.", "",
         table8(study.models, {"pairs": []}, report["chinese"], config.confidence), "",

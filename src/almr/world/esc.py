@@ -18,6 +18,7 @@ two consecutive utterances, and some end with the seeker's goodbye: the ESConv r
 """
 
 import random
+import re
 from typing import Any
 
 from almr.world.chat import POSITIVE_FEELINGS, main_feeling
@@ -109,6 +110,17 @@ _THANKS = {
 _CLOSE = {"en": ["You are welcome. I am glad we talked.", "Anytime. Take care of yourself."],
           "zh": ["不客气，很高兴能和你聊聊。", "随时都可以找我。照顾好自己。"]}  # fmt: skip
 _BYE = {"en": "Bye!", "zh": "再见！"}
+
+
+def supporter_fragments(lang: str) -> list[str]:
+    """The fixed pieces of the supporter's lines in `lang` — every template of what the world's
+    emotional-support dialogues have a supporter say, cut at its blanks and sentence marks, pieces
+    of at least four characters (zh) or two words (en): what that data teaches a model to say."""
+    banks = [_THANKS_FOR_TELLING[lang], [_ASK_FEELING[lang], _ASK_FRIEND[lang], _REFLECT_FRIEND[lang]],
+             _REFLECT_SELF[lang], _CLOSE[lang]]  # fmt: skip
+    banks += [by_lang[lang] for strategy in _MIDDLE.values() for by_lang in strategy.values()]
+    pieces = {piece.strip() for bank in banks for line in bank for piece in re.split(r"\{[^}]*\}|[.。，,？?！!]", line)}
+    return sorted(p for p in pieces if (len(p) >= 4 if lang == "zh" else len(p.split()) >= 2))
 
 
 def second_person(event: Event) -> str:
