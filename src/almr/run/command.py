@@ -17,7 +17,14 @@ from almr.errors import ConfigError
 from almr.run.display import Display
 from almr.run.logs import terminal
 from almr.run.runner import Pipeline, Stage, StageFailed
-from almr.run.slurm import IN_JOB, describe_resources, sbatch_script, submit_script
+from almr.run.slurm import (
+    ACCELERATE_CONFIG,
+    IN_JOB,
+    accelerate_config,
+    describe_resources,
+    sbatch_script,
+    submit_script,
+)
 from almr.run.stages import STAGES, given_model_gaps
 
 # Keys every stage may use: where its processes run (resources, the launcher of its job).
@@ -151,6 +158,8 @@ def dry_run_lines(pipeline: Pipeline, selected: Sequence[str], config_ref: str) 
         for stage in todo:
             lines += [f"# {scripts / (stage.name + '.sbatch')}", sbatch_script(stage, config_ref, pipeline.out,
                                                                                pipeline.config)]  # fmt: skip
+        if any(stage.kind == "finetune" for stage in todo):
+            lines += [f"# {scripts / ACCELERATE_CONFIG}", accelerate_config(pipeline.config)]
         lines += [f"# {scripts / 'submit.sh'}", submit_script(todo, config_ref, pipeline.out, scripts)]
     run = [s.name for s in todo] if todo else []
     try:
@@ -173,6 +182,8 @@ def submit(pipeline: Pipeline, selected: Sequence[str], config_ref: str, console
     for stage in todo:
         (scripts / f"{stage.name}.sbatch").write_text(sbatch_script(stage, config_ref, pipeline.out, pipeline.config),
                                                       encoding="utf-8")  # fmt: skip
+    if any(stage.kind == "finetune" for stage in todo):
+        (scripts / ACCELERATE_CONFIG).write_text(accelerate_config(pipeline.config), encoding="utf-8")
     chain = scripts / "submit.sh"
     chain.write_text(submit_script(todo, config_ref, pipeline.out, scripts), encoding="utf-8")
     try:

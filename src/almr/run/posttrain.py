@@ -5,6 +5,7 @@ the measurements of a chat model (%Chinese of its replies to Chinese questions, 
 held-out preference accuracy)."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,12 @@ from typing import Any
 from almr.config import AlmrConfig
 from almr.data.config import ChatDatasetConfig
 from almr.train.config import ModelConfig
+
+
+def first_process() -> bool:
+    """This is the first (or only) process of a torchrun / accelerate job: the one that may clear a
+    run folder before the trainers start (the others would race it)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def world_sft_data(world: Path) -> list[ChatDatasetConfig]:
@@ -85,7 +92,7 @@ def finetune(config: AlmrConfig, stage: str, start: Path, run_dir: Path, *, data
     stage_config = AlmrConfig.model_validate(config.model_copy(update=changed).model_dump())
     checkpoints = run_dir / "checkpoints"
     resume = checkpoints.is_dir() and any(checkpoints.iterdir())
-    if not resume and run_dir.exists():
+    if not resume and run_dir.exists() and first_process():
         shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to continue, start clean
     (run_sft if stage == "sft" else run_dpo)(stage_config, resume=resume, progress=progress)
     return hf
@@ -130,7 +137,7 @@ def formal_cpt(study: AlmrConfig, almr: float, lr: float, run_dir: Path, progres
         "cpt": study.cpt.model_copy(update={"run_dir": str(run_dir), "optimizer": optimizer}),
     }
     cpt_config = AlmrConfig.model_validate(study.model_copy(update=overrides).model_dump())
-    if not done and run_dir.exists():
+    if not done and run_dir.exists() and first_process():
         shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to continue, start clean
     result = run_cpt(cpt_config, resume=bool(done), progress=progress)
     assert result.checkpoint is not None  # the trainer always saves at the end

@@ -38,7 +38,7 @@ from almr.run.logs import StageLog, captured, tail
 
 STAGE_FILE = "stage.json"
 LOG_FILE = "log.txt"
-Kind = Literal["cpu", "train", "study", "gpu"]
+Kind = Literal["cpu", "train", "finetune", "study", "gpu"]
 
 
 @dataclass

@@ -4,6 +4,12 @@ chains them with `--dependency=afterok:` on the jobs of their inputs. The resour
 `parallel` section (training stages: `parallel.nodes` × `parallel.gpus_per_node`, under torchrun)
 and `sweep.slurm` (partition, account, time, setup lines, requeue).
 
+Training stages (`kind` "train": the CPT, almr's own trainer) run under torchrun; fine-tuning
+stages (`kind` "finetune": SFT, DPO, the empathy stage, the baselines, the ablation: TRL's trainers)
+run under `accelerate launch` with FSDP2 (`accelerate_config`, written beside the scripts as
+`fsdp2.yaml`: one FSDP unit per decoder layer, weights read on rank 0 and broadcast when sharded,
+whole weights in the export) — DDP would hold a whole 8B model and its optimizer on every GPU.
+
 A job that reaches its time limit is signalled (`--signal=USR2@sweep.slurm.signal_s`: the trainers
 checkpoint and stop) and requeued (`--requeue`); the requeued job finds its stage `running` with
 the same fingerprint and resumes it. Inside a job `ALMR_STAGE_JOB=1` makes `almr run` run the stage
@@ -21,10 +27,13 @@ from almr.run.runner import Stage
 IN_JOB = "ALMR_STAGE_JOB"
 
 
+ACCELERATE_CONFIG = "fsdp2.yaml"
+
+
 def resources(stage: Stage, config: Any) -> dict[str, int]:
     """{nodes, gpus_per_node, processes} a stage runs on."""
     parallel = config.parallel
-    if stage.kind == "train":
+    if stage.kind in ("train", "finetune"):
         return {"nodes": parallel.nodes, "gpus_per_node": parallel.gpus_per_node,
                 "processes": parallel.nodes * parallel.gpus_per_node}  # fmt: skip
     if stage.kind == "gpu":
@@ -48,17 +57,35 @@ def describe_resources(stage: Stage, config: Any) -> str:
     return f"{r['processes']} process(es): {r['nodes']} node(s) × {r['gpus_per_node']} GPU(s)"
 
 
+def accelerate_config(config: Any) -> str:
+    """The accelerate config (FSDP2) of the fine-tuning stages' jobs; the launch command gives the
+    machines and processes."""
+    precision = {"bfloat16": "bf16", "float16": "fp16"}.get(config.model.dtype, "no")
+    return "\n".join([
+        "compute_environment: LOCAL_MACHINE", "distributed_type: FSDP", f"mixed_precision: {precision}",
+        "fsdp_config:", "  fsdp_version: 2", "  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP",
+        "  fsdp_cpu_ram_efficient_loading: true", "  fsdp_reshard_after_forward: true",
+        "  fsdp_state_dict_type: FULL_STATE_DICT", "  fsdp_offload_params: false",
+        "  fsdp_activation_checkpointing: false", "",
+    ])  # fmt: skip
+
+
 def stage_command(stage: Stage, config_ref: str, out: Path, config: Any) -> str:
-    """The command a stage's job runs on each node."""
+    """The command a stage's job runs on each node (one task per node)."""
     run = f"-m almr.cli run {shlex.quote(config_ref)} --out {shlex.quote(str(out))} --only {stage.name}"
     r = resources(stage, config)
-    if stage.kind == "train" and r["processes"] > 1:
-        slurm = config.sweep.slurm
-        head = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)'
+    if stage.kind not in ("train", "finetune") or r["processes"] == 1:
+        return f"python {run}"
+    head = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)'
+    port = f"$(( {config.sweep.slurm.rdzv_port} + SLURM_JOB_ID % 10000 ))"
+    if stage.kind == "train":
         return (f"torchrun --nnodes {r['nodes']} --nproc_per_node {r['gpus_per_node']} --rdzv_backend c10d "
-                f'--rdzv_endpoint "{head}:$(( {slurm.rdzv_port} + SLURM_JOB_ID % 10000 ))" --rdzv_id "$SLURM_JOB_ID" '
-                f"{run}")  # fmt: skip
-    return f"python {run}"
+                f'--rdzv_endpoint "{head}:{port}" --rdzv_id "$SLURM_JOB_ID" {run}')  # fmt: skip
+    # each node's task learns its own rank: expanded in that task's shell, not in the batch script's
+    launch = (f"accelerate launch --config_file {shlex.quote(str(out / 'slurm' / ACCELERATE_CONFIG))} "
+              f"--num_machines {r['nodes']} --num_processes {r['processes']} --machine_rank $SLURM_NODEID "
+              f'--main_process_ip "{head}" --main_process_port {port} {run}')  # fmt: skip
+    return f"bash -c {shlex.quote(launch)}"
 
 
 def sbatch_script(stage: Stage, config_ref: str, out: Path, config: Any) -> str:
