@@ -60,6 +60,9 @@ def test_global_batch_must_fill_data_parallel_ranks() -> None:
     message = error_of("paper-llama3-8b", ["cpt.batch.global_batch_size=250"])
     assert "cpt.batch.global_batch_size: 250 is not divisible by" in message
     assert "4 × 16 = 64" in message and "multiple of 64" in message
+    # TRL's SFT and DPO shard plainly over every process: their batches fill all 32, not the 16 replicas
+    message = error_of("paper-llama3-8b", ["dpo.batch.global_batch_size=96"])
+    assert "dpo.batch.global_batch_size: 96 is not divisible by micro_batch_size × processes = 2 × 32 = 64" in message
 
 
 def test_gpus_must_split_into_model_parallel_groups() -> None:
@@ -91,7 +94,7 @@ def test_paper_presets_carry_table_3() -> None:
         expected = {
             "cpt": (4, 256, "linear", 0.01),
             "sft": (8, 1024, "cosine", 0.01),
-            "dpo": (2, 128, "cosine", 0.0),
+            "dpo": (2 if world == 32 else 1, 128, "cosine", 0.0),  # 70B: 128 processes, one pair each
         }
         for stage, (micro, global_, schedule, decay) in expected.items():
             section = getattr(config, stage)

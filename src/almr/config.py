@@ -65,15 +65,18 @@ class AlmrConfig(Section):
 
     @model_validator(mode="after")
     def _batches_fill_the_cluster(self) -> "AlmrConfig":
-        dp = self.parallel.data_parallel
-        for name in ("cpt", "sft", "dpo"):
+        # the CPT splits each model copy over parallel.tensor_parallel GPUs; TRL's SFT and DPO run plain
+        # FSDP, every process a data-parallel one
+        for name, dp, what in (("cpt", self.parallel.data_parallel, "data_parallel"),
+                               ("sft", self.parallel.world_size, "processes"),
+                               ("dpo", self.parallel.world_size, "processes")):  # fmt: skip
             batch: BatchConfig = getattr(self, name).batch
             per_step = batch.micro_batch_size * dp
             if batch.global_batch_size % per_step:
                 fix = max(per_step, round(batch.global_batch_size / per_step) * per_step)
                 raise ValueError(
                     f"{name}.batch.global_batch_size: {batch.global_batch_size} is not divisible by "
-                    f"micro_batch_size × data_parallel = {batch.micro_batch_size} × {dp} = {per_step}; "
+                    f"micro_batch_size × {what} = {batch.micro_batch_size} × {dp} = {per_step}; "
                     f"set it to a multiple of {per_step} (e.g. {fix})"
                 )
         return self

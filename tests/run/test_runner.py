@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -206,3 +208,34 @@ def test_slurm_submits_each_stage_after_its_inputs(tmp_path: Path, monkeypatch: 
     script = (tmp_path / "p" / "slurm" / "b.sbatch").read_text()
     assert "#SBATCH --partition=gpu" in script and "--only b" in script and "export ALMR_STAGE_JOB=1" in script
     assert "b: job 101" in text
+
+
+def test_in_a_multi_process_job_only_the_first_process_clears_a_stale_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every process of a torchrun/accelerate stage job runs `almr run --only STAGE`; another
+    process must neither clear the stage's folder nor start before the first one wrote its record."""
+    assert run(tmp_path, until="a")[0] == 0
+    keep = tmp_path / "a" / "made-by-the-first-process.txt"
+    keep.write_text("in use")
+    changed = AlmrConfig(world={"seed": 5})
+    from almr.run.runner import Pipeline
+
+    fingerprint = Pipeline(stages(), changed, tmp_path).states()["a"].fingerprint
+    monkeypatch.setenv("RANK", "1")
+
+    def first_process_starts() -> None:  # what process 0 does: clear (here: keep a file), write its record
+        time.sleep(0.5)
+        record = json.loads((tmp_path / "a" / "stage.json").read_text())
+        record.update(fingerprint=fingerprint, status="running")
+        (tmp_path / "a" / "stage.json").write_text(json.dumps(record))
+
+    thread = threading.Thread(target=first_process_starts)
+    thread.start()
+    started = time.monotonic()
+    code, _ = run(tmp_path, changed, only=["a"])
+    thread.join()
+    assert code == 0 and [c for c, _ in CALLS] == ["a"]
+    assert time.monotonic() - started >= 0.5  # it waited for the first process's record
+    assert keep.read_text() == "in use"  # and cleared nothing
+    assert json.loads((tmp_path / "a" / "stage.json").read_text())["status"] == "running"  # nor wrote the record

@@ -12,13 +12,8 @@ from typing import Any
 
 from almr.config import AlmrConfig
 from almr.data.config import ChatDatasetConfig
+from almr.run.runner import first_process
 from almr.train.config import ModelConfig
-
-
-def first_process() -> bool:
-    """This is the first (or only) process of a torchrun / accelerate job: the one that may clear a
-    run folder before the trainers start (the others would race it)."""
-    return os.environ.get("RANK", "0") == "0"
 
 
 def world_sft_data(world: Path) -> list[ChatDatasetConfig]:
@@ -54,8 +49,7 @@ def split_empathy(world: Path, out_dir: Path, held_out: int) -> tuple[Path, Path
     kept = set(zh[-held_out:])
     out_dir.mkdir(parents=True, exist_ok=True)
     train, prompts = out_dir / "train.json", out_dir / "dialogues.jsonl"
-    train.write_text(json.dumps([d for i, d in enumerate(dialogues) if i not in kept], ensure_ascii=False),
-                     encoding="utf-8")  # fmt: skip
+    _write_whole(train, json.dumps([d for i, d in enumerate(dialogues) if i not in kept], ensure_ascii=False))
     lines = []
     for i in sorted(kept):
         turns: list[dict[str, str]] = []
@@ -66,8 +60,16 @@ def split_empathy(world: Path, out_dir: Path, held_out: int) -> tuple[Path, Path
             elif turns or role == "user":
                 turns.append({"role": role, "content": turn["content"]})
         lines.append(json.dumps({"id": f"esc-{i}", "turns": turns}, ensure_ascii=False))
-    prompts.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _write_whole(prompts, "\n".join(lines) + "\n")
     return train, prompts
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write `path` through a temporary file and a rename: every process of a multi-process stage
+    writes the same file, and one that reads it meanwhile must see it whole."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def finetune(config: AlmrConfig, stage: str, start: Path, run_dir: Path, *, datasets: list[ChatDatasetConfig],

@@ -104,9 +104,15 @@ def read_record(out: Path, name: str) -> dict[str, Any] | None:
         return None  # cut short by a kill while written: the stage counts as never finished
 
 
+def first_process() -> bool:
+    """Under torchrun or accelerate (a training stage's Slurm job) every process runs the stage; the
+    first one alone clears its folder and keeps its record."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _write_record(out: Path, name: str, record: dict[str, Any]) -> None:
-    if os.environ.get("RANK", "0") != "0":
-        return  # under torchrun (a training stage's Slurm job) the first process keeps the record
+    if not first_process():
+        return
     path = out / name / STAGE_FILE
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -212,7 +218,8 @@ class Pipeline:
                 continue
             if state.state == "stale":
                 display.say(f"{name}: reruns: " + "; ".join(state.reasons))
-                self._clear(name)
+                if first_process():
+                    self._clear(name)
             elif state.state == "resume":
                 display.say(f"{name}: resumes ({state.reasons[0]})")
             self._run_one(state, display)
@@ -224,8 +231,19 @@ class Pipeline:
         if folder.is_dir():
             shutil.rmtree(folder)
 
+    def _await_first_process(self, name: str, fingerprint: str, timeout_s: float = 600.0) -> None:
+        """Wait until the first process has cleared the stage's folder (when stale) and written its
+        record for `fingerprint`: the others must not start in a folder it is about to clear."""
+        deadline = time.monotonic() + timeout_s
+        while (read_record(self.out, name) or {}).get("fingerprint") != fingerprint:
+            if time.monotonic() > deadline:
+                raise AlmrError(f"stage {name}: the first process did not start it within {timeout_s:.0f} s")
+            time.sleep(0.2)
+
     def _run_one(self, state: StageState, display: Display) -> None:
         stage = state.stage
+        if not first_process():
+            self._await_first_process(stage.name, state.fingerprint)
         folder = self.out / stage.name
         folder.mkdir(parents=True, exist_ok=True)
         inputs = {name: read_record(self.out, name) for name in (*stage.inputs, *stage.optional)}

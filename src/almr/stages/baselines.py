@@ -115,7 +115,11 @@ def _link(link: Path, target: Path) -> Path:
             link.unlink()
         else:
             shutil.rmtree(link)
-    link.symlink_to(target.resolve().relative_to(link.parent.resolve()), target_is_directory=True)
+    try:
+        link.symlink_to(target.resolve().relative_to(link.parent.resolve()), target_is_directory=True)
+    except FileExistsError:  # another process of the same job linked it a moment ago
+        if link.resolve() != target.resolve():
+            raise
     return link
 
 
