@@ -77,8 +77,8 @@ def test_a_stage_without_its_data_set_is_refused_before_anything_runs(small_worl
     done = almr_run(config, out, "--until", "empathy")
     assert done.returncode == 2, done.stdout + done.stderr
     said = done.stdout + done.stderr
-    assert "sft.datasets: not set; the sft stage needs" in said
-    assert "pipeline.dialogues: not set; the empathy stage needs" in said
+    assert "sft.datasets: not set; C-SFT's chat data sets (the sft stage)" in said
+    assert "pipeline.dialogues: not set; the pairwise study's dialogues (JSONL) (the empathy stage)" in said
     assert not out.exists() and not (tmp_path / "shards").exists()  # refused before any compute
     until_cpt = almr_run(config, out, "--until", "frontier", "--dry-run")
     assert until_cpt.returncode == 0 and "would be refused" not in until_cpt.stdout
@@ -86,7 +86,14 @@ def test_a_stage_without_its_data_set_is_refused_before_anything_runs(small_worl
     del raw["dpo"]["datasets"][0]["language_field"]
     config.write_text(yaml.safe_dump(raw))
     whole = almr_run(config, out, "--dry-run")
-    assert "would be refused: the ablation stage: no dpo.datasets entry is tagged language: zh" in whole.stdout
+    assert "would be refused: no dpo.datasets entry is tagged language: zh" in whole.stdout
+    # without the world's files, the world's default probe and the eval tasks are refused up front too
+    del raw["eval"]["data_dir"]
+    config.write_text(yaml.safe_dump(raw))
+    bare = almr_run(config, out, "--dry-run").stdout
+    assert "would be refused: eval.probe.tasks: the defaults are the demo world's" in bare
+    assert "would be refused: ablation.tasks: the defaults are the demo world's" in bare
+    assert "would be refused: pipeline.eval_tasks (eval.data_dir=None): " in bare and "world_ceval" in bare
 
 
 @pytest.mark.slow
@@ -97,10 +104,10 @@ def test_the_pipeline_runs_on_a_model_the_config_names(small_world: Path, tmp_pa
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert not (out / "world" / "world.json").exists()  # no demo world: the config's data, tokenized
     world = json.loads((out / "world" / "stage.json").read_text())
-    assert (out / "world" / world["outputs"]["shards"]).resolve() == (tmp_path / "shards").resolve()
+    assert world["outputs"]["shards"] == str((tmp_path / "shards").resolve())  # outside OUT: absolute
     assert {p.name for p in (tmp_path / "shards").iterdir() if p.is_dir()} == {"en", "zh", "math", "code"}
     base = json.loads((out / "base" / "stage.json").read_text())
-    assert (out / "base" / base["outputs"]["model"]).resolve() == (tmp_path / "my-model").resolve()
+    assert base["outputs"]["model"] == str((tmp_path / "my-model").resolve())
     assert not (out / "base" / "run").exists()  # the given model is used as it is, not pretrained
     records = load_records(out / "study" / "sweep")
     assert len(records) == 6 and all(r.status == "completed" for r in records)

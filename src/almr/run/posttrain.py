@@ -13,7 +13,7 @@ from typing import Any
 from almr.config import AlmrConfig
 from almr.data.config import ChatDatasetConfig
 from almr.run.runner import first_process
-from almr.train.config import ModelConfig
+from almr.train.config import local_model
 
 
 def world_sft_data(world: Path) -> list[ChatDatasetConfig]:
@@ -89,7 +89,7 @@ def finetune(config: AlmrConfig, stage: str, start: Path, run_dir: Path, *, data
         update["steps"] = steps
     if lr is not None:
         update["optimizer"] = section.optimizer.model_copy(update={"lr": lr})
-    changed = {"model": ModelConfig(name_or_path=str(start), dtype=config.model.dtype),
+    changed = {"model": local_model(config.model, str(start)),
                stage: section.model_copy(update=update)}  # fmt: skip
     stage_config = AlmrConfig.model_validate(config.model_copy(update=changed).model_dump())
     checkpoints = run_dir / "checkpoints"
@@ -115,7 +115,7 @@ def study_config(world_dir: Path | None, base: Path, shard_dir: Path, sweep_dir:
 
         data, eval_ = world_data(world_dir, shard_dir), eval_.model_copy(update={"data_dir": str(world_dir)})
     update = {
-        "model": ModelConfig(name_or_path=str(base), dtype=config.model.dtype),
+        "model": local_model(config.model, str(base)),
         "data": data,
         "eval": eval_,
         "sweep": config.sweep.model_copy(update={"sweep_dir": str(sweep_dir)}),

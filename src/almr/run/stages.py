@@ -49,7 +49,13 @@ MODELS = {
 
 
 def _rel(path: Path, folder: Path) -> str:
-    return os.path.relpath(Path(path).resolve(), Path(folder).resolve())
+    """`path` as a stage output: relative to the stage's folder when it lies in the pipeline's
+    folder (which can then move), absolute when it lies elsewhere (a model in the hub cache, the
+    user's shards)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    if not path.is_relative_to(folder.parent):
+        return str(path)
+    return os.path.relpath(path, folder)
 
 
 # ---------------------------------------------------------------------------- world, base
@@ -67,37 +73,59 @@ def _world(ctx: StageContext) -> Path | None:
 
 def given_model_gaps(config: AlmrConfig, selected: list[str]) -> list[str]:
     """What a config that names its model lacks for the `selected` stages (the demo world supplies
-    all of it): one line per missing key, saying what to set."""
+    all of it): one line per problem, saying what to set. Checked before anything runs."""
     if not names_a_model(config):
         return []
+
+    def world_tasks(tasks: list[str]) -> bool:  # the demo world's own tasks, whose files only a world has
+        return any(t.startswith("world") for t in tasks) and config.eval.data_dir is None
+
+    instruct = config.baselines.instruct
     need = {
-        "world": [("data.sources", bool(config.data.sources), "the corpora of the CPT mixture (docs/data.md)")],
-        "sft": [("sft.datasets", bool(config.sft.datasets), "C-SFT's chat data sets")],
-        "dpo": [("dpo.datasets", bool(config.dpo.datasets), "C-DPO's preference data sets")],
+        "world": [(not config.data.sources, "data.sources: not set; the CPT mixture's corpora (docs/data.md)")],
+        "study": [(world_tasks(config.eval.probe.tasks), "eval.probe.tasks: the defaults are the demo world's; "
+                   "name the study's probe tasks (e.g. [ceval-valid, mmlu, gsm8k]) or set eval.data_dir to a world")],
+        "sft": [(not config.sft.datasets, "sft.datasets: not set; C-SFT's chat data sets")],
+        "dpo": [(not config.dpo.datasets, "dpo.datasets: not set; C-DPO's preference data sets")],
         "empathy": [
-            ("empathy.datasets", bool(config.empathy.datasets), "the emotional-support data sets (ESConv format)"),
-            ("pipeline.dialogues", config.pipeline.dialogues is not None, "the pairwise study's dialogues (JSONL)"),
+            (not config.empathy.datasets, "empathy.datasets: not set; the emotional-support data sets (ESConv)"),
+            (config.pipeline.dialogues is None, "pipeline.dialogues: not set; the pairwise study's dialogues (JSONL)"),
         ],
-        "baselines": [(
-            "baselines.instruct.model or baselines.instruct.sft_datasets and dpo_datasets",
-            config.baselines.instruct.model is not None
-            or bool(config.baselines.instruct.sft_datasets and config.baselines.instruct.dpo_datasets),
-            "an existing instruct model, or the English-dominant data to build one from the base model",
-        )],
-        "ablation": [(
-            "ablation.tasks", not any(t.startswith("world") for t in config.ablation.tasks) or
-            config.eval.data_dir is not None, "tasks of your own (the defaults are the demo world's)")],
+        "baselines": [(instruct.model is None and not (instruct.sft_datasets and instruct.dpo_datasets),
+                       "baselines.instruct: set model (an existing instruct model) or sft_datasets and dpo_datasets "
+                       "(English-dominant data to build one from the base model)")],
+        "ablation": [
+            (world_tasks(config.ablation.tasks), "ablation.tasks: the defaults are the demo world's; name your own"),
+            (not (config.sft.datasets and config.dpo.datasets), "sft.datasets and dpo.datasets: the ablation "
+             "fine-tunes every cell on them"),
+        ],
     }  # fmt: skip
-    gaps = [f"{key}: not set; the {stage} stage needs {what}" for stage in selected
-            for key, given, what in need.get(stage, []) if not given]  # fmt: skip
+    gaps = [f"{message} (the {stage} stage)" for stage in selected for missing, message in need.get(stage, [])
+            if missing]  # fmt: skip
     if "ablation" in selected and config.sft.datasets and config.dpo.datasets:
         from almr.stages.ablation import check_language_data  # heavy: TRL and lm-eval
 
         try:
             check_language_data(config)
         except ConfigError as err:
-            gaps.append(f"the ablation stage: {err}")
+            gaps.append(f"{err} (the ablation stage)")
+    if "eval" in selected:
+        gaps += _eval_gaps(config)
     return gaps
+
+
+def _eval_gaps(config: AlmrConfig) -> list[str]:
+    """The eval stage's tasks: known, their data where almr can look (eval.data_dir), code execution
+    opted into where they run code — what `almr eval` would refuse after the whole pipeline trained."""
+    from almr.evaluate.harness import check_request  # heavy: lm-eval
+    from almr.evaluate.registry import resolve_tasks
+
+    try:
+        check_request(resolve_tasks(None, config.pipeline.eval_tasks), None, data_dir=config.eval.data_dir,
+                      allow_code_execution=config.eval.allow_code_execution)  # fmt: skip
+    except AlmrError as err:
+        return [f"pipeline.eval_tasks (eval.data_dir={config.eval.data_dir}): {err} (the eval stage)"]
+    return []
 
 
 def run_world(ctx: StageContext) -> dict[str, str]:
@@ -141,7 +169,7 @@ def _given_model(ctx: StageContext) -> dict[str, str]:
     """The base stage of a config that names its model: that model as it is (a hub id is
     downloaded once into the Hugging Face cache), and the world stage's shards."""
     name = ctx.config.model.name_or_path
-    path = Path(name) if Path(name).is_dir() else _download(name)
+    path = Path(name) if Path(name).is_dir() else _download(name, ctx.config.model.revision)
     if not (path / "config.json").is_file():
         raise AlmrError(f"model.name_or_path: {path} has no config.json: not a Hugging Face model directory")
     ctx.say(f"base model: {name}")
@@ -252,10 +280,10 @@ def run_baselines(ctx: StageContext) -> dict[str, str]:
     return {"instruct": _rel(instruct, ctx.dir), "cpt-fixed": _rel(fixed, ctx.dir)}
 
 
-def _download(name: str) -> Path:
+def _download(name: str, revision: str | None = None) -> Path:
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(name))
+    return Path(snapshot_download(name, revision=revision))
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -289,7 +317,8 @@ def _eval_given(ctx: StageContext, models: dict[str, Path]) -> dict[str, str]:
         names = [t.name for t in tasks if label in CHAT_MODELS or not t.chat]
         result = evaluate(str(model), tasks=names, data_dir=spec.data_dir, limit=spec.limit,
                           allow_code_execution=spec.allow_code_execution, batch_size=spec.batch_size,
-                          max_gen_toks=spec.max_gen_toks, dtype=spec.dtype, device=spec.device)  # fmt: skip
+                          max_gen_toks=spec.max_gen_toks, dtype=spec.dtype, device=spec.device,
+                          task_overrides=spec.task_overrides)  # fmt: skip
         result["model"] = label
         save_result(result, path)
         ctx.say(f"{label}: evaluated on {len(names)} tasks")
@@ -406,8 +435,9 @@ def run_pairwise(ctx: StageContext) -> dict[str, str]:
         judge = ctx.input_path("empathy", "model")
         with served(judge, ctx.dir / "judge-serve.db") as url:
             counts = judge_study(made.study, url, ctx.config.pairwise, log=lambda _: None)
-        ctx.say(f"LLM judge ({judge.name}): {counts['judged']} items judged, {counts['consistent']} consistent "
-                f"in both orders, {counts['failed']} without a verdict")  # fmt: skip
+        ctx.say(f"LLM judge ({judge.name}, itself one of the models compared: a first look, not a verdict): "
+                f"{counts['judged']} items judged, {counts['consistent']} consistent in both orders, "
+                f"{counts['failed']} without a verdict")  # fmt: skip
     study, config = made.study, ctx.config.pairwise
     if study.votes() or any(j["choice"] is not None for j in study.judge_votes()):
         md, js = write_report(build_report(study, config), ctx.dir)
@@ -452,39 +482,42 @@ def run_report(ctx: StageContext) -> dict[str, str]:
     return {"md": _rel(md, ctx.dir), "html": _rel(html, ctx.dir)}
 
 
+# What a stage that probes the CPT (eval.probe) reads besides its own section.
+PROBE = ("eval.probe", "eval.data_dir", "eval.task_overrides")
+EVAL = ("eval.limit", "eval.max_gen_toks", "eval.data_dir", "eval.allow_code_execution", "eval.dtype",
+        "eval.batch_size", "eval.device", "eval.task_overrides")  # fmt: skip
+
 STAGES: tuple[Stage, ...] = (
-    Stage("world", ("world", "data", "model.name_or_path"), (), run_world,
+    Stage("world", ("world", "data", "model"), (), run_world,
           "the demo world (corpora, benchmarks, chat data, tokenizer); for a config naming its model, its data "
           "sources tokenized",
           "almr world build {out}/world"),
-    Stage("base", ("base", "model.dtype", "model.name_or_path"), ("world",), run_base,
+    Stage("base", ("base", "model"), ("world",), run_base,
           "the base model (the Llama-3 stand-in), or the model the config names", "almr world pretrain {out}/world"),
-    Stage("study", ("cpt", "mixture", "sweep", "eval.probe", "eval.average", "model.dtype"), ("world", "base"),
-          run_study,
+    Stage("study", ("cpt", "mixture", "sweep", "eval.average", *PROBE, "model"), ("world", "base"), run_study,
           "the ALMR × LR study: short CPT runs from the base model", "almr sweep {config}", kind="study"),
     Stage("frontier", ("frontier",), ("study",), run_frontier, "the frontier analysis and its recommendation",
           "almr frontier {out}/study/sweep --out {out}/frontier"),
-    Stage("cpt", ("cpt", "mixture", "model.dtype"), ("world", "base", "frontier"), run_cpt,
+    Stage("cpt", ("cpt", "mixture", *PROBE, "model"), ("world", "base", "frontier"), run_cpt,
           "the formal CPT at the recommended (ALMR, LR)", "almr cpt {config}", kind="train"),
-    Stage("sft", ("sft", "model.dtype"), ("world", "cpt"), run_sft, "C-SFT", "almr sft {config}", kind="finetune"),
-    Stage("dpo", ("dpo", "model.dtype"), ("world", "sft"), run_dpo, "C-DPO", "almr dpo {config}", kind="finetune"),
-    Stage("empathy", ("sft", "empathy", "pipeline.pairwise_dialogues", "pipeline.dialogues", "model.dtype"),
+    Stage("sft", ("sft", "model"), ("world", "cpt"), run_sft, "C-SFT", "almr sft {config}", kind="finetune"),
+    Stage("dpo", ("dpo", "model"), ("world", "sft"), run_dpo, "C-DPO", "almr dpo {config}", kind="finetune"),
+    Stage("empathy", ("sft", "empathy", "pipeline.pairwise_dialogues", "pipeline.dialogues", "model"),
           ("world", "sft"), run_empathy, "C-SFT-Empathy", "almr sft {config}", kind="finetune"),
-    Stage("baselines", ("baselines", "sft", "dpo", "cpt", "mixture", "model.dtype"), ("world", "base"),
+    Stage("baselines", ("baselines", "sft", "dpo", "cpt", "mixture", *PROBE, "model"), ("world", "base"),
           run_baselines, "Instruct (SFT + DPO from base) and the fixed-recipe CPT (ALMR 0.2)",
           "almr sft/dpo/cpt {config}", kind="finetune"),
-    Stage("eval", ("eval.limit", "eval.max_gen_toks", "eval.data_dir", "eval.allow_code_execution", "eval.dtype",
-                   "pipeline.zh_questions", "pipeline.zh_new_tokens", "pipeline.eval_tasks"),
+    Stage("eval", (*EVAL, "pipeline.zh_questions", "pipeline.zh_new_tokens", "pipeline.eval_tasks"),
           ("world", "base", "cpt", "sft", "dpo", "empathy"), run_eval,
-          "every model on the world suite (Tables 4, 5, 7) and its %Chinese", "almr eval MODEL --suite world",
-          optional=("baselines",), kind="gpu"),
-    Stage("ablation", ("ablation", "sft", "dpo", "eval.limit", "eval.max_gen_toks", "model.dtype"),
-          ("world", "base", "cpt"), run_ablation, "Table 6: {with, without} CPT × {with, without} zh data",
-          "almr ablation {config}", kind="finetune"),
+          "every model on the world suite (Tables 4, 5, 7) and its %Chinese; for a config naming its model, "
+          "pipeline.eval_tasks", "almr eval MODEL --suite world", optional=("baselines",), kind="gpu"),
+    Stage("ablation", ("ablation", "sft", "dpo", *EVAL, "model"), ("world", "base", "cpt"), run_ablation,
+          "Table 6: {with, without} CPT × {with, without} zh data", "almr ablation {config}", kind="finetune"),
     Stage("pairwise", ("pairwise", "pipeline.pairwise_models", "pipeline.judge"),
           ("world", "base", "cpt", "sft", "dpo", "empathy"), run_pairwise,
-          "Table 8: blind pairwise study of the chat models, LLM-judged, with %Chinese",
-          "almr pairwise make/judge/report", optional=("baselines",), kind="gpu"),
+          "Table 8: blind pairwise study of the chat models with %Chinese, judged by the world's rule (demo) or "
+          "the empathy model as an LLM judge", "almr pairwise make/judge/report", optional=("baselines",),
+          kind="gpu"),
     Stage("report", (), (), run_report, "report.md and report.html: every table and figure",
           "almr run {config} --only report",
           optional=("world", "base", "study", "frontier", "cpt", "sft", "dpo", "empathy", "baselines", "eval",

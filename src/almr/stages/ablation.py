@@ -22,7 +22,7 @@ from almr.evaluate.harness import run_eval
 from almr.evaluate.results import markdown_table, save_result
 from almr.stages.dpo import run_dpo
 from almr.stages.sft import run_sft
-from almr.train.config import ModelConfig
+from almr.train.config import local_model
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def cell_config(config: AlmrConfig, cell: Cell, cell_dir: Path, stage: str) -> A
     if not cell.language_data and spec.language not in excluded:
         excluded.append(spec.language)
     update = {
-        "model": ModelConfig(name_or_path=start, dtype=config.model.dtype),
+        "model": local_model(config.model, start),
         stage: section.model_copy(update={"run_dir": str(cell_dir / stage), "exclude_languages": excluded}),
     }
     return AlmrConfig.model_validate(config.model_copy(update=update).model_dump())

@@ -30,6 +30,12 @@ class ModelConfig(Section):
     )
 
 
+def local_model(model: ModelConfig, path: str) -> ModelConfig:
+    """`model`'s settings (dtype, attention kernel, remote code) for the model directory `path` a
+    stage made from it: a local directory, so no hub revision."""
+    return model.model_copy(update={"name_or_path": path, "revision": None})
+
+
 class ParallelConfig(Section):
     """How many processes a stage runs on and how the model is split across them: FSDP2 over
     nodes × gpus_per_node / tensor_parallel data-parallel replicas, each a model split
