@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_vllm_engine import fake_vllm
 
 from almr.sweep.records import load_records
 from worlds import save_world_model
@@ -61,8 +62,8 @@ def user_config(world: Path, tmp_path: Path) -> Path:
     return path
 
 
-def almr_run(config: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def almr_run(config: Path, out: Path, *args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": path or os.environ["PATH"]}
     return subprocess.run([sys.executable, "-m", "almr.cli", "run", str(config), "--out", str(out), *args],
                           capture_output=True, text=True, env=env, timeout=1500)  # fmt: skip
 
@@ -99,8 +100,12 @@ def test_a_stage_without_its_data_set_is_refused_before_anything_runs(small_worl
 @pytest.mark.slow
 def test_the_pipeline_runs_on_a_model_the_config_names(small_world: Path, tmp_path: Path) -> None:
     config = user_config(small_world, tmp_path)
+    raw = yaml.safe_load(config.read_text())
+    raw["pipeline"] |= {"engine": "vllm", "judge": True}  # each chat model behind (a stand-in) vllm serve
+    config.write_text(yaml.safe_dump(raw))
+    fake_vllm(tmp_path / "bin", tmp_path / "vllm-calls.txt")
     out = tmp_path / "out"
-    done = almr_run(config, out)
+    done = almr_run(config, out, path=f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert not (out / "world" / "world.json").exists()  # no demo world: the config's data, tokenized
     world = json.loads((out / "world" / "stage.json").read_text())
@@ -118,5 +123,9 @@ def test_the_pipeline_runs_on_a_model_the_config_names(small_world: Path, tmp_pa
     assert len(copied) == 4
     pairwise = json.loads((out / "pairwise" / "pairwise_report.json").read_text())
     assert pairwise["items"] > 0 and set(pairwise["models"]) == {"c-sft-empathy", "c-dpo", "instruct"}
+    served = (tmp_path / "vllm-calls.txt").read_text().splitlines()  # one server per compared model
+    assert sorted(line.split("--served-model-name ")[1].split()[0] for line in served) == [
+        "c-dpo", "c-sft-empathy", "instruct"]  # fmt: skip
+    assert "LLM judge" in done.stdout  # the empathy model's own server judged
     report = (out / "report" / "report.md").read_text()
     assert "Table 4" in report and "Table 8" in report

@@ -27,8 +27,9 @@ from almr.run.slurm import (
 )
 from almr.run.stages import STAGES, given_model_gaps
 
-# Keys every stage may use: where its processes run (resources, the launcher of its job).
-PLACEMENT = ("parallel", "sweep.launcher", "sweep.slurm")
+# Keys every stage may use that change how it runs, not what it makes: where its processes run,
+# the launcher of its job, how often it reports, how long a server may take to start.
+PLACEMENT = ("parallel", "sweep.launcher", "sweep.slurm", "pipeline.progress_every_s", "pipeline.vllm_start_timeout_s")
 
 
 def set_keys(model: BaseModel, prefix: str = "") -> list[str]:

@@ -1,6 +1,8 @@
 """Config sections of `almr run` that no component owns: the pipeline's own settings (`pipeline`)
 and the empathy stage (`empathy`: C-SFT-Empathy, SFT again from C-SFT on emotional-support data)."""
 
+from typing import Literal
+
 from pydantic import Field
 
 from almr.data.config import ChatDatasetConfig
@@ -50,6 +52,14 @@ class PipelineConfig(Section):
         "a JSON Lines file of {id, turns: [{role, content}, ...]} (logged conversations; `almr pairwise make`'s "
         "input). The demo world holds its own out of the empathy data."
     )  # fmt: skip
+    engine: Literal["transformers", "vllm"] = Field(
+        "transformers", description="How the pairwise stage runs the chat models: in its own process through "
+        "transformers, or each behind its own `vllm serve` on 127.0.0.1 (GPUs; the vllm package), sharing the GPU "
+        "memory evenly."
+    )  # fmt: skip
+    vllm_start_timeout_s: float = Field(
+        900.0, gt=0, description="With engine vllm: how long a server may take to answer /health (loading weights)."
+    )
     eval_tasks: list[str] = Field(
         default_factory=lambda: ["paper"],
         description="For a config that names its model: the eval stage's suites or tasks (`almr eval tasks`); "

@@ -20,7 +20,7 @@ import os
 import shutil
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -423,21 +423,39 @@ def run_pairwise(ctx: StageContext) -> dict[str, str]:
     study_path = ctx.dir / "study.db"
     for leftover in ctx.dir.glob("study.db*"):
         leftover.unlink()  # a study cut short is made again: collecting replies is the cheap part
-    made = make_study(ctx.input_path("empathy", "dialogues"), models, study_path, ctx.config.pairwise, log=ctx.say)
-    ctx.say(f"{made.prompts} prompts, {made.items} items")
-    if ctx.config.pipeline.judge and _world(ctx) is not None:
-        from almr.world.judge import world_verdict
+    dialogues, pipeline = ctx.input_path("empathy", "dialogues"), ctx.config.pipeline
+    with ExitStack() as servers:
+        sources = models
+        if pipeline.engine == "vllm":
+            from almr.run.vllm import vllm_models
 
-        counts = judge_with_rule(made.study, "world-rule", world_verdict)
-        ctx.say(f"the world's judge: {counts['judged']} items judged, {counts['consistent']} consistent in both "
-                "orders")  # fmt: skip
-    elif ctx.config.pipeline.judge:
-        judge = ctx.input_path("empathy", "model")
-        with served(judge, ctx.dir / "judge-serve.db") as url:
-            counts = judge_study(made.study, url, ctx.config.pairwise, log=lambda _: None)
-        ctx.say(f"LLM judge ({judge.name}, itself one of the models compared: a first look, not a verdict): "
-                f"{counts['judged']} items judged, {counts['consistent']} consistent in both orders, "
-                f"{counts['failed']} without a verdict")  # fmt: skip
+            ctx.say(f"starting vllm serve for {', '.join(models)}")
+            sources = servers.enter_context(vllm_models(models, ctx.dir / "vllm.log", dtype=ctx.config.model.dtype,
+                                                        start_timeout_s=pipeline.vllm_start_timeout_s))  # fmt: skip
+        made = make_study(dialogues, sources, study_path, ctx.config.pairwise,
+                          endpoint_models=dict(zip(models, models, strict=True)) if sources is not models else None,
+                          log=ctx.say)  # fmt: skip
+        ctx.say(f"{made.prompts} prompts, {made.items} items")
+        if not made.items:
+            failures = made.study.failures()
+            first = f"; the first: {failures[0]['model']}: {failures[0]['error']}" if failures else ""
+            raise AlmrError(f"the pairwise study has no item: {len(failures)} replies failed{first}")
+        if pipeline.judge and _world(ctx) is not None:
+            from almr.world.judge import world_verdict
+
+            counts = judge_with_rule(made.study, "world-rule", world_verdict)
+            ctx.say(f"the world's judge: {counts['judged']} items judged, {counts['consistent']} consistent in "
+                    "both orders")  # fmt: skip
+        elif pipeline.judge:
+            judge = ctx.input_path("empathy", "model")
+            if sources is not models and "c-sft-empathy" in sources:
+                url, name = sources["c-sft-empathy"], "c-sft-empathy"  # already behind vllm serve
+            else:
+                url, name = servers.enter_context(served(judge, ctx.dir / "judge-serve.db")), None
+            counts = judge_study(made.study, url, ctx.config.pairwise, judge_model=name, log=lambda _: None)
+            ctx.say("LLM judge (C-SFT-Empathy, itself one of the models compared: a first look, not a verdict): "
+                    f"{counts['judged']} items judged, {counts['consistent']} consistent in both orders, "
+                    f"{counts['failed']} without a verdict")  # fmt: skip
     study, config = made.study, ctx.config.pairwise
     if study.votes() or any(j["choice"] is not None for j in study.judge_votes()):
         md, js = write_report(build_report(study, config), ctx.dir)
@@ -513,7 +531,7 @@ STAGES: tuple[Stage, ...] = (
           "pipeline.eval_tasks", "almr eval MODEL --suite world", optional=("baselines",), kind="gpu"),
     Stage("ablation", ("ablation", "sft", "dpo", *EVAL, "model"), ("world", "base", "cpt"), run_ablation,
           "Table 6: {with, without} CPT × {with, without} zh data", "almr ablation {config}", kind="finetune"),
-    Stage("pairwise", ("pairwise", "pipeline.pairwise_models", "pipeline.judge"),
+    Stage("pairwise", ("pairwise", "pipeline.pairwise_models", "pipeline.judge", "pipeline.engine"),
           ("world", "base", "cpt", "sft", "dpo", "empathy"), run_pairwise,
           "Table 8: blind pairwise study of the chat models with %Chinese, judged by the world's rule (demo) or "
           "the empathy model as an LLM judge", "almr pairwise make/judge/report", optional=("baselines",),
