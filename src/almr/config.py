@@ -63,6 +63,12 @@ class AlmrConfig(Section):
     empathy: EmpathyConfig = Field(default_factory=EmpathyConfig, description="C-SFT-Empathy (the empathy stage).")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="almr run: its measurements, output.")
 
+    @property
+    def names_a_model(self) -> bool:
+        """The config names its base model (model.name_or_path): the pipeline runs on it and the
+        config's data; otherwise on the demo world, whose base model it trains."""
+        return self.model.name_or_path is not None
+
     @model_validator(mode="after")
     def _batches_fill_the_cluster(self) -> "AlmrConfig":
         # the CPT splits each model copy over parallel.tensor_parallel GPUs; TRL's SFT and DPO run plain

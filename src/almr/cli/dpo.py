@@ -1,13 +1,13 @@
 """`almr dpo`: direct preference optimization from an SFT checkpoint, in one process or in each
 process torchrun / accelerate launch starts."""
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from almr.cli.common import SetOption, load, say
+from almr.processes import is_main_process
 
 app = typer.Typer()
 
@@ -26,5 +26,5 @@ def dpo(
     from almr.stages.dpo import run_dpo  # heavy: torch, transformers, TRL; keeps almr --help fast
 
     result = run_dpo(config, resume=resume, progress=progress)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line for the run, not one per process
+    if is_main_process():  # under torchrun, one line for the run, not one per process
         say(result.summary)

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from almr.cli.common import SetOption, load, say, warn
+from almr.processes import is_main_process
 
 app = typer.Typer()
 
@@ -24,7 +25,7 @@ def sft(
 ) -> None:
     """Supervised fine-tuning of model.name_or_path on sft.datasets, loss on the replies; the model: sft.run_dir/hf."""
     config = load(file, set_)  # a bad config is reported before the slow import below
-    from almr.stages.sft import is_main_process, run_sft  # heavy: torch, transformers, trl; keeps almr --help fast
+    from almr.stages.sft import run_sft  # heavy: torch, transformers, trl; keeps almr --help fast
 
     summary = run_sft(config, resume=resume, progress=progress, notify=warn)
     if is_main_process():  # one line, not one per process

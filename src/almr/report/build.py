@@ -45,11 +45,6 @@ def paper_size(config: AlmrConfig) -> str | None:
     return f"{found.group(1)}B" if found else None
 
 
-def is_world(config: AlmrConfig) -> bool:
-    """The demo world: the pipeline's base stage trains the world's own model (no model.name_or_path)."""
-    return config.model.name_or_path is None
-
-
 def build_report(out_dir: Path, config: AlmrConfig, needs: Mapping[str, Sequence[str]], *,
                  config_name: str = "CONFIG") -> tuple[Path, Path]:  # fmt: skip
     """Write OUT/report/report.md (figures in OUT/report/figures/) and OUT/report/report.html; return
@@ -61,7 +56,7 @@ def build_report(out_dir: Path, config: AlmrConfig, needs: Mapping[str, Sequence
     report_dir = out_dir / "report"
     figures = report_dir / "figures"
     report_dir.mkdir(parents=True, exist_ok=True)
-    world = is_world(config)
+    world = not config.names_a_model
     size = None if world else paper_size(config)
 
     pipeline = getattr(config, "pipeline", None)

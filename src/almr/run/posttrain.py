@@ -5,14 +5,14 @@ the measurements of a chat model (%Chinese of its replies to Chinese questions, 
 held-out preference accuracy)."""
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from almr.config import AlmrConfig
 from almr.data.config import ChatDatasetConfig
-from almr.run.runner import first_process
+from almr.durable import atomic_write_text
+from almr.processes import is_main_process
 from almr.train.config import local_model
 
 
@@ -49,7 +49,8 @@ def split_empathy(world: Path, out_dir: Path, held_out: int) -> tuple[Path, Path
     kept = set(zh[-held_out:])
     out_dir.mkdir(parents=True, exist_ok=True)
     train, prompts = out_dir / "train.json", out_dir / "dialogues.jsonl"
-    _write_whole(train, json.dumps([d for i, d in enumerate(dialogues) if i not in kept], ensure_ascii=False))
+    # every process of a multi-process stage writes these; one that reads meanwhile sees them whole
+    atomic_write_text(train, json.dumps([d for i, d in enumerate(dialogues) if i not in kept], ensure_ascii=False))
     lines = []
     for i in sorted(kept):
         turns: list[dict[str, str]] = []
@@ -60,16 +61,9 @@ def split_empathy(world: Path, out_dir: Path, held_out: int) -> tuple[Path, Path
             elif turns or role == "user":
                 turns.append({"role": role, "content": turn["content"]})
         lines.append(json.dumps({"id": f"esc-{i}", "turns": turns}, ensure_ascii=False))
-    _write_whole(prompts, "\n".join(lines) + "\n")
+    atomic_write_text(prompts, "\n".join(lines) + "\n")
     return train, prompts
 
-
-def _write_whole(path: Path, text: str) -> None:
-    """Write `path` through a temporary file and a rename: every process of a multi-process stage
-    writes the same file, and one that reads it meanwhile must see it whole."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def finetune(config: AlmrConfig, stage: str, start: Path, run_dir: Path, *, datasets: list[ChatDatasetConfig],
@@ -94,7 +88,7 @@ def finetune(config: AlmrConfig, stage: str, start: Path, run_dir: Path, *, data
     stage_config = AlmrConfig.model_validate(config.model_copy(update=changed).model_dump())
     checkpoints = run_dir / "checkpoints"
     resume = checkpoints.is_dir() and any(checkpoints.iterdir())
-    if not resume and run_dir.exists() and first_process():
+    if not resume and run_dir.exists() and is_main_process():
         shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to continue, start clean
     (run_sft if stage == "sft" else run_dpo)(stage_config, resume=resume, progress=progress)
     return hf
@@ -139,7 +133,7 @@ def formal_cpt(study: AlmrConfig, almr: float, lr: float, run_dir: Path, progres
         "cpt": study.cpt.model_copy(update={"run_dir": str(run_dir), "optimizer": optimizer}),
     }
     cpt_config = AlmrConfig.model_validate(study.model_copy(update=overrides).model_dump())
-    if not done and run_dir.exists() and first_process():
+    if not done and run_dir.exists() and is_main_process():
         shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to continue, start clean
     result = run_cpt(cpt_config, resume=bool(done), progress=progress)
     assert result.checkpoint is not None  # the trainer always saves at the end

@@ -20,7 +20,6 @@ own tiny stages.
 """
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +30,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from almr.durable import atomic_write_text
 from almr.errors import AlmrError, ConfigError
+from almr.processes import is_main_process
 from almr.run.display import Display, MetricsWatcher
 from almr.run.fingerprint import changes, fingerprint, read_keys
 from almr.run.logs import StageLog, captured, tail
@@ -104,19 +105,11 @@ def read_record(out: Path, name: str) -> dict[str, Any] | None:
         return None  # cut short by a kill while written: the stage counts as never finished
 
 
-def first_process() -> bool:
-    """Under torchrun or accelerate (a training stage's Slurm job) every process runs the stage; the
-    first one alone clears its folder and keeps its record."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 def _write_record(out: Path, name: str, record: dict[str, Any]) -> None:
-    if not first_process():
-        return
-    path = out / name / STAGE_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    # under torchrun or accelerate (a training stage's job) every process runs the stage; the first
+    # alone clears its folder and keeps its record
+    if is_main_process():
+        atomic_write_text(out / name / STAGE_FILE, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
 
 
 def _now() -> str:
@@ -218,7 +211,7 @@ class Pipeline:
                 continue
             if state.state == "stale":
                 display.say(f"{name}: reruns: " + "; ".join(state.reasons))
-                if first_process():
+                if is_main_process():
                     self._clear(name)
             elif state.state == "resume":
                 display.say(f"{name}: resumes ({state.reasons[0]})")
@@ -242,7 +235,7 @@ class Pipeline:
 
     def _run_one(self, state: StageState, display: Display) -> None:
         stage = state.stage
-        if not first_process():
+        if not is_main_process():
             self._await_first_process(stage.name, state.fingerprint)
         folder = self.out / stage.name
         folder.mkdir(parents=True, exist_ok=True)

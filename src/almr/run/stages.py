@@ -61,20 +61,15 @@ def _rel(path: Path, folder: Path) -> str:
 # ---------------------------------------------------------------------------- world, base
 
 
-def names_a_model(config: AlmrConfig) -> bool:
-    """The config names its base model: the pipeline runs on it and the config's data, no world."""
-    return config.model.name_or_path is not None
-
-
 def _world(ctx: StageContext) -> Path | None:
     """The demo world's folder; None for a config that names its model."""
-    return None if names_a_model(ctx.config) else ctx.input_path("world", "world")
+    return None if ctx.config.names_a_model else ctx.input_path("world", "world")
 
 
 def given_model_gaps(config: AlmrConfig, selected: list[str]) -> list[str]:
     """What a config that names its model lacks for the `selected` stages (the demo world supplies
     all of it): one line per problem, saying what to set. Checked before anything runs."""
-    if not names_a_model(config):
+    if not config.names_a_model:
         return []
 
     def world_tasks(tasks: list[str]) -> bool:  # the demo world's own tasks, whose files only a world has
@@ -132,7 +127,7 @@ def run_world(ctx: StageContext) -> dict[str, str]:
     from almr.world.build import MANIFEST, build_world
     from almr.world.stats import markdown_table, world_stats
 
-    if names_a_model(ctx.config):
+    if ctx.config.names_a_model:
         return _tokenize_data(ctx)
     world = ctx.dir
     if (world / MANIFEST).is_file():
@@ -169,7 +164,7 @@ def _given_model(ctx: StageContext) -> dict[str, str]:
     """The base stage of a config that names its model: that model as it is (a hub id is
     downloaded once into the Hugging Face cache), and the world stage's shards."""
     name = ctx.config.model.name_or_path
-    path = Path(name) if Path(name).is_dir() else _download(name, ctx.config.model.revision)
+    path = _model_dir(name, ctx.config.model.revision)
     if not (path / "config.json").is_file():
         raise AlmrError(f"model.name_or_path: {path} has no config.json: not a Hugging Face model directory")
     ctx.say(f"base model: {name}")
@@ -179,7 +174,7 @@ def _given_model(ctx: StageContext) -> dict[str, str]:
 def run_base(ctx: StageContext) -> dict[str, str]:
     from almr.stages.base_model import pretrain_base
 
-    if names_a_model(ctx.config):
+    if ctx.config.names_a_model:
         return _given_model(ctx)
     world = ctx.input_path("world", "world")
     model = pretrain_base(world, ctx.dir / "run", ctx.dir / "shards", ctx.config, progress=False)
@@ -270,7 +265,7 @@ def run_baselines(ctx: StageContext) -> dict[str, str]:
     given = ctx.config.baselines.instruct.model
     if given is not None:
         ctx.say(f"Instruct: {given}, as it is")
-        instruct = Path(given) if Path(given).is_dir() else _download(given)
+        instruct = _model_dir(given)
     else:
         ctx.say("Instruct: SFT + DPO from the base model on English-dominant data")
         instruct = build_instruct(ctx.config, world, base, ctx.dir / "instruct", False, log=ctx.say)
@@ -280,7 +275,10 @@ def run_baselines(ctx: StageContext) -> dict[str, str]:
     return {"instruct": _rel(instruct, ctx.dir), "cpt-fixed": _rel(fixed, ctx.dir)}
 
 
-def _download(name: str, revision: str | None = None) -> Path:
+def _model_dir(name: str, revision: str | None = None) -> Path:
+    """A local model directory as it is; a hub id downloaded once into the Hugging Face cache."""
+    if Path(name).is_dir():
+        return Path(name)
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(name, revision=revision))
@@ -298,60 +296,54 @@ def eval_models(ctx: StageContext) -> dict[str, Path]:
 CHAT_MODELS = ("instruct", "c-sft", "c-dpo", "c-sft-empathy")
 
 
-def _eval_given(ctx: StageContext, models: dict[str, Path]) -> dict[str, str]:
-    """The eval stage of a config that names its model: pipeline.eval_tasks on every model (base and
-    CPT models without the chat tasks); %Chinese is the zh_share task's where it is among them."""
-    from almr.evaluate.harness import run_eval as evaluate
+def _eval_request(ctx: StageContext, world: Path | None, label: str) -> dict[str, Any]:
+    """What `almr eval` is asked for one model: the world's suite on the world, else
+    pipeline.eval_tasks (base and CPT models without the chat tasks) with eval.data_dir."""
     from almr.evaluate.registry import resolve_tasks
-    from almr.evaluate.results import save_result
 
     spec = ctx.config.eval
-    tasks = resolve_tasks(None, ctx.config.pipeline.eval_tasks)
-    outputs = {}
-    for done, (label, model) in enumerate(models.items()):
-        ctx.progress(done, len(models), "model")
-        path = ctx.dir / f"{label}.json"
-        outputs[label] = path.name
-        if path.is_file():  # written whole at the end of its evaluation: a resume skips it
-            continue
-        names = [t.name for t in tasks if label in CHAT_MODELS or not t.chat]
-        result = evaluate(str(model), tasks=names, data_dir=spec.data_dir, limit=spec.limit,
-                          allow_code_execution=spec.allow_code_execution, batch_size=spec.batch_size,
-                          max_gen_toks=spec.max_gen_toks, dtype=spec.dtype, device=spec.device,
-                          task_overrides=spec.task_overrides)  # fmt: skip
-        result["model"] = label
-        save_result(result, path)
-        ctx.say(f"{label}: evaluated on {len(names)} tasks")
-    return outputs
+    common = {"limit": spec.limit, "batch_size": spec.batch_size, "max_gen_toks": spec.max_gen_toks,
+              "dtype": spec.dtype, "device": spec.device, "task_overrides": spec.task_overrides}  # fmt: skip
+    if world is not None:
+        return {"suite": "world", "data_dir": world, "allow_code_execution": True, **common}
+    tasks = [t.name for t in resolve_tasks(None, ctx.config.pipeline.eval_tasks) if label in CHAT_MODELS or not t.chat]
+    return {"tasks": tasks, "data_dir": spec.data_dir, "allow_code_execution": spec.allow_code_execution, **common}
 
 
 def run_eval(ctx: StageContext) -> dict[str, str]:
+    """Every model on the world's suite, or pipeline.eval_tasks for a config that names its model;
+    on the world also each model's %Chinese (elsewhere the zh_share task's, among the eval tasks)."""
     from almr.evaluate.harness import run_eval as evaluate
     from almr.evaluate.results import save_result
 
-    models = eval_models(ctx)
-    world = _world(ctx)
-    if world is None:
-        return _eval_given(ctx, models)
-    spec, pipeline = ctx.config.eval, ctx.config.pipeline
-    shares_path = ctx.dir / "chinese_share.json"
-    shares: dict[str, float] = json.loads(shares_path.read_text(encoding="utf-8")) if shares_path.is_file() else {}
+    models, world = eval_models(ctx), _world(ctx)
     outputs = {}
     for done, (label, model) in enumerate(models.items()):
         ctx.progress(done, len(models), "model")
         path = ctx.dir / f"{label}.json"
         outputs[label] = path.name
         if not path.is_file():  # written whole at the end of its evaluation: a resume skips it
-            result = evaluate(str(model), suite="world", data_dir=world, limit=spec.limit, allow_code_execution=True,
-                              batch_size=spec.batch_size, max_gen_toks=spec.max_gen_toks)  # fmt: skip
+            result = evaluate(str(model), **_eval_request(ctx, world, label))
             result["model"] = label
             save_result(result, path)
+        ctx.say(f"{label}: evaluated")
+    if world is not None:
+        outputs["chinese_share"] = _chinese_shares(ctx, world, models)
+    return outputs
+
+
+def _chinese_shares(ctx: StageContext, world: Path, models: dict[str, Path]) -> str:
+    """Each model's share of Chinese in greedy chat replies to the world's Chinese questions, kept
+    in chinese_share.json as each is measured (a resume measures only the rest)."""
+    pipeline = ctx.config.pipeline
+    path = ctx.dir / "chinese_share.json"
+    shares: dict[str, float] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    for label, model in models.items():
         if label not in shares:
             shares[label] = model_zh_share(model, world, pipeline.zh_questions, pipeline.zh_new_tokens)
-            shares_path.write_text(json.dumps(shares, indent=1) + "\n", encoding="utf-8")
-        ctx.say(f"{label}: evaluated; {100 * shares[label]:.1f}% Chinese in replies to Chinese questions")
-    outputs["chinese_share"] = shares_path.name
-    return outputs
+            path.write_text(json.dumps(shares, indent=1) + "\n", encoding="utf-8")
+        ctx.say(f"{label}: {100 * shares[label]:.1f}% Chinese in replies to Chinese questions")
+    return path.name
 
 
 def run_ablation(ctx: StageContext) -> dict[str, str]:

@@ -6,7 +6,6 @@ and stops it when done. A server that exits or does not answer `/health` in time
 with the tail of its output."""
 
 import shlex
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -18,12 +17,7 @@ import httpx
 from almr.errors import AlmrError
 from almr.run.logs import tail
 from almr.serve.upstream import vllm_command
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from almr.sweep.launch import free_port
 
 
 @contextmanager

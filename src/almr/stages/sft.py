@@ -13,7 +13,6 @@ sft.datasets differ (docs/post-training.md).
 """
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 
 from almr.config import AlmrConfig
 from almr.data.chat import load_sft_mix
+from almr.processes import is_main_process
 from almr.train.chat_model import (
     chat_model_path,
     chat_special_tokens,
@@ -109,11 +109,6 @@ def run_sft(config: AlmrConfig, *, resume: bool = False, progress: bool = True,
         path = Path(sft.run_dir) / "summary.json"
         path.write_text(json.dumps(asdict(summary), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary
-
-
-def is_main_process() -> bool:
-    """The process that writes and speaks (rank 0 under torchrun / accelerate launch)."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def weights_dtype(config: AlmrConfig) -> torch.dtype:

@@ -49,6 +49,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import DPOConfig, DPOTrainer
 
 from almr.errors import AlmrError, ConfigError, DataError
+from almr.processes import is_main_process
 from almr.train.chat_model import (
     chat_model_path,
     device_settings,
@@ -114,7 +115,7 @@ def train_dpo(
     path = chat_model_path(model_config)
     device = device_settings(cfg.device, cfg.gradient_checkpointing, model_config.dtype)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    is_main = int(os.environ.get("RANK", "0")) == 0
+    is_main = is_main_process()
     accum = _accumulation_steps(cfg, world_size)
     _check_pairs(examples)
     steps = _total_steps(cfg, len(examples), world_size, accum)

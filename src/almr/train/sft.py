@@ -50,6 +50,7 @@ from trl import SFTConfig, SFTTrainer
 
 from almr.data.chat import fingerprint
 from almr.errors import AlmrError, ConfigError, DataError
+from almr.processes import is_main_process
 from almr.train.chat_model import (
     device_settings,
     end_of_turn_token,
@@ -430,7 +431,7 @@ def resume_checkpoint(checkpoints: Path, record: Mapping[str, Any], data: Mappin
         if complete or (run_dir / "hf").exists():
             what = f"checkpoints (newest {complete[-1].name})" if complete else "a finished model (hf/)"
             raise ConfigError(f"{run_dir} already holds {what}; continue it with --resume, or choose a new sft.run_dir")
-        if checkpoints.is_dir() and _is_main():
+        if checkpoints.is_dir() and is_main_process():
             shutil.rmtree(checkpoints)  # only unfinished checkpoints of an earlier attempt
         return None
     if not complete:
@@ -443,7 +444,7 @@ def resume_checkpoint(checkpoints: Path, record: Mapping[str, Any], data: Mappin
     if saved_data is not None and saved_data.get("sha256") != data.get("sha256"):
         differences.append(("the training conversations (sha256)", saved_data.get("sha256"), data.get("sha256")))
     refuse_differences(latest, differences, "sft.run_dir")
-    if _is_main():  # later, unfinished checkpoint folders of the killed run
+    if is_main_process():  # later, unfinished checkpoint folders of the killed run
         for folder in checkpoints.glob(f"{CHECKPOINT_PREFIX}*"):
             if folder not in complete:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -460,10 +461,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def _is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 # ---------------------------------------------------------------------------------------- export
