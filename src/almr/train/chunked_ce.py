@@ -8,9 +8,10 @@ is Σ logsumexp − target logit over labelled positions. When a gradient is wan
 softmax is turned into the gradient of the summed loss with respect to its logits (p − one-hot,
 zero on ignored rows) right away, and the two products that need it — the chunk's rows of
 grad_hidden (g · W) and its share of grad_weight (gᵀ · hidden, accumulated in fp32) — are taken
-before the chunk is dropped. Backward then only scales them by the incoming gradient: the same
-three matmuls as the plain path, with O(chunk × vocab) memory for logits instead of several
-O(tokens × vocab) tensors (logits, log-softmax, its gradient).
+before the next chunk overwrites it. Backward then only scales them by the incoming gradient: the
+same three matmuls as the plain path, with one reused [chunk, vocab] fp32 buffer in which each
+chunk's logits become its softmax and then its gradient in place, instead of several
+[tokens, vocab] tensors (logits, log-softmax, its gradient).
 
 The precomputed gradients assume the loss is used linearly (it is: summed, scaled, backward once).
 """
@@ -38,25 +39,45 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_weight = (
                 torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if grad_weight_wanted else None
             )
+            # One [chunk, vocab] fp32 buffer for every chunk's logits, softmax and gradient: a fresh
+            # tensor per chunk costs an allocation and, on a CPU, the page faults of touching it.
+            logits_buffer = torch.empty(
+                (min(chunk, hidden.shape[0]), weight.shape[0]), dtype=torch.float32, device=hidden.device
+            )
+            some_ignored = bool((labels == ignore_index).any())
             for start in range(0, hidden.shape[0], chunk):
                 h = hidden[start : start + chunk].to(compute_dtype)
                 y = labels[start : start + chunk]
                 valid = y != ignore_index
                 target = torch.where(valid, y, 0).unsqueeze(1)
-                logits = (h @ w.T).float()  # [chunk, vocab]
-                lse = torch.logsumexp(logits, dim=1)
-                total += ((lse - logits.gather(1, target).squeeze(1)) * valid).sum()
+                logits = logits_buffer[: h.shape[0]]
+                if compute_dtype == torch.float32:
+                    torch.mm(h, w.T, out=logits)
+                else:
+                    logits.copy_(h @ w.T)
+                target_logit = logits.gather(1, target).squeeze(1)
+                row_max = logits.amax(dim=1, keepdim=True)
+                exp = logits.sub_(row_max).exp_()  # in place: the logits are not needed again
+                row_sum = exp.sum(dim=1, keepdim=True)
+                lse = (row_max + row_sum.log()).squeeze(1)
+                total += ((lse - target_logit) * valid).sum()
                 if grad_hidden is None and grad_weight is None:
                     continue
-                # d(Σ loss)/d logits = softmax − one-hot, on labelled rows only; in place over the logits
-                grad = logits.sub_(lse.unsqueeze(1)).exp_()
+                # d(Σ loss)/d logits = softmax − one-hot, on labelled rows only
+                grad = exp.div_(row_sum)
                 grad.scatter_add_(1, target, -valid.to(grad.dtype).unsqueeze(1))
-                grad.mul_(valid.unsqueeze(1))
+                if some_ignored:
+                    grad.mul_(valid.unsqueeze(1))
                 grad = grad.to(compute_dtype)
-                if grad_hidden is not None:
+                if grad_hidden is not None and grad_hidden.dtype == compute_dtype:
+                    torch.mm(grad, w, out=grad_hidden[start : start + chunk])
+                elif grad_hidden is not None:
                     grad_hidden[start : start + chunk] = grad @ w
                 if grad_weight is not None:
-                    grad_weight += grad.T @ h
+                    if compute_dtype == torch.float32:
+                        grad_weight.addmm_(grad.T, h)
+                    else:
+                        grad_weight += (grad.T @ h).float()
         ctx.grad_hidden, ctx.grad_weight = grad_hidden, grad_weight
         ctx.weight_dtype = weight.dtype
         return total
