@@ -72,3 +72,25 @@ def test_an_ablation_whose_data_has_no_such_language_is_refused(small_world: Pat
     missing = config.model_copy(update={"ablation": config.ablation.model_copy(update={"base_model": None})})
     with pytest.raises(ConfigError, match=r"ablation\.base_model is not set"):
         run_ablation(missing, log=lambda _: None)
+
+
+def test_a_later_process_reads_the_first_process_s_evaluation_instead_of_evaluating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from almr.stages import ablation
+
+    def no_evaluation(*_: Any, **__: Any) -> None:
+        raise AssertionError("a process other than the first evaluated the cell")
+
+    monkeypatch.setattr(ablation, "run_eval", no_evaluation)
+    monkeypatch.setenv("RANK", "1")
+    path = tmp_path / "cell" / "eval.json"
+    path.parent.mkdir()
+    scores = {"model": "cell", "results": {"world_ceval": {"acc": 41.0}}}
+    writer = threading.Timer(0.3, lambda: path.write_text(json.dumps(scores), encoding="utf-8"))
+    writer.start()
+    config = AlmrConfig.model_validate({"ablation": {"tasks": ["world_ceval"]}})
+    assert ablation._evaluate(config, tmp_path / "model", path) == scores
+    writer.join()

@@ -29,6 +29,7 @@ import lm_eval
 from pydantic import ValidationError
 
 import almr
+from almr.durable import atomic_write_text
 from almr.errors import AlmrError, ConfigError, DataError
 from almr.evaluate.config import DEFAULT_AVERAGE_NAME, AverageConfig
 from almr.evaluate.registry import FAMILIES, TASKS, TaskInfo
@@ -171,7 +172,7 @@ def primary_key(primary: str, metrics: Mapping[str, Any]) -> str:
 def save_result(result: Mapping[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     return path
 
 

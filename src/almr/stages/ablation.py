@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from almr.config import AlmrConfig
+from almr.durable import atomic_write_text
 from almr.errors import ConfigError
 from almr.evaluate.harness import run_eval
 from almr.evaluate.results import markdown_table, save_result
+from almr.processes import await_main_process, is_main_process
 from almr.stages.dpo import run_dpo
 from almr.stages.sft import run_sft
 from almr.train.config import local_model
@@ -58,7 +60,8 @@ def run_ablation(config: AlmrConfig, *, progress: bool = True, log: Callable[[st
         result["model"] = cell.label(spec.language)
         results.append(result)
     path = out_dir / "table.md"
-    path.write_text(table(results, spec.language), encoding="utf-8")
+    if is_main_process():
+        atomic_write_text(path, table(results, spec.language))
     log(f"ablation table: {path}")
     return path
 
@@ -104,6 +107,10 @@ def fine_tune_cell(config: AlmrConfig, cell: Cell, cell_dir: Path, progress: boo
 
 
 def _evaluate(config: AlmrConfig, model_dir: Path, path: Path) -> dict[str, Any]:
+    """The cell's scores, evaluated by the first process of a multi-process launch (the others wait
+    for its file rather than each evaluating the same model)."""
+    if not is_main_process():
+        await_main_process(path)
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
     result = run_eval(
