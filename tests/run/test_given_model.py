@@ -15,6 +15,7 @@ import pytest
 import yaml
 from test_vllm_engine import fake_vllm
 
+from almr.evaluate.harness import run_eval
 from almr.sweep.records import load_records
 from worlds import save_world_model
 
@@ -116,16 +117,26 @@ def test_the_pipeline_runs_on_a_model_the_config_names(small_world: Path, tmp_pa
     assert not (out / "base" / "run").exists()  # the given model is used as it is, not pretrained
     records = load_records(out / "study" / "sweep")
     assert len(records) == 6 and all(r.status == "completed" for r in records)
-    for label in ("base", "cpt", "c-sft", "c-dpo", "c-sft-empathy", "cpt-fixed", "instruct"):
+    labels = ("base", "cpt", "c-sft", "c-dpo", "c-sft-empathy", "cpt-fixed", "instruct")
+    for label in labels:
         result = json.loads((out / "eval" / f"{label}.json").read_text())
         assert set(result["tasks"]) == {"world_ceval", "world_zh_share"}, label  # the world's: no chat tasks
+    # scored through its (stand-in) vllm server, the CPT model gets what it gets in this process
+    cpt_model = out / "cpt" / json.loads((out / "cpt" / "stage.json").read_text())["outputs"]["model"]
+    here = run_eval(str(cpt_model), tasks=["world_ceval", "world_zh_share"], limit=3, data_dir=small_world,
+                    max_gen_toks=8, dtype="float32")  # fmt: skip
+    assert json.loads((out / "eval" / "cpt.json").read_text())["tasks"] == here["tasks"]
     copied = (out / "empathy" / "data" / "dialogues.jsonl").read_text().splitlines()
     assert len(copied) == 4
     pairwise = json.loads((out / "pairwise" / "pairwise_report.json").read_text())
     assert pairwise["items"] > 0 and set(pairwise["models"]) == {"c-sft-empathy", "c-dpo", "instruct"}
-    served = (tmp_path / "vllm-calls.txt").read_text().splitlines()  # one server per compared model
-    assert sorted(line.split("--served-model-name ")[1].split()[0] for line in served) == [
-        "c-dpo", "c-sft-empathy", "instruct"]  # fmt: skip
+    calls = (tmp_path / "vllm-calls.txt").read_text().splitlines()
+    served = [(line.split("--served-model-name ")[1].split()[0], line.split("--gpu-memory-utilization ")[1])
+              for line in calls]  # fmt: skip
+    # the eval stage: every model behind its own server, one at a time with the whole GPU
+    assert sorted(served[:7]) == sorted((label, "0.900") for label in labels)
+    # the pairwise stage: the compared models at once, sharing it
+    assert sorted(served[7:]) == [("c-dpo", "0.300"), ("c-sft-empathy", "0.300"), ("instruct", "0.300")]
     assert "LLM judge" in done.stdout  # the empathy model's own server judged
     report = (out / "report" / "report.md").read_text()
     assert "Table 4" in report and "Table 8" in report

@@ -53,9 +53,9 @@ class PipelineConfig(Section):
         "input). The demo world holds its own out of the empathy data."
     )  # fmt: skip
     engine: Literal["transformers", "vllm"] = Field(
-        "transformers", description="How the pairwise stage runs the chat models: in its own process through "
-        "transformers, or each behind its own `vllm serve` on 127.0.0.1 (GPUs; the vllm package), sharing the GPU "
-        "memory evenly."
+        "transformers", description="How the eval and pairwise stages run the models: in their own process "
+        "through transformers, or each behind its own `vllm serve` on 127.0.0.1 (GPUs; the vllm package): the eval "
+        "stage one model at a time, the pairwise stage the compared models at once, sharing the GPU memory evenly."
     )  # fmt: skip
     vllm_start_timeout_s: float = Field(
         900.0, gt=0, description="With engine vllm: how long a server may take to answer /health (loading weights)."

@@ -312,18 +312,29 @@ def _eval_request(ctx: StageContext, world: Path | None, label: str) -> dict[str
 
 def run_eval(ctx: StageContext) -> dict[str, str]:
     """Every model on the world's suite, or pipeline.eval_tasks for a config that names its model;
-    on the world also each model's %Chinese (elsewhere the zh_share task's, among the eval tasks)."""
+    on the world also each model's %Chinese (elsewhere the zh_share task's, among the eval tasks).
+    With pipeline.engine vllm each model is scored through its own `vllm serve`, one at a time with
+    the GPU to itself (lm-eval's completions client; its tokenizer counts the context tokens)."""
     from almr.evaluate.harness import run_eval as evaluate
     from almr.evaluate.results import save_result
 
-    models, world = eval_models(ctx), _world(ctx)
+    models, world, pipeline = eval_models(ctx), _world(ctx), ctx.config.pipeline
     outputs = {}
     for done, (label, model) in enumerate(models.items()):
         ctx.progress(done, len(models), "model")
         path = ctx.dir / f"{label}.json"
         outputs[label] = path.name
         if not path.is_file():  # written whole at the end of its evaluation: a resume skips it
-            result = evaluate(str(model), **_eval_request(ctx, world, label))
+            request = _eval_request(ctx, world, label)
+            if pipeline.engine == "vllm":
+                from almr.run.vllm import vllm_served
+
+                ctx.say(f"{label}: starting vllm serve")
+                with vllm_served(model, label, ctx.dir / "vllm.log", dtype=ctx.config.model.dtype,
+                                 gpu_memory_utilization=0.9, start_timeout_s=pipeline.vllm_start_timeout_s) as url:
+                    result = evaluate(url, tokenizer=str(model), endpoint_model=label, **request)
+            else:
+                result = evaluate(str(model), **request)
             result["model"] = label
             save_result(result, path)
         ctx.say(f"{label}: evaluated")
@@ -517,7 +528,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("baselines", ("baselines", "sft", "dpo", "cpt", "mixture", *PROBE, "model"), ("world", "base"),
           run_baselines, "Instruct (SFT + DPO from base) and the fixed-recipe CPT (ALMR 0.2)",
           "almr sft/dpo/cpt {config}", kind="finetune"),
-    Stage("eval", (*EVAL, "pipeline.zh_questions", "pipeline.zh_new_tokens", "pipeline.eval_tasks"),
+    Stage("eval", (*EVAL, "pipeline.zh_questions", "pipeline.zh_new_tokens", "pipeline.eval_tasks", "pipeline.engine"),
           ("world", "base", "cpt", "sft", "dpo", "empathy"), run_eval,
           "every model on the world suite (Tables 4, 5, 7) and its %Chinese; for a config naming its model, "
           "pipeline.eval_tasks", "almr eval MODEL --suite world", optional=("baselines",), kind="gpu"),
