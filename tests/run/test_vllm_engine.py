@@ -29,6 +29,8 @@ if {fail!r}:
     sys.exit(3)
 os.execv(sys.executable, [sys.executable, "-m", "almr.cli", "serve", args[1], "--host", options["--host"],
                           "--port", options["--port"], "--set", "serve.model_name=" + options["--served-model-name"],
+                          "--set", "serve.store=sqlite:///" + os.path.join(os.path.dirname({calls!r}),
+                                                                           "serve-" + options["--port"] + ".db"),
                           "--set", "serve.auth.required=false", "--set", "serve.persona.allow_client_overrides=true"])
 """
 
