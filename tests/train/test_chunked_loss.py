@@ -67,6 +67,20 @@ def test_ignored_positions_count_nothing() -> None:
     assert everything_ignored.item() == 0.0
 
 
+def test_hidden_states_of_any_layout_get_their_gradient() -> None:
+    torch.manual_seed(0)
+    base = torch.randn(8, 11, requires_grad=True)
+    hidden = base.T  # [11, 8], not contiguous
+    weight = torch.randn(13, 8, requires_grad=True)
+    labels = torch.randint(0, 13, (11,))
+    linear_cross_entropy(hidden, weight, labels, chunk=4).backward()
+    chunked = base.grad.clone(), weight.grad.clone()
+    base.grad = weight.grad = None
+    F.cross_entropy(base.T @ weight.T, labels, reduction="sum").backward()
+    torch.testing.assert_close(chunked[0], base.grad)
+    torch.testing.assert_close(chunked[1], weight.grad)
+
+
 def test_no_gradients_are_computed_without_grad_mode() -> None:
     hidden, weight = torch.randn(6, 4, requires_grad=True), torch.randn(5, 4, requires_grad=True)
     with torch.no_grad():

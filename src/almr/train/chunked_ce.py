@@ -35,7 +35,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         with torch.autocast(hidden.device.type, enabled=False):
             w = weight.to(compute_dtype)
             total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-            grad_hidden = torch.empty_like(hidden) if grad_hidden_wanted else None
+            grad_hidden = (
+                torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device) if grad_hidden_wanted else None
+            )  # contiguous, whatever the strides of `hidden`: each chunk's rows are written by mm(out=)
             grad_weight = (
                 torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if grad_weight_wanted else None
             )
