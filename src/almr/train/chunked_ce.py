@@ -46,7 +46,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
             logits_buffer = torch.empty(
                 (min(chunk, hidden.shape[0]), weight.shape[0]), dtype=torch.float32, device=hidden.device
             )
-            some_ignored = bool((labels == ignore_index).any())
             for start in range(0, hidden.shape[0], chunk):
                 h = hidden[start : start + chunk].to(compute_dtype)
                 y = labels[start : start + chunk]
@@ -65,11 +64,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 total += ((lse - target_logit) * valid).sum()
                 if grad_hidden is None and grad_weight is None:
                     continue
-                # d(Σ loss)/d logits = softmax − one-hot, on labelled rows only
-                grad = exp.div_(row_sum)
+                # d(Σ loss)/d logits = softmax − one-hot, on labelled rows only: an ignored row is
+                # divided by infinity (its exps are at most 1), which zeroes it in the same pass
+                grad = exp.div_(torch.where(valid.unsqueeze(1), row_sum, torch.inf))
                 grad.scatter_add_(1, target, -valid.to(grad.dtype).unsqueeze(1))
-                if some_ignored:
-                    grad.mul_(valid.unsqueeze(1))
                 grad = grad.to(compute_dtype)
                 if grad_hidden is not None and grad_hidden.dtype == compute_dtype:
                     torch.mm(grad, w, out=grad_hidden[start : start + chunk])
@@ -79,7 +77,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     if compute_dtype == torch.float32:
                         grad_weight.addmm_(grad.T, h)
                     else:
-                        grad_weight += (grad.T @ h).float()
+                        grad_weight += grad.T @ h  # accumulated in fp32 without an fp32 copy of the product
         ctx.grad_hidden, ctx.grad_weight = grad_hidden, grad_weight
         ctx.weight_dtype = weight.dtype
         return total
