@@ -99,3 +99,17 @@ def test_endpoint_loglikelihood_needs_a_tokenizer(served: tuple, small_world: Pa
     server, _ = served
     with pytest.raises(ConfigError, match="--tokenizer"):
         run_eval(server.url, tasks=["world_mmlu"], data_dir=small_world)
+
+
+def test_the_endpoint_client_takes_the_served_model_s_context(served: tuple) -> None:
+    import json
+
+    from almr.evaluate.endpoint import Endpoint
+    from almr.evaluate.harness import _api_lm
+
+    server, model_dir = served
+    context = json.loads((model_dir / "config.json").read_text())["max_position_embeddings"]
+    lm = _api_lm(Endpoint(server.url), "tiny", False, str(model_dir), 4)
+    # as HFLM in process, not lm-eval's 2048 for API models (it keeps one position for the generated token)
+    assert context != 2048 and lm.max_length == context - 1
+    assert _api_lm(Endpoint(server.url), "tiny", False, str(model_dir), 4, max_length=64).max_length == 63

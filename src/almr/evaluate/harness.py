@@ -178,10 +178,14 @@ def _local_lm(model: Any, tokenizer: Any, batch_size: int, device: str, dtype: s
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, **kwargs), placed
 
 
-def _api_lm(endpoint: Endpoint, served: str, chat: bool, tokenizer: str | None, batch_size: int) -> Any:
+def _api_lm(endpoint: Endpoint, served: str, chat: bool, tokenizer: str | None, batch_size: int,
+            max_length: int | None = None) -> Any:  # fmt: skip
     from almr.evaluate.endpoint_lm import EndpointChat, EndpointCompletions  # heavy (lm-eval's API models)
 
     kwargs: dict[str, Any] = {"model": served, "timeout": int(endpoint.timeout_s)}
+    max_length = max_length or _context_length(tokenizer)
+    if max_length:
+        kwargs["max_length"] = max_length
     if chat:
         return EndpointChat(endpoint, tokenizer_backend=None, tokenized_requests=False, batch_size=1, **kwargs)
     if tokenizer:
@@ -192,6 +196,18 @@ def _api_lm(endpoint: Endpoint, served: str, chat: bool, tokenizer: str | None, 
     else:
         kwargs |= {"tokenizer_backend": None, "tokenized_requests": False, "batch_size": 1}
     return EndpointCompletions(endpoint, **kwargs)
+
+
+def _context_length(tokenizer: str | None) -> int | None:
+    """The served model's context length as HFLM takes it in process (its config, then its
+    tokenizer), when `tokenizer` is the model's own directory; None otherwise. Without it lm-eval's
+    API clients assume 2048 tokens and cut longer prompts from the left without a word."""
+    if not tokenizer or not (Path(str(tokenizer)) / "config.json").is_file():
+        return None
+    from lm_eval.models.utils import resolve_max_length
+    from transformers import AutoConfig
+
+    return resolve_max_length(AutoConfig.from_pretrained(str(tokenizer)))
 
 
 def check_request(
@@ -294,7 +310,7 @@ def run_eval(
         if not group:
             continue
         if endpoint is not None:
-            lm = _api_lm(endpoint, str(served), chat, tokenizer, batch_size)
+            lm = _api_lm(endpoint, str(served), chat, tokenizer, batch_size, max_length)
         other_pass = {t.name for t in infos if t not in group}  # an override may also name a subtask of one here
         overrides = {k: v for k, v in (task_overrides or {}).items() if k not in other_pass}
         loaded = load_tasks(group, metadata, overrides)
