@@ -8,6 +8,7 @@ the shutdown and the errors are the real ones."""
 import os
 import stat
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -27,12 +28,31 @@ options = dict(zip(args[2::2], args[3::2]))
 if {fail!r}:
     print("CUDA error: no kernel image is available", flush=True)
     sys.exit(3)
+# as vLLM's engine core: a child process in the server's process group, outliving a plain terminate
+import subprocess
+engine = subprocess.Popen(["sleep", "600"])
+with open({calls!r} + ".engines", "a") as out:
+    out.write(f"{{engine.pid}}\\n")
 os.execv(sys.executable, [sys.executable, "-m", "almr.cli", "serve", args[1], "--host", options["--host"],
                           "--port", options["--port"], "--set", "serve.model_name=" + options["--served-model-name"],
                           "--set", "serve.store=sqlite:///" + os.path.join(os.path.dirname({calls!r}),
                                                                            "serve-" + options["--port"] + ".db"),
                           "--set", "serve.auth.required=false", "--set", "serve.persona.allow_client_overrides=true"])
 """
+
+
+def _running(pid: int, wait_s: float = 5.0) -> bool:
+    """Whether process `pid` still runs `wait_s` from now (a zombie awaiting its reaper has stopped)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return False
+        if state == "Z":
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def fake_vllm(bin_dir: Path, calls: Path, fail: bool = False) -> None:
@@ -63,6 +83,8 @@ def test_each_model_gets_its_own_server_and_every_server_stops(small_world: Path
     for url in urls.values():  # stopped on leaving
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{url}/models", timeout=2)
+    engines = [int(pid) for pid in Path(f"{calls}.engines").read_text().split()]
+    assert len(engines) == 2 and not any(_running(pid) for pid in engines)  # each server's whole group
     lines = calls.read_text().splitlines()
     assert len(lines) == 2
     for line in lines:  # `almr serve --print-vllm-command`'s line, and an even share of the GPU each

@@ -330,7 +330,7 @@ def run_eval(ctx: StageContext) -> dict[str, str]:
                 from almr.run.vllm import vllm_served
 
                 ctx.say(f"{label}: starting vllm serve")
-                with vllm_served(model, label, ctx.dir / "vllm.log", dtype=ctx.config.model.dtype,
+                with vllm_served(model, label, ctx.dir / "vllm.log", dtype=request["dtype"],
                                  gpu_memory_utilization=0.9, start_timeout_s=pipeline.vllm_start_timeout_s) as url:
                     result = evaluate(url, tokenizer=str(model), endpoint_model=label, **request)
             else:

@@ -5,11 +5,13 @@ its output appended to the stage's log; the stage talks to it as to any OpenAI-c
 and stops it when done. A server that exits or does not answer `/health` in time stops the stage
 with the tail of its output."""
 
+import os
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -31,7 +33,8 @@ def vllm_served(model_dir: Path, name: str, log: Path, *, dtype: str, gpu_memory
         out.write(f"$ {shlex.join(command)}\n")
         out.flush()
         try:
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+            # its own process group: vLLM's engine runs in child processes that hold the GPU's memory
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         except FileNotFoundError:
             raise AlmrError("pipeline.engine=vllm, but there is no `vllm` command here; install vLLM "
                             "(pip install vllm) or set pipeline.engine: transformers") from None  # fmt: skip
@@ -39,12 +42,22 @@ def vllm_served(model_dir: Path, name: str, log: Path, *, dtype: str, gpu_memory
         _await_health(process, f"http://127.0.0.1:{port}/health", log, name, start_timeout_s)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
+    """SIGTERM to the server's process group, SIGKILL to whatever of it is left after `grace_s` or
+    after the server itself has exited: the next server must find the GPU's memory free."""
+    _signal_group(process, signal.SIGTERM)
+    with suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace_s)
+    _signal_group(process, signal.SIGKILL)
+    process.wait()
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError):  # every process of the group has exited
+        os.killpg(process.pid, sig)
 
 
 def _await_health(process: subprocess.Popen[bytes], url: str, log: Path, name: str, timeout_s: float) -> None:
