@@ -13,6 +13,7 @@ def is_main_process() -> bool:
 
 def await_main_process(path: Path, poll_s: float = 0.5) -> None:
     """Block until the first process has written `path` (atomically). No deadline: when the first
-    process fails, the launcher (torchrun, accelerate launch) stops the others."""
+    process fails, the launcher stops the others (torchrun and accelerate launch on one node; across
+    nodes the stage jobs' `srun --kill-on-bad-exit=1`)."""
     while not path.is_file():
         time.sleep(poll_s)

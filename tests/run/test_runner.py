@@ -165,11 +165,11 @@ def test_dry_run_lists_every_stage_and_chains_slurm_jobs(tmp_path: Path) -> None
         assert f"\n{stage.name:<10} todo" in out.stdout
         assert f"#SBATCH --job-name=almr-{stage.name}\n" in out.stdout
     assert "#SBATCH --partition=gpu" in out.stdout
-    assert "srun torchrun --nnodes 1 --nproc_per_node 8" in out.stdout  # the CPT: almr's trainer
+    assert "srun --kill-on-bad-exit=1 torchrun --nnodes 1 --nproc_per_node 8" in out.stdout  # the CPT: almr's trainer
     # TRL's trainers under accelerate with FSDP2; each node's task expands its own $SLURM_NODEID
     fsdp = tmp_path / "p" / "slurm" / "fsdp2.yaml"
-    assert f"srun bash -c 'accelerate launch --config_file {fsdp} --num_machines 1 --num_processes 8 " \
-           "--machine_rank $SLURM_NODEID" in out.stdout  # fmt: skip
+    assert f"srun --kill-on-bad-exit=1 bash -c 'accelerate launch --config_file {fsdp} --num_machines 1 " \
+           "--num_processes 8 --machine_rank $SLURM_NODEID" in out.stdout  # fmt: skip
     assert f"# {fsdp}\n" in out.stdout and "fsdp_version: 2" in out.stdout
     assert "jid_cpt=$(sbatch --parsable --dependency=afterok:$jid_world:$jid_base:$jid_frontier " in out.stdout
     assert "jid_world=$(sbatch --parsable " in out.stdout  # the first job waits for nothing

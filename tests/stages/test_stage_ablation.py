@@ -79,6 +79,7 @@ def test_a_later_process_reads_the_first_process_s_evaluation_instead_of_evaluat
 ) -> None:
     import threading
 
+    from almr.durable import atomic_write_text
     from almr.stages import ablation
 
     def no_evaluation(*_: Any, **__: Any) -> None:
@@ -89,7 +90,7 @@ def test_a_later_process_reads_the_first_process_s_evaluation_instead_of_evaluat
     path = tmp_path / "cell" / "eval.json"
     path.parent.mkdir()
     scores = {"model": "cell", "results": {"world_ceval": {"acc": 41.0}}}
-    writer = threading.Timer(0.3, lambda: path.write_text(json.dumps(scores), encoding="utf-8"))
+    writer = threading.Timer(0.3, lambda: atomic_write_text(path, json.dumps(scores)))
     writer.start()
     config = AlmrConfig.model_validate({"ablation": {"tasks": ["world_ceval"]}})
     assert ablation._evaluate(config, tmp_path / "model", path) == scores

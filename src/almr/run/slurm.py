@@ -106,7 +106,9 @@ def sbatch_script(stage: Stage, config_ref: str, out: Path, config: Any) -> str:
     if slurm.requeue:
         lines += ["#SBATCH --requeue", f"#SBATCH --signal=USR2@{slurm.signal_s}"]
     lines.append(f"#SBATCH --output={out / stage.name}/slurm-%j.out")
-    lines += [*slurm.setup, f"export {IN_JOB}=1", f"srun {stage_command(stage, config_ref, out, config)}"]
+    # a node whose task fails stops the others: they may be waiting on files its first process writes
+    lines += [*slurm.setup, f"export {IN_JOB}=1",
+              f"srun --kill-on-bad-exit=1 {stage_command(stage, config_ref, out, config)}"]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
