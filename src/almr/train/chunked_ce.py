@@ -19,6 +19,13 @@ The precomputed gradients assume the loss is used linearly (it is: summed, scale
 import torch
 
 
+def _product_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a · b written into `out`: directly when the dtypes agree, else through a temporary in a's."""
+    if out.dtype == a.dtype:
+        return torch.mm(a, b, out=out)
+    return out.copy_(a @ b)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -51,11 +58,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 y = labels[start : start + chunk]
                 valid = y != ignore_index
                 target = torch.where(valid, y, 0).unsqueeze(1)
-                logits = logits_buffer[: h.shape[0]]
-                if compute_dtype == torch.float32:
-                    torch.mm(h, w.T, out=logits)
-                else:
-                    logits.copy_(h @ w.T)
+                logits = _product_into(logits_buffer[: h.shape[0]], h, w.T)
                 target_logit = logits.gather(1, target).squeeze(1)
                 row_max = logits.amax(dim=1, keepdim=True)
                 exp = logits.sub_(row_max).exp_()  # in place: the logits are not needed again
@@ -69,10 +72,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad = exp.div_(torch.where(valid.unsqueeze(1), row_sum, torch.inf))
                 grad.scatter_add_(1, target, -valid.to(grad.dtype).unsqueeze(1))
                 grad = grad.to(compute_dtype)
-                if grad_hidden is not None and grad_hidden.dtype == compute_dtype:
-                    torch.mm(grad, w, out=grad_hidden[start : start + chunk])
-                elif grad_hidden is not None:
-                    grad_hidden[start : start + chunk] = grad @ w
+                if grad_hidden is not None:
+                    _product_into(grad_hidden[start : start + chunk], grad, w)
                 if grad_weight is not None:
                     if compute_dtype == torch.float32:
                         grad_weight.addmm_(grad.T, h)
