@@ -42,7 +42,7 @@ os.execv(sys.executable, [sys.executable, "-m", "almr.cli", "serve", args[1], "-
 
 
 def _running(pid: int, wait_s: float = 5.0) -> bool:
-    """Whether process `pid` still runs `wait_s` from now (a zombie awaiting its reaper has stopped)."""
+    """Whether process `pid` still runs after waiting up to `wait_s` for it to stop (a zombie has stopped)."""
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
